@@ -1,0 +1,280 @@
+//! mailctl: the command line of postecole. Every command is one or a few D-Bus calls to
+//! postecoled; nothing is decided here.
+
+mod output;
+
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use postecole_dbus::{AccountsProxy, Error};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Send the school's e-mail from this PC through postecoled",
+    long_about = "Send the school's e-mail from this PC through postecoled.\n\n\
+Setting up an address takes four steps, as in the \"e-mail sending\" dialog:\n  \
+1. mailctl account create --kind personal --label 'Mme Martin' --address martin@ecole.fr\n     \
+(prints the account id and e-mails a code to the address)\n  \
+2. mailctl account verify ID CODE      (type back the code from the e-mail)\n  \
+3. mailctl account secure ID --question 'Nom de ma première école ?'\n     \
+(asks for the answer without showing it)\n  \
+4. for an establishment address, an administrator names the staff:\n     \
+mailctl account staff ID --add jdupont"
+)]
+struct Cli {
+    /// Talk to a postecoled on the session bus (desktop trial) instead of the system bus.
+    #[arg(long, global = true)]
+    session: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Set up and manage sender addresses.
+    #[command(subcommand)]
+    Account(AccountCommand),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    /// The school's shared address (secretariat@…), used by the staff an administrator names.
+    Establishment,
+    /// Your own address, seen and used by you alone.
+    Personal,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Establishment => postecole_dbus::KIND_ESTABLISHMENT,
+            Kind::Personal => postecole_dbus::KIND_PERSONAL,
+        }
+    }
+}
+
+#[derive(Args)]
+struct Json {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Step 1: add an address; a code is e-mailed to it. Prints the new account id.
+    ///
+    /// Establishment addresses can only be added by an administrator (root or a member of the
+    /// configured admin group). The code is valid for 15 minutes.
+    Create {
+        #[arg(long, value_enum)]
+        kind: Kind,
+        /// Name shown to recipients, e.g. "Secrétariat de l'école Jules Ferry".
+        #[arg(long)]
+        label: String,
+        /// The e-mail address to send from.
+        #[arg(long)]
+        address: String,
+    },
+    /// Step 2: type back the code the address received (5 tries, 15 minutes).
+    Verify { id: String, code: String },
+    /// Send a new code (at most once a minute); the previous one stops working.
+    Resend { id: String },
+    /// Step 3: protect the account with a secret question; the answer is asked without echo.
+    ///
+    /// On a terminal the answer is prompted twice and not shown; otherwise the first line of
+    /// standard input is the answer. Keep it: it unlocks the archive of sent mail.
+    Secure {
+        id: String,
+        #[arg(long)]
+        question: String,
+    },
+    /// Step 4 (establishment, administrators): allow or withdraw a member of staff.
+    Staff {
+        id: String,
+        /// Unix user name allowed to send with this address.
+        #[arg(long, conflicts_with = "remove", required_unless_present = "remove")]
+        add: Option<String>,
+        /// Unix user name to withdraw.
+        #[arg(long)]
+        remove: Option<String>,
+    },
+    /// The addresses you may see: your personal ones and the establishment ones you may use.
+    List(Json),
+    /// One account in detail.
+    Show {
+        id: String,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Remove an account from this PC.
+    Delete { id: String },
+    /// Turn an account into the other kind (administrators).
+    ///
+    /// establishment → personal needs exactly one staff member, who becomes the owner;
+    /// personal → establishment makes the owner its only staff member.
+    Convert {
+        id: String,
+        #[arg(long, value_enum)]
+        to: Kind,
+    },
+    /// Show your default sending account, or set it with ID ("" clears it).
+    Default { id: Option<String> },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mailctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What mailctl prints on failure: the daemon's sentence, then its error name for scripts.
+struct Failure(String);
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::ZBus(zbus::Error::MethodError(name, msg, _)) => {
+                Failure(format!("{} [{}]", msg.unwrap_or_default(), name.as_str()))
+            }
+            Error::ZBus(other) => Failure(format!("cannot reach postecoled: {other}")),
+            other => Failure(format!(
+                "{} [{}.{}]",
+                other.message(),
+                postecole_dbus::ERROR_PREFIX,
+                other.short_name()
+            )),
+        }
+    }
+}
+
+impl From<zbus::Error> for Failure {
+    fn from(e: zbus::Error) -> Self {
+        Failure::from(Error::ZBus(e))
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let connection = if cli.session {
+        zbus::Connection::session().await
+    } else {
+        zbus::Connection::system().await
+    }
+    .map_err(|e| {
+        Failure(format!(
+            "cannot connect to the D-Bus {} bus: {e}",
+            if cli.session { "session" } else { "system" }
+        ))
+    })?;
+    match cli.command {
+        Command::Account(cmd) => account(&AccountsProxy::new(&connection).await?, cmd).await,
+    }
+}
+
+async fn account(proxy: &AccountsProxy<'_>, cmd: AccountCommand) -> Result<(), Failure> {
+    match cmd {
+        AccountCommand::Create {
+            kind,
+            label,
+            address,
+        } => {
+            let id = proxy
+                .create_account(kind.as_str(), &label, &address)
+                .await?;
+            println!("{id}");
+            if std::io::stderr().is_terminal() {
+                eprintln!(
+                    "A code was e-mailed to {address}. Type it back with: mailctl account verify {id} CODE"
+                );
+            }
+        }
+        AccountCommand::Verify { id, code } => {
+            proxy.confirm_code(&id, &code).await?;
+            eprintln!("Address verified. Next: mailctl account secure {id} --question '…'");
+        }
+        AccountCommand::Resend { id } => {
+            proxy.resend_code(&id).await?;
+            eprintln!("A new code was sent; the previous one no longer works.");
+        }
+        AccountCommand::Secure { id, question } => {
+            let answer = read_answer("Answer to the secret question: ", true)?;
+            proxy.set_secret(&id, &question, &answer).await?;
+            eprintln!("The account is active. A confirmation e-mail was sent to the address.");
+        }
+        AccountCommand::Staff { id, add, remove } => match (add, remove) {
+            (Some(user), _) => proxy.add_staff(&id, &user).await?,
+            (None, Some(user)) => proxy.remove_staff(&id, &user).await?,
+            (None, None) => unreachable!("clap requires --add or --remove"),
+        },
+        AccountCommand::List(Json { json }) => {
+            let accounts = proxy.list_accounts().await?;
+            if json {
+                println!("{}", output::accounts_json(&accounts));
+            } else {
+                print!("{}", output::accounts_table(&accounts));
+            }
+        }
+        AccountCommand::Show { id, json } => {
+            let account = proxy.get_account(&id).await?;
+            if json.json {
+                println!("{}", output::account_json(&account));
+            } else {
+                print!("{}", output::account_details(&account));
+            }
+        }
+        AccountCommand::Delete { id } => proxy.delete_account(&id).await?,
+        AccountCommand::Convert { id, to } => proxy.convert_account(&id, to.as_str()).await?,
+        AccountCommand::Default { id: Some(id) } => proxy.set_default_account(&id).await?,
+        AccountCommand::Default { id: None } => {
+            let id = proxy.get_default_account().await?;
+            if id.is_empty() {
+                return Err(Failure(
+                    "no default account is set (mailctl account default ID)".into(),
+                ));
+            }
+            println!("{id}");
+        }
+    }
+    Ok(())
+}
+
+/// The answer, without echo on a terminal (typed twice), else the first line of stdin.
+fn read_answer(prompt: &str, confirm: bool) -> Result<String, Failure> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(prompt).map_err(|e| Failure(e.to_string()))?;
+        if confirm {
+            let second =
+                rpassword::prompt_password("Once more: ").map_err(|e| Failure(e.to_string()))?;
+            if first != second {
+                return Err(Failure(
+                    "the two answers differ; nothing was changed".into(),
+                ));
+            }
+        }
+        Ok(first)
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Failure(format!("cannot read the answer from standard input: {e}")))?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    }
+}

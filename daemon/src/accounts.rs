@@ -1,0 +1,634 @@
+//! The sender-account lifecycle: create → code e-mailed → code typed back → secret set →
+//! staff named. Plain async Rust; the D-Bus layer in `bus` is a thin skin over it.
+
+use std::sync::Arc;
+
+use rand::Rng;
+use rand::TryRngCore;
+use rand::rngs::OsRng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::authz::{self, Caller};
+use crate::config::Config;
+use crate::delivery::{self, Relay};
+use crate::notices::{self, CODE_LIFETIME_MINUTES};
+use crate::store::{self, Store};
+use crate::{secret, validate};
+
+pub const CODE_LIFETIME_SECS: u64 = CODE_LIFETIME_MINUTES * 60;
+pub const MAX_WRONG_CODES: u32 = 5;
+pub const RESEND_INTERVAL_SECS: u64 = 60;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Establishment,
+    Personal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    AwaitingCode,
+    AwaitingSecret,
+    Active,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Establishment => postecole_dbus::KIND_ESTABLISHMENT,
+            Kind::Personal => postecole_dbus::KIND_PERSONAL,
+        }
+    }
+
+    fn parse(s: &str) -> Result<Kind> {
+        match s {
+            postecole_dbus::KIND_ESTABLISHMENT => Ok(Kind::Establishment),
+            postecole_dbus::KIND_PERSONAL => Ok(Kind::Personal),
+            other => Err(Error::InvalidInput(format!(
+                "unknown account kind `{other}`: use `establishment` or `personal`"
+            ))),
+        }
+    }
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::AwaitingCode => postecole_dbus::STATE_AWAITING_CODE,
+            State::AwaitingSecret => postecole_dbus::STATE_AWAITING_SECRET,
+            State::Active => postecole_dbus::STATE_ACTIVE,
+        }
+    }
+}
+
+/// The code waiting to be typed back; only its hash is kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingCode {
+    pub hash: String,
+    pub sent: u64,
+    pub expires: u64,
+    pub wrong: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Secret {
+    /// Kept in clear: it is shown to whoever must answer it.
+    pub question: String,
+    /// Argon2id PHC string of the normalised answer.
+    pub answer_hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub kind: Kind,
+    pub label: String,
+    pub address: String,
+    pub state: State,
+    /// uid of the owner (personal) or of the administrator who set it up (establishment).
+    pub owner: u32,
+    /// Unix user names allowed to send with an establishment account.
+    pub staff: Vec<String>,
+    pub created: u64,
+    pub code: Option<PendingCode>,
+    pub secret: Option<Secret>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotAuthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    WrongCode(String),
+    #[error("{0}")]
+    CodeExpired(String),
+    #[error("{0}")]
+    TooManyAttempts(String),
+    #[error("{0}")]
+    RateLimited(String),
+    #[error("{0}")]
+    InvalidState(String),
+    #[error("{0}")]
+    RelayUnavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<store::Error> for Error {
+    fn from(e: store::Error) -> Self {
+        tracing::error!(error = %e, "store failure");
+        Error::Internal("the account database could not be read or written".into())
+    }
+}
+
+impl From<authz::Error> for Error {
+    fn from(e: authz::Error) -> Self {
+        tracing::error!(error = %e, "user database failure");
+        Error::Internal("the user database could not be read".into())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What changed, as carried by the `AccountChanged` signal.
+pub mod change {
+    pub const CREATED: &str = "created";
+    pub const CODE_SENT: &str = "code-sent";
+    pub const VERIFIED: &str = "verified";
+    pub const ACTIVATED: &str = "activated";
+    pub const STAFF: &str = "staff";
+    pub const CONVERTED: &str = "converted";
+    pub const DELETED: &str = "deleted";
+}
+
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    })
+}
+
+pub struct Accounts {
+    config: Arc<Config>,
+    store: Store,
+    relay: Arc<Relay>,
+    host: String,
+    clock: Clock,
+    /// Serialises read-modify-write of records, so that two guesses of a code cannot both
+    /// read the same count of wrong tries.
+    write: Mutex<()>,
+}
+
+impl Accounts {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        relay: Arc<Relay>,
+        host: String,
+        clock: Clock,
+    ) -> Self {
+        Accounts {
+            config,
+            store,
+            relay,
+            host,
+            clock,
+            write: Mutex::new(()),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        kind: &str,
+        label: &str,
+        address: &str,
+    ) -> Result<Account> {
+        let kind = Kind::parse(kind)?;
+        let label = validate::one_line("label", label, validate::MAX_LABEL_CHARS)
+            .map_err(Error::InvalidInput)?;
+        let address = validate::address(address).map_err(Error::InvalidInput)?;
+        if !authz::can_create(caller, kind) {
+            return Err(Error::NotAuthorized(format!(
+                "only an administrator (root or a member of the group `{}`) can add an establishment address; \
+                 ask one, or add it as a personal address",
+                self.config.admin_group
+            )));
+        }
+        if let Some(existing) = self.store.accounts()?.into_iter().find(|a| {
+            a.kind == kind
+                && a.address.eq_ignore_ascii_case(&address)
+                && (kind == Kind::Establishment || a.owner == caller.uid)
+        }) {
+            return Err(Error::InvalidState(format!(
+                "{address} is already set up as account {}; use `mailctl account resend {}` if the code was lost",
+                existing.id, existing.id
+            )));
+        }
+        let now = self.now();
+        let code = secret::new_code();
+        let mut account = Account {
+            id: new_id(),
+            kind,
+            label,
+            address,
+            state: State::AwaitingCode,
+            owner: caller.uid,
+            staff: Vec::new(),
+            created: now,
+            code: Some(PendingCode {
+                hash: hash_blocking(code.clone()).await?,
+                sent: now,
+                expires: now + CODE_LIFETIME_SECS,
+                wrong: 0,
+            }),
+            secret: None,
+        };
+        // Stored before the mail leaves, so the code is known by the time anybody can type it.
+        while !self.store.insert_new_account(&account)? {
+            account.id = new_id();
+        }
+        if let Err(e) = self.send_code(&account, &code).await {
+            self.store.remove_account(&account.id)?;
+            return Err(e);
+        }
+        tracing::info!(account = %account.id, kind = kind.as_str(), uid = caller.uid, "account created, code sent");
+        Ok(account)
+    }
+
+    pub async fn resend_code(&self, caller: &Caller, id: &str) -> Result<()> {
+        let account = self.managed(caller, id)?;
+        if account.state != State::AwaitingCode {
+            return Err(already_verified(&account));
+        }
+        let now = self.now();
+        if let Some(pending) = &account.code {
+            let next = pending.sent + RESEND_INTERVAL_SECS;
+            if now < next {
+                return Err(Error::RateLimited(format!(
+                    "a code was sent less than a minute ago; wait {} s before asking again",
+                    next - now
+                )));
+            }
+        }
+        let code = secret::new_code();
+        let hash = hash_blocking(code.clone()).await?;
+        self.send_code(&account, &code).await?;
+        let _guard = self.write.lock().await;
+        let mut account = self.managed(caller, id)?;
+        account.code = Some(PendingCode {
+            hash,
+            sent: now,
+            expires: now + CODE_LIFETIME_SECS,
+            wrong: 0,
+        });
+        self.store.put_account(&account)?;
+        tracing::info!(account = %id, uid = caller.uid, "new code sent");
+        Ok(())
+    }
+
+    pub async fn confirm_code(&self, caller: &Caller, id: &str, typed: &str) -> Result<()> {
+        let _guard = self.write.lock().await;
+        let mut account = self.managed(caller, id)?;
+        if account.state != State::AwaitingCode {
+            return Err(already_verified(&account));
+        }
+        let typed = secret::normalise_code(typed).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "a code is {} digits, as written in the e-mail",
+                secret::CODE_DIGITS
+            ))
+        })?;
+        let resend = format!("ask for a new one with `mailctl account resend {id}`");
+        let Some(pending) = account.code.clone() else {
+            return Err(Error::TooManyAttempts(format!(
+                "this code can no longer be used; {resend}"
+            )));
+        };
+        if self.now() >= pending.expires {
+            return Err(Error::CodeExpired(format!(
+                "the code has expired (it lasts {CODE_LIFETIME_MINUTES} minutes); {resend}"
+            )));
+        }
+        let hash = pending.hash.clone();
+        let matches = tokio::task::spawn_blocking(move || secret::verify(&typed, &hash))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        if !matches {
+            let wrong = pending.wrong + 1;
+            if wrong >= MAX_WRONG_CODES {
+                account.code = None;
+                self.store.put_account(&account)?;
+                tracing::warn!(account = %id, uid = caller.uid, "code voided after too many wrong tries");
+                return Err(Error::TooManyAttempts(format!(
+                    "{MAX_WRONG_CODES} wrong codes: this code no longer works; {resend}"
+                )));
+            }
+            account.code = Some(PendingCode { wrong, ..pending });
+            self.store.put_account(&account)?;
+            tracing::info!(account = %id, uid = caller.uid, wrong, "wrong code");
+            return Err(Error::WrongCode(format!(
+                "wrong code; {} tries left",
+                MAX_WRONG_CODES - wrong
+            )));
+        }
+        account.code = None;
+        account.state = State::AwaitingSecret;
+        self.store.put_account(&account)?;
+        tracing::info!(account = %id, uid = caller.uid, "address verified");
+        Ok(())
+    }
+
+    pub async fn set_secret(
+        &self,
+        caller: &Caller,
+        id: &str,
+        question: &str,
+        answer: &str,
+    ) -> Result<()> {
+        let question = validate::one_line("question", question, validate::MAX_QUESTION_CHARS)
+            .map_err(Error::InvalidInput)?;
+        let account = self.managed(caller, id)?;
+        match account.state {
+            State::AwaitingSecret => {}
+            State::AwaitingCode => {
+                return Err(Error::InvalidState(format!(
+                    "the address is not verified yet: type the code it received with `mailctl account verify {id} CODE`"
+                )));
+            }
+            State::Active => {
+                return Err(Error::InvalidState(
+                    "this account already has a secret question".into(),
+                ));
+            }
+        }
+        let answer = check_answer(&account, &question, answer)?;
+        let hash = hash_blocking(answer).await?;
+        let account = {
+            let _guard = self.write.lock().await;
+            let mut account = self.managed(caller, id)?;
+            if account.state != State::AwaitingSecret {
+                return Err(Error::InvalidState(
+                    "the account changed meanwhile; try again".into(),
+                ));
+            }
+            account.secret = Some(Secret {
+                question,
+                answer_hash: hash,
+            });
+            account.state = State::Active;
+            self.store.put_account(&account)?;
+            account
+        };
+        tracing::info!(account = %id, uid = caller.uid, "secret set, account active");
+        // The account is usable whether or not this mail gets through; it only informs.
+        match notices::confirmation(&self.config, &account, &self.host) {
+            Ok(message) => {
+                if let Err(e) = self.deliver(&message).await {
+                    tracing::warn!(account = %id, error = %e, "confirmation e-mail not sent");
+                }
+            }
+            Err(e) => tracing::warn!(account = %id, error = %e, "confirmation e-mail not built"),
+        }
+        Ok(())
+    }
+
+    pub async fn add_staff(&self, caller: &Caller, id: &str, user: &str) -> Result<()> {
+        self.change_staff(caller, id, user, true).await
+    }
+
+    pub async fn remove_staff(&self, caller: &Caller, id: &str, user: &str) -> Result<()> {
+        self.change_staff(caller, id, user, false).await
+    }
+
+    async fn change_staff(&self, caller: &Caller, id: &str, user: &str, add: bool) -> Result<()> {
+        let _guard = self.write.lock().await;
+        let mut account = self.visible(caller, id)?;
+        if account.kind != Kind::Establishment {
+            return Err(Error::InvalidState(
+                "a personal account has no staff: only its owner uses it".into(),
+            ));
+        }
+        if !caller.admin {
+            return Err(self.admin_only("name the staff of an establishment address"));
+        }
+        let user = user.trim();
+        if add {
+            if authz::uid_of(user)?.is_none() {
+                return Err(Error::InvalidInput(format!(
+                    "there is no Unix user named `{user}` on this PC"
+                )));
+            }
+            if !account.staff.iter().any(|s| s == user) {
+                account.staff.push(user.to_owned());
+                account.staff.sort();
+            }
+        } else {
+            let before = account.staff.len();
+            account.staff.retain(|s| s != user);
+            if account.staff.len() == before {
+                return Err(Error::InvalidInput(format!(
+                    "`{user}` is not on this account's staff"
+                )));
+            }
+        }
+        self.store.put_account(&account)?;
+        tracing::info!(account = %id, uid = caller.uid, add, "staff changed");
+        Ok(())
+    }
+
+    pub fn list(&self, caller: &Caller) -> Result<Vec<Account>> {
+        let mut accounts: Vec<Account> = self
+            .store
+            .accounts()?
+            .into_iter()
+            .filter(|a| authz::can_see(caller, a))
+            .collect();
+        accounts.sort_by(|a, b| {
+            a.label
+                .to_lowercase()
+                .cmp(&b.label.to_lowercase())
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(accounts)
+    }
+
+    pub fn get(&self, caller: &Caller, id: &str) -> Result<Account> {
+        self.visible(caller, id)
+    }
+
+    pub async fn delete(&self, caller: &Caller, id: &str) -> Result<()> {
+        let _guard = self.write.lock().await;
+        let account = self.managed(caller, id)?;
+        self.store.remove_account(&account.id)?;
+        tracing::info!(account = %id, uid = caller.uid, "account deleted");
+        Ok(())
+    }
+
+    pub async fn convert(&self, caller: &Caller, id: &str, to: &str) -> Result<()> {
+        let to = Kind::parse(to)?;
+        let _guard = self.write.lock().await;
+        if !caller.admin {
+            // Do not tell a non-administrator whether someone else's account exists.
+            self.visible(caller, id)?;
+            return Err(self.admin_only("convert an account"));
+        }
+        // An administrator converts a personal account at its owner's request without seeing it
+        // in listings: the id is what the owner gives them.
+        let mut account = self.store.account(id)?.ok_or_else(|| not_found(id))?;
+        if account.kind == to {
+            return Err(Error::InvalidState(format!(
+                "account {id} is already {}",
+                to.as_str()
+            )));
+        }
+        match to {
+            Kind::Personal => {
+                let [member] = account.staff.as_slice() else {
+                    return Err(Error::InvalidState(format!(
+                        "account {id} has {} staff members; it can become personal only with exactly one, who becomes its owner",
+                        account.staff.len()
+                    )));
+                };
+                account.owner = authz::uid_of(member)?.ok_or_else(|| {
+                    Error::InvalidState(format!(
+                        "staff member `{member}` no longer exists on this PC"
+                    ))
+                })?;
+                account.staff.clear();
+            }
+            Kind::Establishment => {
+                account.staff = vec![authz::name_of(account.owner)];
+                account.owner = caller.uid;
+            }
+        }
+        account.kind = to;
+        self.store.put_account(&account)?;
+        tracing::info!(account = %id, uid = caller.uid, to = to.as_str(), "account converted");
+        Ok(())
+    }
+
+    pub fn set_default(&self, caller: &Caller, id: &str) -> Result<()> {
+        if id.is_empty() {
+            return Ok(self.store.set_default_account(caller.uid, None)?);
+        }
+        let account = self.visible(caller, id)?;
+        self.store
+            .set_default_account(caller.uid, Some(&account.id))?;
+        Ok(())
+    }
+
+    /// The caller's default account, if it still exists and is still theirs to use.
+    pub fn default_account(&self, caller: &Caller) -> Result<Option<String>> {
+        let Some(id) = self.store.default_account(caller.uid)? else {
+            return Ok(None);
+        };
+        Ok(self.visible(caller, &id).ok().map(|a| a.id))
+    }
+
+    fn visible(&self, caller: &Caller, id: &str) -> Result<Account> {
+        match self.store.account(id)? {
+            Some(a) if authz::can_see(caller, &a) => Ok(a),
+            _ => Err(not_found(id)),
+        }
+    }
+
+    fn managed(&self, caller: &Caller, id: &str) -> Result<Account> {
+        let account = self.visible(caller, id)?;
+        if authz::can_manage(caller, &account) {
+            Ok(account)
+        } else {
+            Err(self.admin_only("set up or delete an establishment address"))
+        }
+    }
+
+    fn admin_only(&self, what: &str) -> Error {
+        Error::NotAuthorized(format!(
+            "only an administrator (root or a member of the group `{}`) can {what}",
+            self.config.admin_group
+        ))
+    }
+
+    async fn send_code(&self, account: &Account, code: &str) -> Result<()> {
+        let message = notices::verification(&self.config, account, code, &self.host)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        self.deliver(&message).await.map_err(|e| {
+            tracing::warn!(account = %account.id, error = %e, "verification e-mail not sent");
+            Error::RelayUnavailable(format!(
+                "the code could not be e-mailed to {} through {}: {e}",
+                account.address,
+                self.relay.describe()
+            ))
+        })
+    }
+
+    async fn deliver(&self, message: &lettre::Message) -> std::result::Result<(), delivery::Error> {
+        let id = message
+            .headers()
+            .get_raw("Message-ID")
+            .unwrap_or_default()
+            .to_owned();
+        self.relay
+            .send(message.envelope(), &id, &message.formatted())
+            .await
+    }
+}
+
+fn new_id() -> String {
+    // No 0/o, 1/l/i: ids are read aloud and typed by hand.
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let mut rng = OsRng.unwrap_err();
+    (0..8)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(format!(
+        "no account `{id}` that you may see (see `mailctl account list`)"
+    ))
+}
+
+fn already_verified(account: &Account) -> Error {
+    Error::InvalidState(format!(
+        "account {} is already verified (state: {})",
+        account.id,
+        account.state.as_str()
+    ))
+}
+
+/// The normalised answer, or why it is refused.
+fn check_answer(account: &Account, question: &str, answer: &str) -> Result<String> {
+    let normalised = secret::normalise_answer(answer);
+    let chars = normalised.chars().count();
+    if chars < secret::MIN_ANSWER_CHARS {
+        return Err(Error::InvalidInput(format!(
+            "the answer is too short: at least {} characters",
+            secret::MIN_ANSWER_CHARS
+        )));
+    }
+    if chars > secret::MAX_ANSWER_CHARS {
+        return Err(Error::InvalidInput(format!(
+            "the answer is longer than {} characters",
+            secret::MAX_ANSWER_CHARS
+        )));
+    }
+    let local_part = account.address.split('@').next().unwrap_or_default();
+    let guessable = [
+        account.label.as_str(),
+        account.address.as_str(),
+        local_part,
+        question,
+    ];
+    if guessable
+        .iter()
+        .any(|g| secret::normalise_answer(g) == normalised)
+    {
+        return Err(Error::InvalidInput(
+            "the answer must not be the label, the address or the question itself".into(),
+        ));
+    }
+    Ok(normalised)
+}
+
+async fn hash_blocking(secret: String) -> Result<String> {
+    // Argon2 takes tens of milliseconds of CPU: keep it off the bus-serving threads.
+    tokio::task::spawn_blocking(move || secret::hash(&secret))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))
+}

@@ -1,0 +1,268 @@
+//! The D-Bus skin: resolves who is calling, calls into `accounts`, maps errors to
+//! `org.postecole.Mail1.Error.*` and emits signals. No decision is taken here.
+
+use std::sync::Arc;
+
+use postecole_dbus::{AccountInfo, Error as BusError};
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::{Connection, interface};
+
+use crate::accounts::{self, Account, Accounts, change};
+use crate::authz::{self, Caller};
+
+pub struct AccountsService {
+    accounts: Arc<Accounts>,
+    admin_group: String,
+}
+
+impl AccountsService {
+    pub fn new(accounts: Arc<Accounts>, admin_group: String) -> Self {
+        AccountsService {
+            accounts,
+            admin_group,
+        }
+    }
+}
+
+/// The Unix user behind the connection that sent this call, as the bus daemon knows it.
+pub async fn caller(
+    conn: &Connection,
+    hdr: &Header<'_>,
+    admin_group: &str,
+) -> Result<Caller, BusError> {
+    let sender = hdr
+        .sender()
+        .ok_or_else(|| BusError::NotAuthorized("the call has no sender".into()))?;
+    let dbus = zbus::fdo::DBusProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .map_err(internal)?;
+    let uid = dbus
+        .get_connection_unix_user(sender.clone().into())
+        .await
+        .map_err(internal)?;
+    let group = admin_group.to_owned();
+    // NSS look-ups may block (LDAP, SSSD).
+    tokio::task::spawn_blocking(move || Caller::from_uid(uid, &group))
+        .await
+        .map_err(internal)?
+        .map_err(|e| BusError::NotAuthorized(format!("unknown caller: {e}")))
+}
+
+fn internal(e: impl std::fmt::Display) -> BusError {
+    tracing::error!(error = %e, "bus failure");
+    BusError::Internal("the daemon could not process the call; see its log".into())
+}
+
+impl From<accounts::Error> for BusError {
+    fn from(e: accounts::Error) -> Self {
+        use accounts::Error as E;
+        match e {
+            E::NotAuthorized(m) => BusError::NotAuthorized(m),
+            E::NotFound(m) => BusError::NotFound(m),
+            E::InvalidInput(m) => BusError::InvalidInput(m),
+            E::WrongCode(m) => BusError::WrongCode(m),
+            E::CodeExpired(m) => BusError::CodeExpired(m),
+            E::TooManyAttempts(m) => BusError::TooManyAttempts(m),
+            E::RateLimited(m) => BusError::RateLimited(m),
+            E::InvalidState(m) => BusError::InvalidState(m),
+            E::RelayUnavailable(m) => BusError::RelayUnavailable(m),
+            E::Internal(m) => BusError::Internal(m),
+        }
+    }
+}
+
+pub fn account_info(account: &Account) -> AccountInfo {
+    AccountInfo {
+        id: account.id.clone(),
+        kind: account.kind.as_str().into(),
+        label: account.label.clone(),
+        address: account.address.clone(),
+        state: account.state.as_str().into(),
+        owner: authz::name_of(account.owner),
+        staff: account.staff.clone(),
+        question: account
+            .secret
+            .as_ref()
+            .map(|s| s.question.clone())
+            .unwrap_or_default(),
+        created: account.created,
+    }
+}
+
+#[interface(name = "org.postecole.Mail1.Accounts")]
+impl AccountsService {
+    async fn create_account(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        kind: &str,
+        label: &str,
+        address: &str,
+    ) -> Result<String, BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let account = self.accounts.create(&caller, kind, label, address).await?;
+        notify(&emitter, &account.id, change::CREATED).await;
+        Ok(account.id)
+    }
+
+    async fn resend_code(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        id: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        self.accounts.resend_code(&caller, id).await?;
+        notify(&emitter, id, change::CODE_SENT).await;
+        Ok(())
+    }
+
+    async fn confirm_code(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        id: &str,
+        code: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        self.accounts.confirm_code(&caller, id, code).await?;
+        notify(&emitter, id, change::VERIFIED).await;
+        Ok(())
+    }
+
+    async fn set_secret(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        id: &str,
+        question: &str,
+        answer: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        self.accounts
+            .set_secret(&caller, id, question, answer)
+            .await?;
+        notify(&emitter, id, change::ACTIVATED).await;
+        Ok(())
+    }
+
+    async fn add_staff(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        id: &str,
+        user: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        self.accounts.add_staff(&caller, id, user).await?;
+        notify(&emitter, id, change::STAFF).await;
+        Ok(())
+    }
+
+    async fn remove_staff(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        id: &str,
+        user: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        self.accounts.remove_staff(&caller, id, user).await?;
+        notify(&emitter, id, change::STAFF).await;
+        Ok(())
+    }
+
+    async fn list_accounts(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<AccountInfo>, BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        Ok(self
+            .accounts
+            .list(&caller)?
+            .iter()
+            .map(account_info)
+            .collect())
+    }
+
+    async fn get_account(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        id: &str,
+    ) -> Result<AccountInfo, BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        Ok(account_info(&self.accounts.get(&caller, id)?))
+    }
+
+    async fn delete_account(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        id: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        self.accounts.delete(&caller, id).await?;
+        notify(&emitter, id, change::DELETED).await;
+        Ok(())
+    }
+
+    async fn convert_account(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        id: &str,
+        kind: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        self.accounts.convert(&caller, id, kind).await?;
+        notify(&emitter, id, change::CONVERTED).await;
+        Ok(())
+    }
+
+    async fn set_default_account(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        id: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        Ok(self.accounts.set_default(&caller, id)?)
+    }
+
+    async fn get_default_account(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        Ok(self.accounts.default_account(&caller)?.unwrap_or_default())
+    }
+
+    /// Carries only the id and what happened: anyone on the bus receives signals, and the
+    /// details are for those allowed to call `GetAccount`.
+    #[zbus(signal)]
+    async fn account_changed(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        change: &str,
+    ) -> zbus::Result<()>;
+}
+
+async fn notify(emitter: &SignalEmitter<'_>, id: &str, what: &str) {
+    if let Err(e) = AccountsService::account_changed(emitter, id, what).await {
+        tracing::warn!(error = %e, "AccountChanged signal not sent");
+    }
+}

@@ -1,0 +1,331 @@
+//! `/etc/postecole/postecoled.toml`: parsed strictly so that a typo stops the daemon at start
+//! with the key's name instead of silently falling back to a default.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_PATH: &str = "/etc/postecole/postecoled.toml";
+const DEFAULT_STATE_DIR: &str = "/var/lib/postecole";
+/// File name looked up in `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`).
+pub const PASSWORD_CREDENTIAL: &str = "relay-password";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration file {path}: key `{key}`: {message}")]
+    Value {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default = "default_admin_group")]
+    pub admin_group: String,
+    /// Absent: the embedded default, `.eml` files under `state_dir/local-mail`.
+    pub relay: Option<Relay>,
+    #[serde(default)]
+    pub queue: Queue,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    Starttls,
+    Tls,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Relay {
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "default_tls")]
+    pub tls: TlsMode,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub allowed_sender_domains: Option<Vec<String>>,
+    pub sender: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Queue {
+    pub concurrency: usize,
+    pub min_backoff_secs: u64,
+    pub max_backoff_secs: u64,
+    pub max_lifetime_secs: u64,
+    pub send_timeout_secs: u64,
+    pub max_message_bytes: u64,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        // Postfix's defaults: minimal_backoff_time, maximal_backoff_time, maximal_queue_lifetime.
+        Queue {
+            concurrency: 4,
+            min_backoff_secs: 300,
+            max_backoff_secs: 4000,
+            max_lifetime_secs: 432_000,
+            send_timeout_secs: 120,
+            max_message_bytes: 26_214_400,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            state_dir: default_state_dir(),
+            admin_group: default_admin_group(),
+            relay: None,
+            queue: Queue::default(),
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
+}
+fn default_admin_group() -> String {
+    "postecole-admin".into()
+}
+fn default_port() -> u16 {
+    587
+}
+fn default_tls() -> TlsMode {
+    TlsMode::Starttls
+}
+
+impl Config {
+    /// Reads and checks `path`. A missing file at the default path means "all defaults", so a
+    /// fresh install runs with the embedded local-mail relay; a missing explicit path is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, Error> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => String::new(),
+            Err(source) => {
+                return Err(Error::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.validate().map_err(|(key, message)| Error::Value {
+            path: path.to_owned(),
+            key,
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !self.state_dir.is_absolute() {
+            return Err(("state_dir", "must be an absolute path".into()));
+        }
+        if self.admin_group.is_empty()
+            || !self
+                .admin_group
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(("admin_group", "must be a Unix group name".into()));
+        }
+        if let Some(relay) = &self.relay {
+            relay.validate()?;
+        }
+        let q = &self.queue;
+        if !(1..=64).contains(&q.concurrency) {
+            return Err(("queue.concurrency", "must be between 1 and 64".into()));
+        }
+        if q.min_backoff_secs == 0 {
+            return Err(("queue.min_backoff_secs", "must be at least 1".into()));
+        }
+        if q.max_backoff_secs < q.min_backoff_secs {
+            return Err((
+                "queue.max_backoff_secs",
+                "must not be less than queue.min_backoff_secs".into(),
+            ));
+        }
+        if q.max_lifetime_secs < q.min_backoff_secs {
+            return Err((
+                "queue.max_lifetime_secs",
+                "must not be less than queue.min_backoff_secs".into(),
+            ));
+        }
+        if q.send_timeout_secs == 0 {
+            return Err(("queue.send_timeout_secs", "must be at least 1".into()));
+        }
+        if q.max_message_bytes < 1024 {
+            return Err(("queue.max_message_bytes", "must be at least 1024".into()));
+        }
+        Ok(())
+    }
+
+    pub fn local_mail_dir(&self) -> PathBuf {
+        self.state_dir.join("local-mail")
+    }
+}
+
+impl Relay {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.host.trim().is_empty() || self.host.contains(char::is_whitespace) {
+            return Err(("relay.host", "must be a host name or address".into()));
+        }
+        if self.port == 0 {
+            return Err(("relay.port", "must be between 1 and 65535".into()));
+        }
+        if self.username.is_some() && self.password_file.is_none() {
+            return Err((
+                "relay.password_file",
+                "is required when relay.username is set".into(),
+            ));
+        }
+        if let Some(sender) = &self.sender
+            && sender.parse::<lettre::Address>().is_err()
+        {
+            return Err((
+                "relay.sender",
+                format!("`{sender}` is not an e-mail address"),
+            ));
+        }
+        if self.allowed_sender_domains.is_some() && self.sender.is_none() {
+            return Err((
+                "relay.sender",
+                "is required when relay.allowed_sender_domains is set".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The relay password: systemd's credential first, then `password_file`.
+    pub fn password(&self) -> Result<Option<String>, String> {
+        if self.username.is_none() {
+            return Ok(None);
+        }
+        let from_credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|dir| PathBuf::from(dir).join(PASSWORD_CREDENTIAL))
+            .filter(|p| p.exists());
+        let Some(path) = from_credentials.or_else(|| self.password_file.clone()) else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read relay password {}: {e}", path.display()))?;
+        Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()))
+    }
+
+    /// Whether mail may leave with the account's own address as From (DMARC-aligned relays).
+    pub fn allows_sender_domain(&self, address: &str) -> bool {
+        let Some(domains) = &self.allowed_sender_domains else {
+            return true;
+        };
+        let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Error> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/postecole"));
+        assert_eq!(c.admin_group, "postecole-admin");
+        assert!(c.relay.is_none());
+        assert_eq!(c.queue.min_backoff_secs, 300);
+        assert_eq!(c.queue.max_lifetime_secs, 432_000);
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = parse(
+            r#"
+state_dir = "/tmp/x"
+admin_group = "staff-admin"
+[relay]
+host = "smtp.ac-example.fr"
+port = 465
+tls = "tls"
+username = "ce.0123456x"
+password_file = "/etc/postecole/relay-password"
+allowed_sender_domains = ["ac-example.fr"]
+sender = "ne-pas-repondre@ac-example.fr"
+[queue]
+concurrency = 2
+"#,
+        )
+        .unwrap();
+        let relay = c.relay.unwrap();
+        assert_eq!(relay.tls, TlsMode::Tls);
+        assert_eq!(relay.port, 465);
+        assert!(relay.allows_sender_domain("x@AC-example.fr"));
+        assert!(!relay.allows_sender_domain("x@ecole.fr"));
+        assert_eq!(c.queue.concurrency, 2);
+        assert_eq!(c.queue.max_backoff_secs, 4000);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("stat_dir = \"/x\"").unwrap_err().to_string();
+        assert!(e.contains("stat_dir"), "{e}");
+        let e = parse("[relay]\nhost = \"h\"\nprot = 25")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prot"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = parse("[relay]\nhost = \"h\"\ntls = \"ssl\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls") && e.contains("ssl"), "{e}");
+        let e = parse("[relay]\nhost = \"h\"\nport = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("relay.port"), "{e}");
+        let e = parse("[queue]\nmin_backoff_secs = 10\nmax_backoff_secs = 5")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("queue.max_backoff_secs"), "{e}");
+        let e = parse("state_dir = \"relative\"").unwrap_err().to_string();
+        assert!(e.contains("state_dir"), "{e}");
+        let e = parse("[relay]\nhost = \"h\"\nusername = \"u\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("relay.password_file"), "{e}");
+        let e = parse("[queue]\nconcurrency = \"four\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("concurrency"), "{e}");
+    }
+}

@@ -1,0 +1,125 @@
+//! postecoled: the e-mail service of a shared school PC, on the D-Bus system bus.
+
+mod accounts;
+mod authz;
+mod bus;
+mod config;
+mod delivery;
+mod notices;
+mod secret;
+mod store;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::Config;
+
+/// The postecole daemon: owns the sender accounts and the outgoing mail of this PC.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Configuration file.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Serve on the user's session bus instead of the system bus (desktop trial).
+    #[arg(long)]
+    session: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("postecoled: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTECOLED_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let (path, explicit) = match args.config {
+        Some(p) => (p, true),
+        None => (PathBuf::from(config::DEFAULT_PATH), false),
+    };
+    let config = Arc::new(Config::load(&path, explicit).map_err(|e| e.to_string())?);
+    let store = store::Store::open(&config.state_dir).map_err(|e| e.to_string())?;
+    let relay = Arc::new(delivery::Relay::from_config(&config).map_err(|e| e.to_string())?);
+    let accounts = Arc::new(accounts::Accounts::new(
+        config.clone(),
+        store.clone(),
+        relay.clone(),
+        notices::host_name(),
+        accounts::system_clock(),
+    ));
+
+    let builder = if args.session {
+        zbus::connection::Builder::session()
+    } else {
+        zbus::connection::Builder::system()
+    };
+    let connection = builder
+        .name(postecole_dbus::BUS_NAME)
+        .serve_at(
+            postecole_dbus::OBJECT_PATH,
+            bus::AccountsService::new(accounts, config.admin_group.clone()),
+        )
+        .build()
+        .await
+        .map_err(|e| match e {
+            zbus::Error::NameTaken => format!(
+                "the bus name {} is already owned: is another postecoled running?",
+                postecole_dbus::BUS_NAME
+            ),
+            other => format!(
+                "cannot connect to the {} bus: {other}",
+                if args.session { "session" } else { "system" }
+            ),
+        })?;
+    tracing::info!(
+        state_dir = %config.state_dir.display(),
+        relay = %relay.describe(),
+        "serving {} on the {} bus",
+        postecole_dbus::BUS_NAME,
+        if args.session { "session" } else { "system" }
+    );
+
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received, stopping"),
+        _ = int.recv() => tracing::info!("SIGINT received, stopping"),
+    }
+    // Release the name first so that no new call arrives while the store closes.
+    drop(connection);
+    store.flush().map_err(|e| e.to_string())?;
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! The e-mails postecole writes itself, in French: the verification code and the confirmation
+//! that an address is ready. They say who asked, from which PC, and what to do if it was not you.
+
+use lettre::Message;
+use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
+
+use crate::accounts::Account;
+use crate::config::Config;
+
+/// Minutes a code stays valid, as written in the mail.
+pub const CODE_LIFETIME_MINUTES: u64 = 15;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the e-mail: {0}")]
+pub struct Error(String);
+
+/// From and Reply-To for mail sent in the account's name. A relay that only accepts some
+/// sender domains gets its own sender address, with the account's address as Reply-To, so that
+/// DMARC does not discard the message.
+pub fn sender(config: &Config, account: &Account) -> Result<(Mailbox, Option<Mailbox>), Error> {
+    let own: Mailbox = Mailbox::new(
+        Some(account.label.clone()),
+        account.address.parse().map_err(|e| Error(format!("{e}")))?,
+    );
+    match &config.relay {
+        Some(relay) if !relay.allows_sender_domain(&account.address) => {
+            let sender = relay.sender.as_deref().unwrap_or_default();
+            let from = Mailbox::new(
+                Some(account.label.clone()),
+                sender.parse().map_err(|e| Error(format!("{e}")))?,
+            );
+            Ok((from, Some(own)))
+        }
+        _ => Ok((own, None)),
+    }
+}
+
+fn letter(
+    config: &Config,
+    account: &Account,
+    subject: &str,
+    body: String,
+) -> Result<Message, Error> {
+    let (from, reply_to) = sender(config, account)?;
+    let to = Mailbox::new(
+        None,
+        account.address.parse().map_err(|e| Error(format!("{e}")))?,
+    );
+    let mut builder = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(subject)
+        .message_id(None)
+        .user_agent(format!("postecole {}", env!("CARGO_PKG_VERSION")))
+        .header(ContentType::TEXT_PLAIN);
+    if let Some(reply_to) = reply_to {
+        builder = builder.reply_to(reply_to);
+    }
+    builder.body(body).map_err(|e| Error(e.to_string()))
+}
+
+pub fn verification(
+    config: &Config,
+    account: &Account,
+    code: &str,
+    host: &str,
+) -> Result<Message, Error> {
+    let body = format!(
+        "Bonjour,\n\
+         \n\
+         Une demande a été faite sur le poste « {host} » pour envoyer des e-mails\n\
+         depuis l'adresse {address} sous le nom « {label} ».\n\
+         \n\
+         Votre code de vérification : {code}\n\
+         \n\
+         Ce code est valable {minutes} minutes et ne sert qu'une fois. Saisissez-le\n\
+         dans l'écran de configuration, ou tapez sur ce poste :\n\
+         \n    mailctl account verify {id} {code}\n\
+         \n\
+         Vous n'êtes pas à l'origine de cette demande ? Ne communiquez ce code à\n\
+         personne et ignorez ce message : sans lui, votre adresse ne pourra pas être\n\
+         utilisée depuis ce poste.\n\
+         \n\
+         -- \n\
+         postecole, service d'envoi d'e-mails du poste {host}\n",
+        host = host,
+        address = account.address,
+        label = account.label,
+        code = code,
+        minutes = CODE_LIFETIME_MINUTES,
+        id = account.id,
+    );
+    letter(
+        config,
+        account,
+        &format!("Code de vérification : {}", account.label),
+        body,
+    )
+}
+
+pub fn confirmation(config: &Config, account: &Account, host: &str) -> Result<Message, Error> {
+    let body = format!(
+        "Bonjour,\n\
+         \n\
+         L'adresse {address} est prête : le poste « {host} » peut désormais\n\
+         envoyer des e-mails en son nom, sous le nom « {label} ».\n\
+         \n\
+         Elle est protégée par une question secrète. Conservez la réponse : elle\n\
+         sera demandée pour consulter les e-mails envoyés depuis ce compte.\n\
+         \n\
+         Vous n'êtes pas à l'origine de cette configuration ? Prévenez sans tarder\n\
+         la personne qui administre ce poste.\n\
+         \n\
+         -- \n\
+         postecole, service d'envoi d'e-mails du poste {host}\n",
+        address = account.address,
+        host = host,
+        label = account.label,
+    );
+    letter(
+        config,
+        account,
+        &format!("Adresse configurée : {}", account.label),
+        body,
+    )
+}
+
+/// This PC's name, as the mails show it to the person who receives the code.
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "inconnu".into())
+}

@@ -1,0 +1,113 @@
+//! One-time codes and secret answers: how they are made, normalised and hashed.
+//! Nothing here keeps or logs a clear value.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use rand::Rng;
+use rand::TryRngCore;
+use rand::rngs::OsRng;
+use unicode_normalization::UnicodeNormalization;
+
+pub const CODE_DIGITS: usize = 6;
+pub const MIN_ANSWER_CHARS: usize = 6;
+pub const MAX_ANSWER_CHARS: usize = 200;
+
+/// OWASP's Argon2id floor (m=19 MiB, t=2, p=1), which is also the crate's default.
+fn argon2() -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::default())
+}
+
+/// A fresh code from the operating system's generator, zero-padded to `CODE_DIGITS`.
+pub fn new_code() -> String {
+    let mut rng = OsRng.unwrap_err();
+    let n: u32 = rng.random_range(0..10u32.pow(CODE_DIGITS as u32));
+    format!("{n:0width$}", width = CODE_DIGITS)
+}
+
+/// What the user typed, reduced to its digits (people paste "123 456" or "123-456").
+pub fn normalise_code(typed: &str) -> Option<String> {
+    let digits: String = typed
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .collect();
+    (digits.len() == CODE_DIGITS && digits.chars().all(|c| c.is_ascii_digit())).then_some(digits)
+}
+
+/// Trim, Unicode NFKC, case-fold and collapse inner blanks, so that "  Écrou " and "écrou"
+/// are the same answer.
+pub fn normalise_answer(answer: &str) -> String {
+    let nfkc: String = answer.nfkc().collect();
+    let folded = nfkc.to_lowercase();
+    folded.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) of a normalised secret.
+pub fn hash(secret: &str) -> String {
+    let mut bytes = [0u8; 16];
+    OsRng.unwrap_err().fill(&mut bytes);
+    let salt = SaltString::encode_b64(&bytes).expect("16 bytes is a valid salt length");
+    argon2()
+        .hash_password(secret.as_bytes(), &salt)
+        .expect("Argon2 with default parameters accepts any input")
+        .to_string()
+}
+
+/// Constant-time check of a normalised secret against a stored PHC string.
+pub fn verify(secret: &str, phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(parsed) => argon2().verify_password(secret.as_bytes(), &parsed).is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_six_digits_and_vary() {
+        let codes: std::collections::HashSet<String> = (0..50).map(|_| new_code()).collect();
+        assert!(
+            codes
+                .iter()
+                .all(|c| c.len() == 6 && c.chars().all(|d| d.is_ascii_digit()))
+        );
+        assert!(
+            codes.len() > 40,
+            "50 codes gave only {} distinct",
+            codes.len()
+        );
+    }
+
+    #[test]
+    fn typed_codes_are_normalised() {
+        assert_eq!(normalise_code(" 123 456 ").as_deref(), Some("123456"));
+        assert_eq!(normalise_code("123-456").as_deref(), Some("123456"));
+        assert_eq!(normalise_code("12345"), None);
+        assert_eq!(normalise_code("12345a"), None);
+        assert_eq!(normalise_code("1234567"), None);
+    }
+
+    #[test]
+    fn answers_are_normalised() {
+        assert_eq!(normalise_answer("  Le   Chat\tNoir "), "le chat noir");
+        // NFKC: the "ﬁ" ligature and full-width letters become plain ones.
+        assert_eq!(normalise_answer("ﬁlet ＡＢ"), "filet ab");
+        // Composed and decomposed É compare equal after NFKC.
+        assert_eq!(
+            normalise_answer("E\u{301}cole"),
+            normalise_answer("\u{c9}COLE")
+        );
+    }
+
+    #[test]
+    fn hash_is_argon2id_phc_and_verifies() {
+        let phc = hash("le chat noir");
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(!phc.contains("chat"));
+        assert!(verify("le chat noir", &phc));
+        assert!(!verify("le chat blanc", &phc));
+        assert!(!verify("le chat noir", "not a phc string"));
+        assert_ne!(phc, hash("le chat noir"), "salts must differ");
+    }
+}

@@ -1,0 +1,158 @@
+//! Everything the daemon keeps on disk goes through here, so that the engine (sled today) could
+//! change without touching the rest. Every write is flushed before it returns: a reply on the bus
+//! means the change survives a crash.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::accounts::Account;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot use state directory {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("database error: {0}")]
+    Db(#[from] sled::Error),
+    #[error("corrupt record {key} in {tree}: {message}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        message: String,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// sled's page cache; small on purpose, the working set is a few hundred accounts.
+const CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    accounts: sled::Tree,
+    /// Unix uid (big-endian) → default account id.
+    defaults: sled::Tree,
+}
+
+impl Store {
+    pub fn open(state_dir: &Path) -> Result<Store> {
+        let open_err = |message: String| Error::Open {
+            path: state_dir.to_owned(),
+            message,
+        };
+        create_private_dir(state_dir).map_err(|e| open_err(e.to_string()))?;
+        let db = sled::Config::new()
+            .path(state_dir.join("db"))
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    open_err("another postecoled is already using it".into())
+                }
+                other => open_err(other.to_string()),
+            })?;
+        Ok(Store {
+            accounts: db.open_tree("accounts")?,
+            defaults: db.open_tree("defaults")?,
+            db,
+        })
+    }
+
+    pub fn account(&self, id: &str) -> Result<Option<Account>> {
+        get(&self.accounts, "accounts", id.as_bytes())
+    }
+
+    pub fn accounts(&self) -> Result<Vec<Account>> {
+        self.accounts
+            .iter()
+            .values()
+            .map(|v| decode("accounts", "?", &v?))
+            .collect()
+    }
+
+    pub fn put_account(&self, account: &Account) -> Result<()> {
+        self.accounts
+            .insert(account.id.as_bytes(), encode(account))?;
+        self.accounts.flush()?;
+        Ok(())
+    }
+
+    /// Inserts only if no account has this id yet; false when the id is taken.
+    pub fn insert_new_account(&self, account: &Account) -> Result<bool> {
+        let swapped = self.accounts.compare_and_swap(
+            account.id.as_bytes(),
+            None as Option<&[u8]>,
+            Some(encode(account)),
+        )?;
+        self.accounts.flush()?;
+        Ok(swapped.is_ok())
+    }
+
+    pub fn remove_account(&self, id: &str) -> Result<()> {
+        self.accounts.remove(id.as_bytes())?;
+        self.accounts.flush()?;
+        Ok(())
+    }
+
+    pub fn default_account(&self, uid: u32) -> Result<Option<String>> {
+        Ok(self
+            .defaults
+            .get(uid.to_be_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn set_default_account(&self, uid: u32, id: Option<&str>) -> Result<()> {
+        match id {
+            Some(id) => self.defaults.insert(uid.to_be_bytes(), id.as_bytes())?,
+            None => self.defaults.remove(uid.to_be_bytes())?,
+        };
+        self.defaults.flush()?;
+        Ok(())
+    }
+
+    /// Last flush on shutdown; sled also flushes on drop, but errors would be lost there.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records serialise to JSON")
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        tree,
+        key: key.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn get<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &'static str,
+    key: &[u8],
+) -> Result<Option<T>> {
+    tree.get(key)?
+        .map(|v| decode(name, &String::from_utf8_lossy(key), &v))
+        .transpose()
+}
+
+/// The state holds hashes and, later, mail: nobody but the daemon's user reads it.
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::other("not a directory"));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}

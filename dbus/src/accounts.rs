@@ -1,0 +1,59 @@
+use zbus::{DeserializeDict, SerializeDict, Type, proxy};
+
+use crate::Error;
+
+/// One sender account as the bus shows it (`a{sv}`); keys are the `--json` field names.
+#[derive(SerializeDict, DeserializeDict, Type, Debug, Clone, Default, PartialEq)]
+#[zbus(signature = "a{sv}")]
+pub struct AccountInfo {
+    pub id: String,
+    /// `establishment` or `personal`.
+    pub kind: String,
+    pub label: String,
+    pub address: String,
+    /// `awaiting-code`, `awaiting-secret` or `active`.
+    pub state: String,
+    /// Unix user name of the owner (personal) or of the administrator who created it.
+    pub owner: String,
+    /// Unix user names allowed to send with an establishment account.
+    pub staff: Vec<String>,
+    /// The secret question, once set (the answer never leaves the daemon).
+    pub question: String,
+    /// Creation time, seconds since the Unix epoch.
+    pub created: u64,
+}
+
+/// `org.postecole.Mail1.Accounts`: setting up and administering sender addresses.
+#[proxy(
+    interface = "org.postecole.Mail1.Accounts",
+    default_service = "org.postecole.Mail1",
+    default_path = "/org/postecole/Mail1"
+)]
+pub trait Accounts {
+    /// Starts setting up an address; e-mails a code to it and returns the new account id.
+    fn create_account(&self, kind: &str, label: &str, address: &str) -> Result<String, Error>;
+    /// Sends a fresh code (at most once a minute); the previous one stops working.
+    fn resend_code(&self, id: &str) -> Result<(), Error>;
+    /// Proves the address is ours with the code it received.
+    fn confirm_code(&self, id: &str, code: &str) -> Result<(), Error>;
+    /// Protects the account with a secret question and answer; the account becomes active.
+    fn set_secret(&self, id: &str, question: &str, answer: &str) -> Result<(), Error>;
+    /// Allows a Unix user to send with an establishment account.
+    fn add_staff(&self, id: &str, user: &str) -> Result<(), Error>;
+    /// Withdraws a Unix user from an establishment account's staff.
+    fn remove_staff(&self, id: &str, user: &str) -> Result<(), Error>;
+    /// The accounts the caller may see.
+    fn list_accounts(&self) -> Result<Vec<AccountInfo>, Error>;
+    fn get_account(&self, id: &str) -> Result<AccountInfo, Error>;
+    fn delete_account(&self, id: &str) -> Result<(), Error>;
+    /// Turns an account into the other kind (`establishment` or `personal`).
+    fn convert_account(&self, id: &str, kind: &str) -> Result<(), Error>;
+    /// Sets the caller's default sending account; an empty id clears it.
+    fn set_default_account(&self, id: &str) -> Result<(), Error>;
+    /// The caller's default sending account, or an empty string.
+    fn get_default_account(&self) -> Result<String, Error>;
+
+    /// An account was created, changed step, changed staff or kind, or was deleted.
+    #[zbus(signal)]
+    fn account_changed(&self, id: &str, change: &str) -> zbus::Result<()>;
+}
