@@ -94,6 +94,7 @@ pub fn account_info(account: &Account) -> AccountInfo {
 
 #[interface(name = "org.postecole.Mail1.Accounts")]
 impl AccountsService {
+    #[zbus(out_args("id"))]
     async fn create_account(
         &self,
         #[zbus(header)] hdr: Header<'_>,
@@ -181,6 +182,7 @@ impl AccountsService {
         Ok(())
     }
 
+    #[zbus(out_args("accounts"))]
     async fn list_accounts(
         &self,
         #[zbus(header)] hdr: Header<'_>,
@@ -195,6 +197,7 @@ impl AccountsService {
             .collect())
     }
 
+    #[zbus(out_args("account"))]
     async fn get_account(
         &self,
         #[zbus(header)] hdr: Header<'_>,
@@ -242,6 +245,7 @@ impl AccountsService {
         Ok(self.accounts.set_default(&caller, id)?)
     }
 
+    #[zbus(out_args("id"))]
     async fn get_default_account(
         &self,
         #[zbus(header)] hdr: Header<'_>,

@@ -86,7 +86,10 @@ async fn run(args: Args) -> Result<(), String> {
     } else {
         zbus::connection::Builder::system()
     };
+    // zbus lets a newcomer take a name by default; a second daemon on other state must not.
     let connection = builder
+        .allow_name_replacements(false)
+        .replace_existing_names(false)
         .name(postecole_dbus::BUS_NAME)
         .serve_at(
             postecole_dbus::OBJECT_PATH,
