@@ -719,7 +719,12 @@ mod tests {
     async fn active(f: &Fixture, caller: &Caller, kind: &str) -> Account {
         let a = f
             .accounts
-            .create(caller, kind, "Secrétariat Jules Ferry", "secretariat@ecole.fr")
+            .create(
+                caller,
+                kind,
+                "Secrétariat Jules Ferry",
+                "secretariat@ecole.fr",
+            )
             .await
             .unwrap();
         f.accounts
@@ -745,19 +750,50 @@ mod tests {
         assert_eq!(a.state, State::AwaitingCode);
         assert_eq!(f.mail_count(), 1);
         let code = f.last_code(&a.id);
-        let err = f.accounts.set_secret(&alice, &a.id, "Q ?", "une réponse").await.unwrap_err();
+        let err = f
+            .accounts
+            .set_secret(&alice, &a.id, "Q ?", "une réponse")
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::InvalidState(_)), "{err:?}");
         let wrong = if code == "000000" { "111111" } else { "000000" };
-        let err = f.accounts.confirm_code(&alice, &a.id, wrong).await.unwrap_err();
-        assert!(matches!(&err, Error::WrongCode(m) if m.contains("4 tries left")), "{err:?}");
-        let err = f.accounts.confirm_code(&alice, &a.id, "12ab").await.unwrap_err();
+        let err = f
+            .accounts
+            .confirm_code(&alice, &a.id, wrong)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::WrongCode(m) if m.contains("4 tries left")),
+            "{err:?}"
+        );
+        let err = f
+            .accounts
+            .confirm_code(&alice, &a.id, "12ab")
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
         f.accounts.confirm_code(&alice, &a.id, &code).await.unwrap();
-        assert_eq!(f.accounts.get(&alice, &a.id).unwrap().state, State::AwaitingSecret);
-        let err = f.accounts.confirm_code(&alice, &a.id, &code).await.unwrap_err();
-        assert!(matches!(err, Error::InvalidState(_)), "a code is single use: {err:?}");
+        assert_eq!(
+            f.accounts.get(&alice, &a.id).unwrap().state,
+            State::AwaitingSecret
+        );
+        let err = f
+            .accounts
+            .confirm_code(&alice, &a.id, &code)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidState(_)),
+            "a code is single use: {err:?}"
+        );
 
-        for refused in ["court", "Mme Martin", "martin@ecole.fr", "MARTIN", " ma question ? "] {
+        for refused in [
+            "court",
+            "Mme Martin",
+            "martin@ecole.fr",
+            "MARTIN",
+            " ma question ? ",
+        ] {
             let err = f
                 .accounts
                 .set_secret(&alice, &a.id, "Ma question ?", refused)
@@ -765,7 +801,11 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(err, Error::InvalidInput(_)), "{refused}: {err:?}");
         }
-        let err = f.accounts.set_secret(&alice, &a.id, "Q\r\nBcc: x", "Clermont").await.unwrap_err();
+        let err = f
+            .accounts
+            .set_secret(&alice, &a.id, "Q\r\nBcc: x", "Clermont")
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
         f.accounts
             .set_secret(&alice, &a.id, "Ville de naissance ?", "  ZÜRICH-Oerlikon ")
@@ -808,10 +848,18 @@ mod tests {
     async fn codes_expire_after_fifteen_minutes() {
         let f = fixture();
         let alice = user(1001, "alice");
-        let a = f.accounts.create(&alice, "personal", "M", "m@ecole.fr").await.unwrap();
+        let a = f
+            .accounts
+            .create(&alice, "personal", "M", "m@ecole.fr")
+            .await
+            .unwrap();
         let code = f.last_code(&a.id);
         f.advance(CODE_LIFETIME_SECS);
-        let err = f.accounts.confirm_code(&alice, &a.id, &code).await.unwrap_err();
+        let err = f
+            .accounts
+            .confirm_code(&alice, &a.id, &code)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::CodeExpired(_)), "{err:?}");
     }
 
@@ -819,41 +867,80 @@ mod tests {
     async fn five_wrong_codes_void_the_code_until_resent() {
         let f = fixture();
         let alice = user(1001, "alice");
-        let a = f.accounts.create(&alice, "personal", "M", "m@ecole.fr").await.unwrap();
+        let a = f
+            .accounts
+            .create(&alice, "personal", "M", "m@ecole.fr")
+            .await
+            .unwrap();
         let code = f.last_code(&a.id);
         let wrong = if code == "000000" { "111111" } else { "000000" };
         for _ in 0..4 {
-            let err = f.accounts.confirm_code(&alice, &a.id, wrong).await.unwrap_err();
+            let err = f
+                .accounts
+                .confirm_code(&alice, &a.id, wrong)
+                .await
+                .unwrap_err();
             assert!(matches!(err, Error::WrongCode(_)), "{err:?}");
         }
-        let err = f.accounts.confirm_code(&alice, &a.id, wrong).await.unwrap_err();
+        let err = f
+            .accounts
+            .confirm_code(&alice, &a.id, wrong)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::TooManyAttempts(_)), "{err:?}");
-        let err = f.accounts.confirm_code(&alice, &a.id, &code).await.unwrap_err();
-        assert!(matches!(err, Error::TooManyAttempts(_)), "the right code is void too: {err:?}");
+        let err = f
+            .accounts
+            .confirm_code(&alice, &a.id, &code)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::TooManyAttempts(_)),
+            "the right code is void too: {err:?}"
+        );
 
         f.advance(RESEND_INTERVAL_SECS);
         f.accounts.resend_code(&alice, &a.id).await.unwrap();
         let fresh = f.last_code(&a.id);
-        f.accounts.confirm_code(&alice, &a.id, &fresh).await.unwrap();
+        f.accounts
+            .confirm_code(&alice, &a.id, &fresh)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
     async fn resend_is_rate_limited_and_replaces_the_code() {
         let f = fixture();
         let alice = user(1001, "alice");
-        let a = f.accounts.create(&alice, "personal", "M", "m@ecole.fr").await.unwrap();
+        let a = f
+            .accounts
+            .create(&alice, "personal", "M", "m@ecole.fr")
+            .await
+            .unwrap();
         let first = f.last_code(&a.id);
         let err = f.accounts.resend_code(&alice, &a.id).await.unwrap_err();
-        assert!(matches!(&err, Error::RateLimited(m) if m.contains("60 s")), "{err:?}");
+        assert!(
+            matches!(&err, Error::RateLimited(m) if m.contains("60 s")),
+            "{err:?}"
+        );
         f.advance(RESEND_INTERVAL_SECS);
         f.accounts.resend_code(&alice, &a.id).await.unwrap();
         let second = f.last_code(&a.id);
         assert_eq!(f.mail_count(), 2);
         if first != second {
-            let err = f.accounts.confirm_code(&alice, &a.id, &first).await.unwrap_err();
-            assert!(matches!(err, Error::WrongCode(_)), "old code must stop working: {err:?}");
+            let err = f
+                .accounts
+                .confirm_code(&alice, &a.id, &first)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::WrongCode(_)),
+                "old code must stop working: {err:?}"
+            );
         }
-        f.accounts.confirm_code(&alice, &a.id, &second).await.unwrap();
+        f.accounts
+            .confirm_code(&alice, &a.id, &second)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -867,8 +954,15 @@ mod tests {
             ("personal", "L", "pas-une-adresse"),
             ("personal", "L", "a@ecole.fr\r\nBcc: x@y.fr"),
         ] {
-            let err = f.accounts.create(&alice, kind, label, address).await.unwrap_err();
-            assert!(matches!(err, Error::InvalidInput(_)), "{kind} {label:?} {address:?}: {err:?}");
+            let err = f
+                .accounts
+                .create(&alice, kind, label, address)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidInput(_)),
+                "{kind} {label:?} {address:?}: {err:?}"
+            );
         }
         assert!(f.accounts.list(&alice).unwrap().is_empty());
         assert_eq!(f.mail_count(), 0);
@@ -877,7 +971,11 @@ mod tests {
     #[tokio::test]
     async fn relay_down_creates_nothing() {
         // A port nobody listens on: connection refused at once.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let f = fixture_with(Some(crate::config::Relay {
             host: "127.0.0.1".into(),
             port,
@@ -889,8 +987,15 @@ mod tests {
             sender: None,
         }));
         let alice = user(1001, "alice");
-        let err = f.accounts.create(&alice, "personal", "M", "m@ecole.fr").await.unwrap_err();
-        assert!(matches!(&err, Error::RelayUnavailable(m) if m.contains("m@ecole.fr")), "{err:?}");
+        let err = f
+            .accounts
+            .create(&alice, "personal", "M", "m@ecole.fr")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::RelayUnavailable(m) if m.contains("m@ecole.fr")),
+            "{err:?}"
+        );
         assert!(f.accounts.list(&alice).unwrap().is_empty());
     }
 
@@ -910,16 +1015,43 @@ mod tests {
 
         let shared = active(&f, &root, "establishment").await;
         let err = f.accounts.get(&alice, &shared.id).unwrap_err();
-        assert!(matches!(err, Error::NotFound(_)), "not on staff yet: {err:?}");
-        f.accounts.add_staff(&root, &shared.id, "root").await.unwrap();
-        let err = f.accounts.add_staff(&root, &shared.id, "no-such-user-x").await.unwrap_err();
+        assert!(
+            matches!(err, Error::NotFound(_)),
+            "not on staff yet: {err:?}"
+        );
+        f.accounts
+            .add_staff(&root, &shared.id, "root")
+            .await
+            .unwrap();
+        let err = f
+            .accounts
+            .add_staff(&root, &shared.id, "no-such-user-x")
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
 
-        let mine = f.accounts.create(&alice, "personal", "Alice", "alice@ecole.fr").await.unwrap();
+        let mine = f
+            .accounts
+            .create(&alice, "personal", "Alice", "alice@ecole.fr")
+            .await
+            .unwrap();
         assert_eq!(f.accounts.list(&alice).unwrap().len(), 1);
-        assert!(f.accounts.list(&bob).unwrap().is_empty(), "bob sees nothing");
-        let root_sees: Vec<String> = f.accounts.list(&root).unwrap().into_iter().map(|a| a.id).collect();
-        assert_eq!(root_sees, vec![shared.id.clone()], "administrators do not see personal accounts");
+        assert!(
+            f.accounts.list(&bob).unwrap().is_empty(),
+            "bob sees nothing"
+        );
+        let root_sees: Vec<String> = f
+            .accounts
+            .list(&root)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(
+            root_sees,
+            vec![shared.id.clone()],
+            "administrators do not see personal accounts"
+        );
         for err in [
             f.accounts.get(&bob, &mine.id).unwrap_err(),
             f.accounts.delete(&bob, &mine.id).await.unwrap_err(),
@@ -928,13 +1060,24 @@ mod tests {
         ] {
             assert!(matches!(err, Error::NotFound(_)), "{err:?}");
         }
-        let err = f.accounts.add_staff(&root, &mine.id, "root").await.unwrap_err();
+        let err = f
+            .accounts
+            .add_staff(&root, &mine.id, "root")
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::NotFound(_)), "{err:?}");
-        let err = f.accounts.convert(&alice, &shared.id, "personal").await.unwrap_err();
+        let err = f
+            .accounts
+            .convert(&alice, &shared.id, "personal")
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::NotFound(_)), "{err:?}");
 
         f.accounts.set_default(&alice, &mine.id).unwrap();
-        assert_eq!(f.accounts.default_account(&alice).unwrap(), Some(mine.id.clone()));
+        assert_eq!(
+            f.accounts.default_account(&alice).unwrap(),
+            Some(mine.id.clone())
+        );
         assert_eq!(f.accounts.default_account(&bob).unwrap(), None);
         f.accounts.delete(&alice, &mine.id).await.unwrap();
         assert_eq!(f.accounts.default_account(&alice).unwrap(), None);
@@ -952,15 +1095,29 @@ mod tests {
             name: "root".into(),
             admin: false,
         };
-        f.accounts.add_staff(&root, &shared.id, "root").await.unwrap();
+        f.accounts
+            .add_staff(&root, &shared.id, "root")
+            .await
+            .unwrap();
         assert_eq!(f.accounts.get(&staff, &shared.id).unwrap().id, shared.id);
         let err = f.accounts.delete(&staff, &shared.id).await.unwrap_err();
         assert!(matches!(err, Error::NotAuthorized(_)), "{err:?}");
-        let err = f.accounts.add_staff(&staff, &shared.id, "root").await.unwrap_err();
+        let err = f
+            .accounts
+            .add_staff(&staff, &shared.id, "root")
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::NotAuthorized(_)), "{err:?}");
-        f.accounts.remove_staff(&root, &shared.id, "root").await.unwrap();
+        f.accounts
+            .remove_staff(&root, &shared.id, "root")
+            .await
+            .unwrap();
         assert!(f.accounts.get(&staff, &shared.id).is_err());
-        let err = f.accounts.remove_staff(&root, &shared.id, "root").await.unwrap_err();
+        let err = f
+            .accounts
+            .remove_staff(&root, &shared.id, "root")
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
     }
 
@@ -969,18 +1126,38 @@ mod tests {
         let f = fixture();
         let root = admin();
         let shared = active(&f, &root, "establishment").await;
-        let err = f.accounts.convert(&root, &shared.id, "personal").await.unwrap_err();
-        assert!(matches!(&err, Error::InvalidState(m) if m.contains("0 staff")), "{err:?}");
-        f.accounts.add_staff(&root, &shared.id, "root").await.unwrap();
-        f.accounts.convert(&root, &shared.id, "personal").await.unwrap();
+        let err = f
+            .accounts
+            .convert(&root, &shared.id, "personal")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidState(m) if m.contains("0 staff")),
+            "{err:?}"
+        );
+        f.accounts
+            .add_staff(&root, &shared.id, "root")
+            .await
+            .unwrap();
+        f.accounts
+            .convert(&root, &shared.id, "personal")
+            .await
+            .unwrap();
         let a = f.accounts.get(&root, &shared.id).unwrap();
         assert_eq!((a.kind, a.owner, a.staff.len()), (Kind::Personal, 0, 0));
-        let err = f.accounts.convert(&root, &shared.id, "personal").await.unwrap_err();
+        let err = f
+            .accounts
+            .convert(&root, &shared.id, "personal")
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::InvalidState(_)), "{err:?}");
 
         let alice = user(1001, "alice");
         let mine = active(&f, &alice, "personal").await;
-        f.accounts.convert(&root, &mine.id, "establishment").await.unwrap();
+        f.accounts
+            .convert(&root, &mine.id, "establishment")
+            .await
+            .unwrap();
         let a = f.accounts.store.account(&mine.id).unwrap().unwrap();
         assert_eq!(a.kind, Kind::Establishment);
         assert_eq!(a.staff, vec![authz::name_of(1001)]);

@@ -19,7 +19,10 @@ pub const USER_ADMIN: &str = "pctest-admin";
 /// Where cargo put the workspace's binaries: next to the `deps/` folder of this test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -30,12 +33,18 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 /// A world-traversable temporary directory: other Unix users must reach the bus socket.
 pub fn shared_tempdir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("postecole-test").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("postecole-test")
+        .tempdir()
+        .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
@@ -128,7 +137,10 @@ impl Bus {
             .read_line(&mut line)
             .unwrap();
         let address = line.trim().to_owned();
-        assert!(address.starts_with("unix:"), "dbus-daemon printed {address:?}");
+        assert!(
+            address.starts_with("unix:"),
+            "dbus-daemon printed {address:?}"
+        );
         Bus {
             child,
             address,
@@ -210,7 +222,10 @@ impl Smtp {
     }
 
     pub fn relay_config(&self) -> String {
-        format!("[relay]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n", self.port)
+        format!(
+            "[relay]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+            self.port
+        )
     }
 }
 
@@ -274,7 +289,10 @@ impl Daemon {
             }
             if start.elapsed() > Duration::from_secs(20) {
                 let _ = child.kill();
-                panic!("postecoled did not exit: {:?}", child.wait_with_output().unwrap());
+                panic!(
+                    "postecoled did not exit: {:?}",
+                    child.wait_with_output().unwrap()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -310,15 +328,19 @@ impl Daemon {
                         .enable_all()
                         .build()
                         .unwrap();
-                    wait_for("postecoled to own its bus name", Duration::from_secs(20), || {
-                        if let Ok(Some(status)) = child.try_wait() {
-                            panic!(
-                                "postecoled exited with {status}: {}",
-                                std::fs::read_to_string(&log_path).unwrap_or_default()
-                            );
-                        }
-                        runtime.block_on(name_has_owner(&address))
-                    });
+                    wait_for(
+                        "postecoled to own its bus name",
+                        Duration::from_secs(20),
+                        || {
+                            if let Ok(Some(status)) = child.try_wait() {
+                                panic!(
+                                    "postecoled exited with {status}: {}",
+                                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                                );
+                            }
+                            runtime.block_on(name_has_owner(&address))
+                        },
+                    );
                 })
                 .join()
                 .unwrap_or_else(|e| std::panic::resume_unwind(e));
@@ -338,7 +360,10 @@ impl Daemon {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(start.elapsed() < Duration::from_secs(10), "postecoled ignored SIGTERM");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "postecoled ignored SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -370,7 +395,11 @@ impl Daemon {
             }
         }
         let mut out = Vec::new();
-        walk(&self.state_dir, &self.state_dir.join("local-mail"), &mut out);
+        walk(
+            &self.state_dir,
+            &self.state_dir.join("local-mail"),
+            &mut out,
+        );
         out
     }
 
@@ -439,9 +468,14 @@ impl Ctl {
     /// Asserts failure with this D-Bus error name and returns stderr.
     #[track_caller]
     pub fn err(&self, name: &str) -> String {
-        assert!(!self.ok, "mailctl should have failed; stdout: {}", self.stdout);
         assert!(
-            self.stderr.contains(&format!("[{}.{name}]", api::ERROR_PREFIX)),
+            !self.ok,
+            "mailctl should have failed; stdout: {}",
+            self.stdout
+        );
+        assert!(
+            self.stderr
+                .contains(&format!("[{}.{name}]", api::ERROR_PREFIX)),
             "expected {name}, got: {}",
             self.stderr
         );
@@ -503,12 +537,21 @@ pub fn ensure_users() {
             let status = Command::new(args[0]).args(&args[1..]).status().unwrap();
             assert!(status.success(), "{args:?} failed");
         };
-        if nix::unistd::Group::from_name(ADMIN_GROUP).unwrap().is_none() {
+        if nix::unistd::Group::from_name(ADMIN_GROUP)
+            .unwrap()
+            .is_none()
+        {
             run(&["groupadd", "--system", ADMIN_GROUP]);
         }
         for user in [USER_ALICE, USER_BOB, USER_ADMIN] {
             if nix::unistd::User::from_name(user).unwrap().is_none() {
-                run(&["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", user]);
+                run(&[
+                    "useradd",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    user,
+                ]);
             }
         }
         run(&["usermod", "-a", "-G", ADMIN_GROUP, USER_ADMIN]);

@@ -7,9 +7,16 @@ use postecole_tests::{Bus, Daemon, code_in, mailctl};
 fn run_with_config(bus: &Bus, config: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("postecoled.toml");
-    std::fs::write(&path, config.replace("@STATE@", &dir.path().join("state").display().to_string())).unwrap();
+    std::fs::write(
+        &path,
+        config.replace("@STATE@", &dir.path().join("state").display().to_string()),
+    )
+    .unwrap();
     let out = Daemon::run_to_exit(bus, &path);
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -17,10 +24,22 @@ fn bad_configuration_is_refused_naming_the_key() {
     let bus = Bus::start();
     for (config, key) in [
         ("state_dir = \"@STATE@\"\nstat_dir = \"/x\"\n", "stat_dir"),
-        ("state_dir = \"@STATE@\"\n[relay]\nhost = \"h\"\ntls = \"ssl\"\n", "tls"),
-        ("state_dir = \"@STATE@\"\n[queue]\nconcurrency = 0\n", "queue.concurrency"),
-        ("state_dir = \"@STATE@\"\n[relay]\nhost = \"h\"\nport = 70000\n", "port"),
-        ("state_dir = \"@STATE@\"\n[relay]\nhost = \"h\"\nusername = \"u\"\n", "relay.password_file"),
+        (
+            "state_dir = \"@STATE@\"\n[relay]\nhost = \"h\"\ntls = \"ssl\"\n",
+            "tls",
+        ),
+        (
+            "state_dir = \"@STATE@\"\n[queue]\nconcurrency = 0\n",
+            "queue.concurrency",
+        ),
+        (
+            "state_dir = \"@STATE@\"\n[relay]\nhost = \"h\"\nport = 70000\n",
+            "port",
+        ),
+        (
+            "state_dir = \"@STATE@\"\n[relay]\nhost = \"h\"\nusername = \"u\"\n",
+            "relay.password_file",
+        ),
     ] {
         let (ok, stderr) = run_with_config(&bus, config);
         assert!(!ok, "accepted:\n{config}");
@@ -39,7 +58,10 @@ fn unusable_state_directory_is_refused() {
     std::fs::write(&file, "").unwrap();
     let (ok, stderr) = run_with_config(&bus, &format!("state_dir = \"{}\"\n", file.display()));
     assert!(!ok);
-    assert!(stderr.contains("state directory") && stderr.contains("a-file"), "{stderr}");
+    assert!(
+        stderr.contains("state directory") && stderr.contains("a-file"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -55,7 +77,22 @@ fn second_daemon_cannot_take_the_name() {
 fn sigterm_stops_cleanly_and_state_survives_restarts_and_kill9() {
     let bus = Bus::start();
     let mut daemon = Daemon::start(&bus, "");
-    let id = mailctl(&bus, None, &["account", "create", "--kind", "establishment", "--label", "S", "--address", "s@ecole.fr"], None).out();
+    let id = mailctl(
+        &bus,
+        None,
+        &[
+            "account",
+            "create",
+            "--kind",
+            "establishment",
+            "--label",
+            "S",
+            "--address",
+            "s@ecole.fr",
+        ],
+        None,
+    )
+    .out();
     let code = code_in(&daemon.local_mail(), &id).unwrap();
     let status = daemon.stop();
     assert!(status.success(), "exit status after SIGTERM: {status}");
@@ -67,7 +104,8 @@ fn sigterm_stops_cleanly_and_state_survives_restarts_and_kill9() {
     daemon.kill9();
     daemon.restart();
     let shown: serde_json::Value =
-        serde_json::from_str(&mailctl(&bus, None, &["account", "show", &id, "--json"], None).out()).unwrap();
+        serde_json::from_str(&mailctl(&bus, None, &["account", "show", &id, "--json"], None).out())
+            .unwrap();
     assert_eq!(shown["state"], "awaiting-secret");
 }
 

@@ -17,7 +17,11 @@ fn our_interfaces(xml: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = without_comments.as_str();
     while let Some(start) = rest.find("<interface name=\"org.postecole.") {
-        let end = rest[start..].find("</interface>").expect("closed interface") + start + 12;
+        let end = rest[start..]
+            .find("</interface>")
+            .expect("closed interface")
+            + start
+            + 12;
         let block: String = rest[start..end]
             .lines()
             .map(str::trim)
@@ -60,7 +64,8 @@ async fn introspection_matches_the_checked_in_xml() {
         .unwrap();
     let live = our_interfaces(&proxy.introspect().await.unwrap());
     assert!(
-        live.iter().any(|i| i.starts_with(&format!("<interface name=\"{}\"", api::ACCOUNTS_INTERFACE))),
+        live.iter()
+            .any(|i| i.starts_with(&format!("<interface name=\"{}\"", api::ACCOUNTS_INTERFACE))),
         "the daemon serves no Accounts interface"
     );
 
@@ -83,7 +88,8 @@ async fn introspection_matches_the_checked_in_xml() {
         )
         .unwrap();
     }
-    let checked_in = our_interfaces(&std::fs::read_to_string(&path).expect("dbus/org.postecole.Mail1.xml"));
+    let checked_in =
+        our_interfaces(&std::fs::read_to_string(&path).expect("dbus/org.postecole.Mail1.xml"));
     assert_eq!(
         live, checked_in,
         "the daemon's D-Bus interfaces differ from dbus/org.postecole.Mail1.xml; \

@@ -11,7 +11,16 @@ fn establishment_address_set_up_through_a_real_relay() {
     let id = mailctl(
         &bus,
         None,
-        &["account", "create", "--kind", "establishment", "--label", "Secrétariat Jules Ferry", "--address", "secretariat@ecole.fr"],
+        &[
+            "account",
+            "create",
+            "--kind",
+            "establishment",
+            "--label",
+            "Secrétariat Jules Ferry",
+            "--address",
+            "secretariat@ecole.fr",
+        ],
         None,
     )
     .out();
@@ -20,15 +29,22 @@ fn establishment_address_set_up_through_a_real_relay() {
     let mails = smtp.messages();
     assert_eq!(mails.len(), 1);
     let mail = &mails[0];
-    assert!(mail.contains("X-Envelope-To: secretariat@ecole.fr"), "{mail}");
+    assert!(
+        mail.contains("X-Envelope-To: secretariat@ecole.fr"),
+        "{mail}"
+    );
     assert!(mail.contains("Subject: Code de =?utf-8?"), "{mail}");
     assert!(mail.contains("Message-ID: <"), "{mail}");
     let code = code_in(&mails, &id).expect("code in the mail");
     assert!(code.chars().all(|c| c.is_ascii_digit()), "{code}");
-    assert!(mail.contains("15 minutes"), "says how long the code lasts: {mail}");
+    assert!(
+        mail.contains("15 minutes"),
+        "says how long the code lasts: {mail}"
+    );
 
     let show = |id: &str| -> serde_json::Value {
-        serde_json::from_str(&mailctl(&bus, None, &["account", "show", id, "--json"], None).out()).unwrap()
+        serde_json::from_str(&mailctl(&bus, None, &["account", "show", id, "--json"], None).out())
+            .unwrap()
     };
     assert_eq!(show(&id)["state"], "awaiting-code");
 
@@ -37,20 +53,53 @@ fn establishment_address_set_up_through_a_real_relay() {
     let e = mailctl(&bus, None, &["account", "verify", &id, wrong], None).err("WrongCode");
     assert!(e.contains("4 tries left"), "{e}");
     mailctl(&bus, None, &["account", "verify", &id, "12"], None).err("InvalidInput");
-    mailctl(&bus, None, &["account", "secure", &id, "--question", "Q ?"], Some("une bonne réponse\n"))
-        .err("InvalidState");
+    mailctl(
+        &bus,
+        None,
+        &["account", "secure", &id, "--question", "Q ?"],
+        Some("une bonne réponse\n"),
+    )
+    .err("InvalidState");
     mailctl(&bus, None, &["account", "verify", &id, &code], None).out();
     assert_eq!(show(&id)["state"], "awaiting-secret");
     mailctl(&bus, None, &["account", "verify", &id, &code], None).err("InvalidState");
 
     // The secret: refused when short or guessable, then accepted from stdin.
-    mailctl(&bus, None, &["account", "secure", &id, "--question", "Ville ?"], Some("Paris\n")).err("InvalidInput");
-    let e = mailctl(&bus, None, &["account", "secure", &id, "--question", "Ville ?"], Some("SECRETARIAT@ecole.fr\n"))
-        .err("InvalidInput");
+    mailctl(
+        &bus,
+        None,
+        &["account", "secure", &id, "--question", "Ville ?"],
+        Some("Paris\n"),
+    )
+    .err("InvalidInput");
+    let e = mailctl(
+        &bus,
+        None,
+        &["account", "secure", &id, "--question", "Ville ?"],
+        Some("SECRETARIAT@ecole.fr\n"),
+    )
+    .err("InvalidInput");
     assert!(e.contains("address"), "{e}");
-    mailctl(&bus, None, &["account", "secure", &id, "--question", "Ville\nBcc: x@y.fr"], Some("Clermont-Ferrand\n"))
-        .err("InvalidInput");
-    mailctl(&bus, None, &["account", "secure", &id, "--question", "Ville de naissance ?"], Some("Clermont-Ferrand\n")).out();
+    mailctl(
+        &bus,
+        None,
+        &["account", "secure", &id, "--question", "Ville\nBcc: x@y.fr"],
+        Some("Clermont-Ferrand\n"),
+    )
+    .err("InvalidInput");
+    mailctl(
+        &bus,
+        None,
+        &[
+            "account",
+            "secure",
+            &id,
+            "--question",
+            "Ville de naissance ?",
+        ],
+        Some("Clermont-Ferrand\n"),
+    )
+    .out();
     let account = show(&id);
     assert_eq!(account["state"], "active");
     assert_eq!(account["question"], "Ville de naissance ?");
@@ -59,28 +108,55 @@ fn establishment_address_set_up_through_a_real_relay() {
 
     let mails = smtp.messages();
     assert_eq!(mails.len(), 2, "a confirmation mail follows");
-    assert!(mails[1].contains("Subject: =?utf-8?") || mails[1].contains("Subject: Adresse"), "{}", mails[1]);
+    assert!(
+        mails[1].contains("Subject: =?utf-8?") || mails[1].contains("Subject: Adresse"),
+        "{}",
+        mails[1]
+    );
     assert!(!mails[1].contains("Clermont"), "the answer is never mailed");
 
     // Staff: unknown users refused, real ones listed.
-    mailctl(&bus, None, &["account", "staff", &id, "--add", "no-such-user-here"], None).err("InvalidInput");
-    mailctl(&bus, None, &["account", "staff", &id, "--add", "root"], None).out();
+    mailctl(
+        &bus,
+        None,
+        &["account", "staff", &id, "--add", "no-such-user-here"],
+        None,
+    )
+    .err("InvalidInput");
+    mailctl(
+        &bus,
+        None,
+        &["account", "staff", &id, "--add", "root"],
+        None,
+    )
+    .out();
     assert_eq!(show(&id)["staff"], serde_json::json!(["root"]));
     let list: serde_json::Value =
-        serde_json::from_str(&mailctl(&bus, None, &["account", "list", "--json"], None).out()).unwrap();
+        serde_json::from_str(&mailctl(&bus, None, &["account", "list", "--json"], None).out())
+            .unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
     for key in ["id", "kind", "label", "address", "state", "owner", "staff"] {
         assert!(list[0].get(key).is_some(), "{key} missing in {list}");
     }
     let table = mailctl(&bus, None, &["account", "list"], None).out();
     let lines: Vec<&str> = table.lines().collect();
-    assert!(lines[0].starts_with("ID") && lines[1].starts_with(&id), "{table}");
-    assert_eq!(lines[0].find("KIND"), lines[1].find("establishment"), "aligned:\n{table}");
+    assert!(
+        lines[0].starts_with("ID") && lines[1].starts_with(&id),
+        "{table}"
+    );
+    assert_eq!(
+        lines[0].find("KIND"),
+        lines[1].find("establishment"),
+        "aligned:\n{table}"
+    );
 
     // Nothing secret in the log or the store.
     let log = daemon.log();
     assert!(!log.contains(&code), "the code is in the log");
-    assert!(!log.to_lowercase().contains("clermont"), "the answer is in the log");
+    assert!(
+        !log.to_lowercase().contains("clermont"),
+        "the answer is in the log"
+    );
     for (path, bytes) in daemon.state_bytes() {
         for needle in [b"Clermont".as_slice(), b"clermont", code.as_bytes()] {
             assert!(
@@ -99,17 +175,49 @@ fn personal_address_through_the_embedded_default() {
     let id = mailctl(
         &bus,
         None,
-        &["account", "create", "--kind", "personal", "--label", "Mme Martin", "--address", "martin@ecole.fr"],
+        &[
+            "account",
+            "create",
+            "--kind",
+            "personal",
+            "--label",
+            "Mme Martin",
+            "--address",
+            "martin@ecole.fr",
+        ],
         None,
     )
     .out();
     let code = code_in(&daemon.local_mail(), &id).expect("code in local-mail");
-    mailctl(&bus, None, &["account", "verify", &id, &format!("{} {}", &code[..3], &code[3..])], None).out();
-    mailctl(&bus, None, &["account", "secure", &id, "--question", "Mon premier chat ?"], Some("Minouche la grise\n")).out();
+    mailctl(
+        &bus,
+        None,
+        &[
+            "account",
+            "verify",
+            &id,
+            &format!("{} {}", &code[..3], &code[3..]),
+        ],
+        None,
+    )
+    .out();
+    mailctl(
+        &bus,
+        None,
+        &["account", "secure", &id, "--question", "Mon premier chat ?"],
+        Some("Minouche la grise\n"),
+    )
+    .out();
     assert_eq!(daemon.local_mail().len(), 2);
 
     // Personal accounts have no staff.
-    mailctl(&bus, None, &["account", "staff", &id, "--add", "root"], None).err("InvalidState");
+    mailctl(
+        &bus,
+        None,
+        &["account", "staff", &id, "--add", "root"],
+        None,
+    )
+    .err("InvalidState");
     mailctl(&bus, None, &["account", "default", &id], None).out();
     assert_eq!(mailctl(&bus, None, &["account", "default"], None).out(), id);
     mailctl(&bus, None, &["account", "delete", &id], None).out();
@@ -129,16 +237,59 @@ fn bad_input_is_named_and_creates_nothing() {
         ("personal", "", "a@ecole.fr"),
         ("personal", "L\nX-Evil: 1", "a@ecole.fr"),
     ] {
-        mailctl(&bus, None, &["account", "create", "--kind", kind, "--label", label, "--address", address], None)
-            .err("InvalidInput");
+        mailctl(
+            &bus,
+            None,
+            &[
+                "account",
+                "create",
+                "--kind",
+                kind,
+                "--label",
+                label,
+                "--address",
+                address,
+            ],
+            None,
+        )
+        .err("InvalidInput");
     }
     let long = format!("{}@ecole.fr", "a".repeat(260));
-    mailctl(&bus, None, &["account", "create", "--kind", "personal", "--label", "L", "--address", &long], None)
-        .err("InvalidInput");
+    mailctl(
+        &bus,
+        None,
+        &[
+            "account",
+            "create",
+            "--kind",
+            "personal",
+            "--label",
+            "L",
+            "--address",
+            &long,
+        ],
+        None,
+    )
+    .err("InvalidInput");
     assert!(smtp.messages().is_empty());
-    assert_eq!(mailctl(&bus, None, &["account", "list", "--json"], None).out(), "[]");
-    mailctl(&bus, None, &["account", "verify", "nosuchid", "123456"], None).err("NotFound");
-    mailctl(&bus, None, &["account", "convert", "nosuchid", "--to", "personal"], None).err("NotFound");
+    assert_eq!(
+        mailctl(&bus, None, &["account", "list", "--json"], None).out(),
+        "[]"
+    );
+    mailctl(
+        &bus,
+        None,
+        &["account", "verify", "nosuchid", "123456"],
+        None,
+    )
+    .err("NotFound");
+    mailctl(
+        &bus,
+        None,
+        &["account", "convert", "nosuchid", "--to", "personal"],
+        None,
+    )
+    .err("NotFound");
 }
 
 #[test]
@@ -146,21 +297,65 @@ fn resend_is_rate_limited_and_relay_failures_are_named() {
     let bus = Bus::start();
     let smtp = Smtp::start();
     let _daemon = Daemon::start(&bus, &smtp.relay_config());
-    let id = mailctl(&bus, None, &["account", "create", "--kind", "personal", "--label", "L", "--address", "l@ecole.fr"], None).out();
+    let id = mailctl(
+        &bus,
+        None,
+        &[
+            "account",
+            "create",
+            "--kind",
+            "personal",
+            "--label",
+            "L",
+            "--address",
+            "l@ecole.fr",
+        ],
+        None,
+    )
+    .out();
     let e = mailctl(&bus, None, &["account", "resend", &id], None).err("RateLimited");
     assert!(e.contains("wait"), "{e}");
     assert_eq!(smtp.messages().len(), 1);
 
     // The relay refuses: the account is not created and the reason is shown.
     smtp.set_reply("550 5.7.1 Relaying denied");
-    let e = mailctl(&bus, None, &["account", "create", "--kind", "personal", "--label", "M", "--address", "m@ecole.fr"], None)
-        .err("RelayUnavailable");
+    let e = mailctl(
+        &bus,
+        None,
+        &[
+            "account",
+            "create",
+            "--kind",
+            "personal",
+            "--label",
+            "M",
+            "--address",
+            "m@ecole.fr",
+        ],
+        None,
+    )
+    .err("RelayUnavailable");
     assert!(e.contains("m@ecole.fr") && e.contains("550"), "{e}");
     smtp.set_reply("451 4.3.0 Try again later");
-    mailctl(&bus, None, &["account", "create", "--kind", "personal", "--label", "M", "--address", "m@ecole.fr"], None)
-        .err("RelayUnavailable");
+    mailctl(
+        &bus,
+        None,
+        &[
+            "account",
+            "create",
+            "--kind",
+            "personal",
+            "--label",
+            "M",
+            "--address",
+            "m@ecole.fr",
+        ],
+        None,
+    )
+    .err("RelayUnavailable");
     let list: serde_json::Value =
-        serde_json::from_str(&mailctl(&bus, None, &["account", "list", "--json"], None).out()).unwrap();
+        serde_json::from_str(&mailctl(&bus, None, &["account", "list", "--json"], None).out())
+            .unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
 }
 
@@ -169,7 +364,22 @@ fn five_wrong_codes_void_the_code() {
     let bus = Bus::start();
     let smtp = Smtp::start();
     let _daemon = Daemon::start(&bus, &smtp.relay_config());
-    let id = mailctl(&bus, None, &["account", "create", "--kind", "personal", "--label", "L", "--address", "l@ecole.fr"], None).out();
+    let id = mailctl(
+        &bus,
+        None,
+        &[
+            "account",
+            "create",
+            "--kind",
+            "personal",
+            "--label",
+            "L",
+            "--address",
+            "l@ecole.fr",
+        ],
+        None,
+    )
+    .out();
     let code = code_in(&smtp.messages(), &id).unwrap();
     let wrong = if code == "000000" { "111111" } else { "000000" };
     for _ in 0..4 {

@@ -6,17 +6,46 @@ use postecole_tests::{
 };
 
 /// Creates and activates an account as `user`; returns its id.
-fn activate(bus: &Bus, daemon: &Daemon, user: Option<&str>, kind: &str, label: &str, address: &str) -> String {
-    let id = mailctl(bus, user, &["account", "create", "--kind", kind, "--label", label, "--address", address], None).out();
+fn activate(
+    bus: &Bus,
+    daemon: &Daemon,
+    user: Option<&str>,
+    kind: &str,
+    label: &str,
+    address: &str,
+) -> String {
+    let id = mailctl(
+        bus,
+        user,
+        &[
+            "account",
+            "create",
+            "--kind",
+            kind,
+            "--label",
+            label,
+            "--address",
+            address,
+        ],
+        None,
+    )
+    .out();
     let code = code_in(&daemon.local_mail(), &id).unwrap();
     mailctl(bus, user, &["account", "verify", &id, &code], None).out();
-    mailctl(bus, user, &["account", "secure", &id, "--question", "Question ?"], Some("une réponse solide\n")).out();
+    mailctl(
+        bus,
+        user,
+        &["account", "secure", &id, "--question", "Question ?"],
+        Some("une réponse solide\n"),
+    )
+    .out();
     id
 }
 
 fn ids(bus: &Bus, user: Option<&str>) -> Vec<String> {
     let list: serde_json::Value =
-        serde_json::from_str(&mailctl(bus, user, &["account", "list", "--json"], None).out()).unwrap();
+        serde_json::from_str(&mailctl(bus, user, &["account", "list", "--json"], None).out())
+            .unwrap();
     let mut ids: Vec<String> = list
         .as_array()
         .unwrap()
@@ -37,25 +66,78 @@ fn staff_administrators_and_owners() {
     let admin = Some(USER_ADMIN);
 
     // A non-administrator cannot add an establishment address.
-    let e = mailctl(&bus, alice, &["account", "create", "--kind", "establishment", "--label", "S", "--address", "s@ecole.fr"], None)
-        .err("NotAuthorized");
+    let e = mailctl(
+        &bus,
+        alice,
+        &[
+            "account",
+            "create",
+            "--kind",
+            "establishment",
+            "--label",
+            "S",
+            "--address",
+            "s@ecole.fr",
+        ],
+        None,
+    )
+    .err("NotAuthorized");
     assert!(e.contains("postecole-test-admin"), "names the group: {e}");
 
     // A member of the admin group can, and names alice as staff.
-    let shared = activate(&bus, &daemon, admin, "establishment", "Secrétariat", "secretariat@ecole.fr");
-    assert_eq!(ids(&bus, alice), Vec::<String>::new(), "not on the staff yet");
+    let shared = activate(
+        &bus,
+        &daemon,
+        admin,
+        "establishment",
+        "Secrétariat",
+        "secretariat@ecole.fr",
+    );
+    assert_eq!(
+        ids(&bus, alice),
+        Vec::<String>::new(),
+        "not on the staff yet"
+    );
     mailctl(&bus, alice, &["account", "show", &shared], None).err("NotFound");
-    mailctl(&bus, alice, &["account", "staff", &shared, "--add", USER_ALICE], None).err("NotFound");
-    mailctl(&bus, admin, &["account", "staff", &shared, "--add", USER_ALICE], None).out();
+    mailctl(
+        &bus,
+        alice,
+        &["account", "staff", &shared, "--add", USER_ALICE],
+        None,
+    )
+    .err("NotFound");
+    mailctl(
+        &bus,
+        admin,
+        &["account", "staff", &shared, "--add", USER_ALICE],
+        None,
+    )
+    .out();
     assert_eq!(ids(&bus, alice), vec![shared.clone()]);
-    assert_eq!(ids(&bus, bob), Vec::<String>::new(), "bob is not on the staff");
+    assert_eq!(
+        ids(&bus, bob),
+        Vec::<String>::new(),
+        "bob is not on the staff"
+    );
     mailctl(&bus, bob, &["account", "show", &shared], None).err("NotFound");
 
     // Staff use it but do not administer it.
     mailctl(&bus, alice, &["account", "default", &shared], None).out();
-    mailctl(&bus, alice, &["account", "staff", &shared, "--add", USER_BOB], None).err("NotAuthorized");
+    mailctl(
+        &bus,
+        alice,
+        &["account", "staff", &shared, "--add", USER_BOB],
+        None,
+    )
+    .err("NotAuthorized");
     mailctl(&bus, alice, &["account", "delete", &shared], None).err("NotAuthorized");
-    mailctl(&bus, alice, &["account", "convert", &shared, "--to", "personal"], None).err("NotAuthorized");
+    mailctl(
+        &bus,
+        alice,
+        &["account", "convert", &shared, "--to", "personal"],
+        None,
+    )
+    .err("NotAuthorized");
 
     // Personal accounts: their owner's alone, administrators included.
     let mine = activate(&bus, &daemon, alice, "personal", "Alice", "alice@ecole.fr");
@@ -71,24 +153,51 @@ fn staff_administrators_and_owners() {
         mailctl(&bus, user, &["account", "delete", &mine], None).err("NotFound");
         mailctl(&bus, user, &["account", "default", &mine], None).err("NotFound");
     }
-    let owner: serde_json::Value =
-        serde_json::from_str(&mailctl(&bus, alice, &["account", "show", &mine, "--json"], None).out()).unwrap();
+    let owner: serde_json::Value = serde_json::from_str(
+        &mailctl(&bus, alice, &["account", "show", &mine, "--json"], None).out(),
+    )
+    .unwrap();
     assert_eq!(owner["owner"], USER_ALICE);
 
     // Conversion: shared with one staff member becomes that member's personal account.
-    mailctl(&bus, admin, &["account", "convert", &shared, "--to", "personal"], None).out();
+    mailctl(
+        &bus,
+        admin,
+        &["account", "convert", &shared, "--to", "personal"],
+        None,
+    )
+    .out();
     assert_eq!(ids(&bus, admin), Vec::<String>::new());
-    let converted: serde_json::Value =
-        serde_json::from_str(&mailctl(&bus, alice, &["account", "show", &shared, "--json"], None).out()).unwrap();
-    assert_eq!((converted["kind"].as_str(), converted["owner"].as_str()), (Some("personal"), Some(USER_ALICE)));
+    let converted: serde_json::Value = serde_json::from_str(
+        &mailctl(&bus, alice, &["account", "show", &shared, "--json"], None).out(),
+    )
+    .unwrap();
+    assert_eq!(
+        (converted["kind"].as_str(), converted["owner"].as_str()),
+        (Some("personal"), Some(USER_ALICE))
+    );
     // And back, by an administrator, with the owner as its only staff member.
-    mailctl(&bus, admin, &["account", "convert", &shared, "--to", "establishment"], None).out();
-    let back: serde_json::Value =
-        serde_json::from_str(&mailctl(&bus, admin, &["account", "show", &shared, "--json"], None).out()).unwrap();
+    mailctl(
+        &bus,
+        admin,
+        &["account", "convert", &shared, "--to", "establishment"],
+        None,
+    )
+    .out();
+    let back: serde_json::Value = serde_json::from_str(
+        &mailctl(&bus, admin, &["account", "show", &shared, "--json"], None).out(),
+    )
+    .unwrap();
     assert_eq!(back["staff"], serde_json::json!([USER_ALICE]));
 
     // Removing alice from the staff takes the account out of her sight.
-    mailctl(&bus, admin, &["account", "staff", &shared, "--remove", USER_ALICE], None).out();
+    mailctl(
+        &bus,
+        admin,
+        &["account", "staff", &shared, "--remove", USER_ALICE],
+        None,
+    )
+    .out();
     mailctl(&bus, alice, &["account", "show", &shared], None).err("NotFound");
     mailctl(&bus, admin, &["account", "delete", &shared], None).out();
     mailctl(&bus, admin, &["account", "show", &shared], None).err("NotFound");
