@@ -2,12 +2,13 @@
 //! postecoled; nothing is decided here.
 
 mod output;
+mod send;
 
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use postecole_dbus::{AccountsProxy, Error};
+use postecole_dbus::{AccountsProxy, Error, OutboxProxy};
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +37,43 @@ enum Command {
     /// Set up and manage sender addresses.
     #[command(subcommand)]
     Account(AccountCommand),
+    /// Send a message with one of your accounts; prints the message id.
+    ///
+    /// The message is accepted once it is safely on disk: it will be delivered even if the
+    /// relay is down now or the PC restarts. Attachments are opened by mailctl, as you.
+    Send(send::SendArgs),
+    /// Follow and manage queued messages (yours; administrators see all).
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// The mail relay.
+    #[command(subcommand)]
+    Relay(RelayCommand),
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Messages and where they stand: queued, sending, deferred, held, delivered, failed, cancelled.
+    List(Json),
+    /// One message in detail, with the relay's last reply.
+    Show {
+        id: String,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Try a deferred or failed message again now.
+    Retry { id: String },
+    /// Withdraw a message that has not been sent.
+    Cancel { id: String },
+    /// Keep a waiting message from being sent until released.
+    Hold { id: String },
+    /// Let a held message go.
+    Release { id: String },
+}
+
+#[derive(Subcommand)]
+enum RelayCommand {
+    /// Connect to the relay (TLS, authentication) as the daemon would and report.
+    Test,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -140,7 +178,7 @@ fn main() -> ExitCode {
 }
 
 /// What mailctl prints on failure: the daemon's sentence, then its error name for scripts.
-struct Failure(String);
+pub struct Failure(pub String);
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -185,7 +223,42 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     })?;
     match cli.command {
         Command::Account(cmd) => account(&AccountsProxy::new(&connection).await?, cmd).await,
+        Command::Send(args) => send::send(&connection, args).await,
+        Command::Queue(cmd) => queue(&OutboxProxy::new(&connection).await?, cmd).await,
+        Command::Relay(RelayCommand::Test) => {
+            println!(
+                "{}",
+                OutboxProxy::new(&connection).await?.test_relay().await?
+            );
+            Ok(())
+        }
     }
+}
+
+async fn queue(proxy: &OutboxProxy<'_>, cmd: QueueCommand) -> Result<(), Failure> {
+    match cmd {
+        QueueCommand::List(Json { json }) => {
+            let messages = proxy.list_messages().await?;
+            if json {
+                println!("{}", output::messages_json(&messages));
+            } else {
+                print!("{}", output::messages_table(&messages, output::now()));
+            }
+        }
+        QueueCommand::Show { id, json } => {
+            let message = proxy.get_message(&id).await?;
+            if json.json {
+                println!("{}", output::message_json(&message));
+            } else {
+                print!("{}", output::message_details(&message, output::now()));
+            }
+        }
+        QueueCommand::Retry { id } => proxy.retry(&id).await?,
+        QueueCommand::Cancel { id } => proxy.cancel(&id).await?,
+        QueueCommand::Hold { id } => proxy.hold(&id).await?,
+        QueueCommand::Release { id } => proxy.release(&id).await?,
+    }
+    Ok(())
 }
 
 async fn account(proxy: &AccountsProxy<'_>, cmd: AccountCommand) -> Result<(), Failure> {

@@ -1,6 +1,6 @@
 //! Human tables and `--json` for what the daemon returns.
 
-use postecole_dbus::AccountInfo;
+use postecole_dbus::{AccountInfo, MessageInfo};
 use serde_json::{Value, json};
 
 pub fn account_json(a: &AccountInfo) -> Value {
@@ -66,6 +66,120 @@ pub fn account_details(a: &AccountInfo) -> String {
     rows.iter().map(|(k, v)| format!("{k:<9} {v}\n")).collect()
 }
 
+pub fn message_json(m: &MessageInfo) -> Value {
+    json!({
+        "id": m.id,
+        "account": m.account,
+        "state": m.state,
+        "to": m.to,
+        "created": m.created,
+        "attempts": m.attempts,
+        "next_attempt": m.next_attempt,
+        "last_reply": m.last_reply,
+        "message_id": m.message_id,
+        "submitter": m.submitter,
+        "size": m.size,
+    })
+}
+
+pub fn messages_json(messages: &[MessageInfo]) -> Value {
+    Value::Array(messages.iter().map(message_json).collect())
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// "3 min ago", "in 5 min": what a person reading a queue wants to know.
+pub fn relative(at: u64, now: u64) -> String {
+    let (delta, past) = if at <= now {
+        (now - at, true)
+    } else {
+        (at - now, false)
+    };
+    let span = match delta {
+        0..=59 => format!("{delta} s"),
+        60..=3599 => format!("{} min", delta / 60),
+        3600..=172_799 => format!("{} h", delta / 3600),
+        _ => format!("{} days", delta / 86_400),
+    };
+    if past {
+        format!("{span} ago")
+    } else {
+        format!("in {span}")
+    }
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let cut: String = s.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+pub fn messages_table(messages: &[MessageInfo], now: u64) -> String {
+    let rows: Vec<Vec<String>> = messages
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.clone(),
+                m.account.clone(),
+                m.state.clone(),
+                m.attempts.to_string(),
+                relative(m.created, now),
+                shorten(&m.to.join(","), 40),
+                shorten(&m.last_reply, 60),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "ACCOUNT",
+            "STATE",
+            "TRIES",
+            "CREATED",
+            "TO",
+            "LAST REPLY",
+        ],
+        &rows,
+    )
+}
+
+pub fn message_details(m: &MessageInfo, now: u64) -> String {
+    let next = if m.next_attempt == 0 {
+        "-".to_owned()
+    } else {
+        relative(m.next_attempt, now)
+    };
+    let rows = [
+        ("id", m.id.clone()),
+        ("account", m.account.clone()),
+        ("state", m.state.clone()),
+        ("to", m.to.join(", ")),
+        ("created", relative(m.created, now)),
+        ("attempts", m.attempts.to_string()),
+        ("next try", next),
+        (
+            "reply",
+            if m.last_reply.is_empty() {
+                "-".into()
+            } else {
+                m.last_reply.clone()
+            },
+        ),
+        ("msg-id", m.message_id.clone()),
+        ("sender", m.submitter.clone()),
+        ("size", format!("{} bytes", m.size)),
+    ];
+    rows.iter().map(|(k, v)| format!("{k:<9} {v}\n")).collect()
+}
+
 /// Columns padded to their widest cell, counted in characters so that accents align.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -97,6 +211,15 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_times() {
+        assert_eq!(relative(100, 100), "0 s ago");
+        assert_eq!(relative(100, 220), "2 min ago");
+        assert_eq!(relative(400, 100), "in 5 min");
+        assert_eq!(relative(0, 3 * 86_400), "3 days ago");
+        assert_eq!(shorten("abcdef", 4), "abc…");
+    }
 
     #[test]
     fn table_aligns_on_characters() {

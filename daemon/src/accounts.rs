@@ -10,11 +10,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use crate::authz::{self, Caller};
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::delivery::{self, Relay};
 use crate::notices::{self, CODE_LIFETIME_MINUTES};
-use crate::store::{self, Store};
-use crate::{secret, validate};
+use crate::queue::{MsgState, Queue};
+use crate::store::Store;
+use crate::{outbox, secret, validate};
 
 pub const CODE_LIFETIME_SECS: u64 = CODE_LIFETIME_MINUTES * 60;
 pub const MAX_WRONG_CODES: u32 = 5;
@@ -97,45 +98,7 @@ pub struct Account {
     pub secret: Option<Secret>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    NotAuthorized(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    InvalidInput(String),
-    #[error("{0}")]
-    WrongCode(String),
-    #[error("{0}")]
-    CodeExpired(String),
-    #[error("{0}")]
-    TooManyAttempts(String),
-    #[error("{0}")]
-    RateLimited(String),
-    #[error("{0}")]
-    InvalidState(String),
-    #[error("{0}")]
-    RelayUnavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl From<store::Error> for Error {
-    fn from(e: store::Error) -> Self {
-        tracing::error!(error = %e, "store failure");
-        Error::Internal("the account database could not be read or written".into())
-    }
-}
-
-impl From<authz::Error> for Error {
-    fn from(e: authz::Error) -> Self {
-        tracing::error!(error = %e, "user database failure");
-        Error::Internal("the user database could not be read".into())
-    }
-}
-
-pub type Result<T> = std::result::Result<T, Error>;
+pub use crate::error::{Error, Result};
 
 /// What changed, as carried by the `AccountChanged` signal.
 pub mod change {
@@ -148,21 +111,11 @@ pub mod change {
     pub const DELETED: &str = "deleted";
 }
 
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    })
-}
-
 pub struct Accounts {
     config: Arc<Config>,
     store: Store,
-    relay: Arc<Relay>,
+    queue: Arc<Queue>,
+    relay_name: String,
     host: String,
     clock: Clock,
     /// Serialises read-modify-write of records, so that two guesses of a code cannot both
@@ -174,14 +127,16 @@ impl Accounts {
     pub fn new(
         config: Arc<Config>,
         store: Store,
-        relay: Arc<Relay>,
+        queue: Arc<Queue>,
+        relay_name: String,
         host: String,
         clock: Clock,
     ) -> Self {
         Accounts {
             config,
             store,
-            relay,
+            queue,
+            relay_name,
             host,
             clock,
             write: Mutex::new(()),
@@ -243,9 +198,25 @@ impl Accounts {
         while !self.store.insert_new_account(&account)? {
             account.id = new_id();
         }
-        if let Err(e) = self.send_code(&account, &code).await {
-            self.store.remove_account(&account.id)?;
-            return Err(e);
+        match self.send_code(&account, &code, caller.uid).await {
+            CodeMail::Sent => {}
+            CodeMail::Refused(reply) => {
+                self.store.remove_account(&account.id)?;
+                return Err(Error::RelayUnavailable(format!(
+                    "the relay refused the code e-mail to {}: {reply}. Nothing was created.",
+                    account.address
+                )));
+            }
+            CodeMail::Deferred(reply) => {
+                return Err(Error::RelayUnavailable(format!(
+                    "account {id} was created but the code e-mail to {address} could not be sent yet \
+                     through {relay}: {reply}. It will be sent again automatically \
+                     (see `mailctl queue list`).",
+                    id = account.id,
+                    address = account.address,
+                    relay = self.relay_name
+                )));
+            }
         }
         tracing::info!(account = %account.id, kind = kind.as_str(), uid = caller.uid, "account created, code sent");
         Ok(account)
@@ -268,16 +239,30 @@ impl Accounts {
         }
         let code = secret::new_code();
         let hash = hash_blocking(code.clone()).await?;
-        self.send_code(&account, &code).await?;
-        let _guard = self.write.lock().await;
-        let mut account = self.managed(caller, id)?;
-        account.code = Some(PendingCode {
-            hash,
-            sent: now,
-            expires: now + CODE_LIFETIME_SECS,
-            wrong: 0,
-        });
-        self.store.put_account(&account)?;
+        let account = {
+            let _guard = self.write.lock().await;
+            let mut account = self.managed(caller, id)?;
+            if account.state != State::AwaitingCode {
+                return Err(already_verified(&account));
+            }
+            account.code = Some(PendingCode {
+                hash,
+                sent: now,
+                expires: now + CODE_LIFETIME_SECS,
+                wrong: 0,
+            });
+            self.store.put_account(&account)?;
+            account
+        };
+        match self.send_code(&account, &code, caller.uid).await {
+            CodeMail::Sent => {}
+            CodeMail::Refused(reply) | CodeMail::Deferred(reply) => {
+                return Err(Error::RelayUnavailable(format!(
+                    "the new code could not be e-mailed to {} through {}: {reply}",
+                    account.address, self.relay_name
+                )));
+            }
+        }
         tracing::info!(account = %id, uid = caller.uid, "new code sent");
         Ok(())
     }
@@ -376,15 +361,17 @@ impl Accounts {
             account
         };
         tracing::info!(account = %id, uid = caller.uid, "secret set, account active");
-        // The account is usable whether or not this mail gets through; it only informs.
-        match notices::confirmation(&self.config, &account, &self.host) {
-            Ok(message) => {
-                if let Err(e) = self.deliver(&message).await {
-                    tracing::warn!(account = %id, error = %e, "confirmation e-mail not sent");
-                }
-            }
-            Err(e) => tracing::warn!(account = %id, error = %e, "confirmation e-mail not built"),
-        }
+        // Queued like any mail, with the same retries; nobody waits for it at the keyboard.
+        let message = notices::confirmation(&self.config, &account, &self.host)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        self.queue
+            .enqueue(vec![outbox::package(
+                &message,
+                &account.id,
+                caller.uid,
+                true,
+            )])
+            .await?;
         Ok(())
     }
 
@@ -544,29 +531,78 @@ impl Accounts {
         ))
     }
 
-    async fn send_code(&self, account: &Account, code: &str) -> Result<()> {
-        let message = notices::verification(&self.config, account, code, &self.host)
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        self.deliver(&message).await.map_err(|e| {
-            tracing::warn!(account = %account.id, error = %e, "verification e-mail not sent");
-            Error::RelayUnavailable(format!(
-                "the code could not be e-mailed to {} through {}: {e}",
-                account.address,
-                self.relay.describe()
-            ))
-        })
+    /// The account, if the caller may send with it now.
+    pub fn for_sending(&self, caller: &Caller, id: &str) -> Result<Account> {
+        let account = self.visible(caller, id)?;
+        if account.state != State::Active {
+            return Err(Error::InvalidState(format!(
+                "account {id} is not ready to send ({}): finish setting it up first",
+                account.state.as_str()
+            )));
+        }
+        Ok(account)
     }
 
-    async fn deliver(&self, message: &lettre::Message) -> std::result::Result<(), delivery::Error> {
-        let id = message
-            .headers()
-            .get_raw("Message-ID")
-            .unwrap_or_default()
-            .to_owned();
-        self.relay
-            .send(message.envelope(), &id, &message.formatted())
+    /// Queues the code e-mail and waits for its first attempt, so that the person at the
+    /// keyboard learns at once if the relay refuses it.
+    async fn send_code(&self, account: &Account, code: &str, uid: u32) -> CodeMail {
+        let message = match notices::verification(&self.config, account, code, &self.host) {
+            Ok(m) => m,
+            Err(e) => return CodeMail::Refused(e.to_string()),
+        };
+        let mut events = self.queue.subscribe();
+        let record = match self
+            .queue
+            .enqueue(vec![outbox::package(&message, &account.id, uid, true)])
             .await
+        {
+            Ok(mut records) => records.remove(0),
+            Err(e) => return CodeMail::Deferred(e.to_string()),
+        };
+        // Below the 25 s a D-Bus client waits for a reply by default.
+        let deadline = tokio::time::Instant::now() + FIRST_ATTEMPT_WAIT;
+        loop {
+            let event = tokio::time::timeout_at(deadline, events.recv()).await;
+            let state = match event {
+                Ok(Ok(e)) if e.id == record.id => e.state,
+                Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                    match self.queue.get(&record.id) {
+                        Ok(r) => r.state,
+                        Err(_) => continue,
+                    }
+                }
+                // Still queued behind other mail: it will go out in turn.
+                Ok(Err(_)) | Err(_) => return CodeMail::Sent,
+            };
+            let reply = || {
+                self.queue
+                    .get(&record.id)
+                    .map(|r| r.last_reply)
+                    .unwrap_or_default()
+            };
+            match state {
+                MsgState::Delivered => return CodeMail::Sent,
+                MsgState::Failed => {
+                    tracing::warn!(account = %account.id, "verification e-mail refused");
+                    return CodeMail::Refused(reply());
+                }
+                MsgState::Deferred => {
+                    tracing::warn!(account = %account.id, "verification e-mail deferred");
+                    return CodeMail::Deferred(reply());
+                }
+                _ => {}
+            }
+        }
     }
+}
+
+const FIRST_ATTEMPT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// How the first attempt at a code e-mail went.
+enum CodeMail {
+    Sent,
+    Refused(String),
+    Deferred(String),
 }
 
 fn new_id() -> String {
@@ -653,12 +689,29 @@ mod tests {
             ..Config::default()
         });
         let store = Store::open(&config.state_dir).unwrap();
-        let relay = Arc::new(Relay::from_config(&config).unwrap());
+        let relay = Arc::new(crate::delivery::Relay::from_config(&config).unwrap());
         let now = Arc::new(AtomicU64::new(1_800_000_000));
         let clock_now = now.clone();
         let clock: Clock = Arc::new(move || clock_now.load(Ordering::SeqCst));
+        let queue = Arc::new(
+            Queue::open(
+                store.clone(),
+                &config.state_dir,
+                config.queue.clone(),
+                crate::clock::system(),
+            )
+            .unwrap(),
+        );
+        tokio::spawn(crate::delivery::run(queue.clone(), relay.clone(), 2));
         Fixture {
-            accounts: Accounts::new(config, store, relay, "poste-test".into(), clock),
+            accounts: Accounts::new(
+                config,
+                store,
+                queue,
+                relay.describe(),
+                "poste-test".into(),
+                clock,
+            ),
             now,
             dir,
         }
@@ -697,6 +750,17 @@ mod tests {
             std::fs::read_dir(self.dir.path().join("local-mail"))
                 .map(|d| d.count())
                 .unwrap_or(0)
+        }
+
+        /// Mail queued without waiting (the confirmation) arrives shortly after.
+        async fn wait_mail_count(&self, n: usize) {
+            for _ in 0..500 {
+                if self.mail_count() >= n {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert_eq!(self.mail_count(), n);
         }
     }
 
@@ -815,7 +879,7 @@ mod tests {
         assert_eq!(a.state, State::Active);
         let secret = a.secret.unwrap();
         assert!(secret::verify("zürich-oerlikon", &secret.answer_hash));
-        assert_eq!(f.mail_count(), 2, "confirmation mail sent");
+        f.wait_mail_count(2).await;
 
         // Neither the answer nor any code is anywhere in the store's files.
         f.accounts.store.flush().unwrap();
@@ -969,7 +1033,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn relay_down_creates_nothing() {
+    async fn relay_down_keeps_the_account_and_retries_the_code() {
         // A port nobody listens on: connection refused at once.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -993,10 +1057,16 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, Error::RelayUnavailable(m) if m.contains("m@ecole.fr")),
+            matches!(&err, Error::RelayUnavailable(m) if m.contains("m@ecole.fr") && m.contains("again automatically")),
             "{err:?}"
         );
-        assert!(f.accounts.list(&alice).unwrap().is_empty());
+        let kept = f.accounts.list(&alice).unwrap();
+        assert_eq!(kept.len(), 1);
+        let waiting = f.accounts.queue.list().unwrap();
+        assert_eq!(waiting.len(), 1);
+        assert_eq!(waiting[0].state, MsgState::Deferred);
+        assert_eq!(waiting[0].account, kept[0].id);
+        assert!(waiting[0].notice);
     }
 
     #[tokio::test]

@@ -3,13 +3,16 @@
 
 use std::sync::Arc;
 
-use postecole_dbus::{AccountInfo, Error as BusError};
+use postecole_dbus::{AccountInfo, Attachment, Error as BusError, MessageInfo, OutgoingMessage};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, interface};
 
-use crate::accounts::{self, Account, Accounts, change};
+use crate::accounts::{Account, Accounts, change};
 use crate::authz::{self, Caller};
+use crate::error::Error;
+use crate::outbox::{Outbox, Request};
+use crate::queue::Record;
 
 pub struct AccountsService {
     accounts: Arc<Accounts>,
@@ -56,9 +59,9 @@ fn internal(e: impl std::fmt::Display) -> BusError {
     BusError::Internal("the daemon could not process the call; see its log".into())
 }
 
-impl From<accounts::Error> for BusError {
-    fn from(e: accounts::Error) -> Self {
-        use accounts::Error as E;
+impl From<Error> for BusError {
+    fn from(e: Error) -> Self {
+        use Error as E;
         match e {
             E::NotAuthorized(m) => BusError::NotAuthorized(m),
             E::NotFound(m) => BusError::NotFound(m),
@@ -68,6 +71,7 @@ impl From<accounts::Error> for BusError {
             E::TooManyAttempts(m) => BusError::TooManyAttempts(m),
             E::RateLimited(m) => BusError::RateLimited(m),
             E::InvalidState(m) => BusError::InvalidState(m),
+            E::TooLarge(m) => BusError::TooLarge(m),
             E::RelayUnavailable(m) => BusError::RelayUnavailable(m),
             E::Internal(m) => BusError::Internal(m),
         }
@@ -268,5 +272,206 @@ impl AccountsService {
 async fn notify(emitter: &SignalEmitter<'_>, id: &str, what: &str) {
     if let Err(e) = AccountsService::account_changed(emitter, id, what).await {
         tracing::warn!(error = %e, "AccountChanged signal not sent");
+    }
+}
+
+pub struct OutboxService {
+    outbox: Arc<Outbox>,
+    admin_group: String,
+}
+
+impl OutboxService {
+    pub fn new(outbox: Arc<Outbox>, admin_group: String) -> Self {
+        OutboxService {
+            outbox,
+            admin_group,
+        }
+    }
+}
+
+pub fn message_info(r: &Record) -> MessageInfo {
+    MessageInfo {
+        id: r.id.clone(),
+        account: r.account.clone(),
+        state: r.state.as_str().into(),
+        to: r.to.clone(),
+        created: r.created,
+        attempts: r.attempts,
+        next_attempt: r.next_attempt,
+        last_reply: r.last_reply.clone(),
+        message_id: r.message_id.clone(),
+        submitter: authz::name_of(r.submitter),
+        size: r.size,
+    }
+}
+
+fn request(message: OutgoingMessage, attachments: Vec<Attachment>) -> Request {
+    Request {
+        to: message.to.unwrap_or_default(),
+        cc: message.cc.unwrap_or_default(),
+        bcc: message.bcc.unwrap_or_default(),
+        subject: message.subject.unwrap_or_default(),
+        text: message.text.unwrap_or_default(),
+        html: message.html.filter(|h| !h.is_empty()),
+        attachments: attachments
+            .into_iter()
+            .map(|(name, content_type, fd)| {
+                (
+                    name,
+                    content_type,
+                    std::fs::File::from(std::os::fd::OwnedFd::from(fd)),
+                )
+            })
+            .collect(),
+    }
+}
+
+#[interface(name = "org.postecole.Mail1.Outbox")]
+impl OutboxService {
+    #[zbus(out_args("id"))]
+    async fn send(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        account: &str,
+        message: OutgoingMessage,
+        attachments: Vec<Attachment>,
+    ) -> Result<String, BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let mut ids = self
+            .outbox
+            .send(&caller, account, vec![request(message, attachments)])
+            .await?;
+        Ok(ids.remove(0))
+    }
+
+    #[zbus(out_args("ids"))]
+    async fn send_batch(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        account: &str,
+        messages: Vec<(OutgoingMessage, Vec<Attachment>)>,
+    ) -> Result<Vec<String>, BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let requests = messages.into_iter().map(|(m, a)| request(m, a)).collect();
+        Ok(self.outbox.send(&caller, account, requests).await?)
+    }
+
+    #[zbus(out_args("message"))]
+    async fn get_message(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        id: &str,
+    ) -> Result<MessageInfo, BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        Ok(message_info(&self.outbox.get(&caller, id)?))
+    }
+
+    #[zbus(out_args("messages"))]
+    async fn list_messages(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<MessageInfo>, BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        Ok(self
+            .outbox
+            .list(&caller)?
+            .iter()
+            .map(message_info)
+            .collect())
+    }
+
+    async fn cancel(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        id: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        self.outbox.cancel(&caller, id)?;
+        Ok(())
+    }
+
+    async fn retry(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        id: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        self.outbox.retry(&caller, id)?;
+        Ok(())
+    }
+
+    async fn hold(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        id: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        self.outbox.hold(&caller, id)?;
+        Ok(())
+    }
+
+    async fn release(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        id: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        self.outbox.release(&caller, id)?;
+        Ok(())
+    }
+
+    #[zbus(out_args("report"))]
+    async fn test_relay(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        Ok(self.outbox.test_relay(&caller).await?)
+    }
+
+    /// Carries only the id and the new state; details need `GetMessage`.
+    #[zbus(signal)]
+    async fn message_changed(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        state: &str,
+    ) -> zbus::Result<()>;
+}
+
+/// Turns the queue's state changes into `MessageChanged` signals.
+pub async fn forward_message_events(
+    connection: Connection,
+    mut events: tokio::sync::broadcast::Receiver<crate::queue::Event>,
+) {
+    let emitter = match SignalEmitter::new(&connection, postecole_dbus::OBJECT_PATH) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "no MessageChanged signals");
+            return;
+        }
+    };
+    loop {
+        match events.recv().await {
+            Ok(event) => {
+                if let Err(e) =
+                    OutboxService::message_changed(&emitter, &event.id, event.state.as_str()).await
+                {
+                    tracing::warn!(error = %e, "MessageChanged signal not sent");
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "MessageChanged signals dropped under load");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
     }
 }

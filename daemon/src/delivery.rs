@@ -2,6 +2,7 @@
 //! `.eml` files in `state_dir/local-mail` so that a fresh machine works with no mail server.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::address::Envelope;
@@ -9,7 +10,10 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
+use tokio::sync::Semaphore;
+
 use crate::config::{Config, TlsMode};
+use crate::queue::{Outcome, Queue, Record};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -91,13 +95,14 @@ impl Relay {
         }
     }
 
-    /// Delivers the exact bytes given, so that a retried message is the same message.
+    /// Delivers the exact bytes given, so that a retried message is the same message; returns
+    /// the relay's reply.
     pub async fn send(
         &self,
         envelope: &Envelope,
         message_id: &str,
         bytes: &[u8],
-    ) -> Result<(), Error> {
+    ) -> Result<String, Error> {
         match self {
             Relay::Smtp {
                 transport,
@@ -110,20 +115,145 @@ impl Relay {
                     "the relay did not finish within {} s",
                     send_timeout.as_secs()
                 ))),
-                Ok(Ok(_)) => Ok(()),
+                Ok(Ok(response)) => Ok(format!(
+                    "{} {}",
+                    response.code(),
+                    response.message().collect::<Vec<_>>().join(" ")
+                )),
                 Ok(Err(e)) if e.is_permanent() => Err(Error::Permanent(e.to_string())),
+                // Everything else — 4xx, refused connection, DNS, TLS, a connection cut after
+                // the final dot — is worth another try with the same bytes.
                 Ok(Err(e)) => Err(Error::Transient(e.to_string())),
             },
             Relay::LocalDir(dir) => write_local(dir, message_id, bytes)
                 .await
+                .map(|name| format!("written to {}", dir.join(name).display()))
                 .map_err(|e| Error::Transient(format!("cannot write to {}: {e}", dir.display()))),
+        }
+    }
+
+    /// The dialog's "test" button: connect, TLS and AUTH as configured, then say what happened.
+    pub async fn test(&self) -> Result<String, String> {
+        match self {
+            Relay::Smtp {
+                transport,
+                send_timeout,
+                description,
+            } => match tokio::time::timeout(*send_timeout, transport.test_connection()).await {
+                Err(_) => Err(format!(
+                    "{description}: no answer within {} s",
+                    send_timeout.as_secs()
+                )),
+                Ok(Ok(true)) => Ok(format!(
+                    "{description}: connected; TLS and authentication as configured succeeded"
+                )),
+                Ok(Ok(false)) => Err(format!("{description}: the relay did not answer NOOP")),
+                Ok(Err(e)) => Err(format!("{description}: {e}")),
+            },
+            Relay::LocalDir(dir) => {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                let probe = dir.join(".probe");
+                tokio::fs::write(&probe, b"")
+                    .await
+                    .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+                let _ = tokio::fs::remove_file(&probe).await;
+                Ok(format!(
+                    "no relay configured: mail is written to {}",
+                    dir.display()
+                ))
+            }
         }
     }
 }
 
+/// The worker pool: takes due messages from the queue and sends them, at most `concurrency`
+/// at a time (lettre's pool size bounds idle connections, not concurrent sends).
+pub async fn run(queue: Arc<Queue>, relay: Arc<Relay>, concurrency: usize) {
+    let permits = Arc::new(Semaphore::new(concurrency));
+    loop {
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        match queue.take_due() {
+            Ok(Some(record)) => {
+                let queue = queue.clone();
+                let relay = relay.clone();
+                tokio::spawn(async move {
+                    let outcome = attempt(&queue, &relay, &record).await;
+                    let id = record.id.clone();
+                    let finished =
+                        tokio::task::spawn_blocking(move || queue.finish(record, outcome)).await;
+                    match finished {
+                        Ok(Ok(r)) => tracing::info!(
+                            message = %r.id,
+                            state = r.state.as_str(),
+                            attempts = r.attempts,
+                            reply = %r.last_reply,
+                            "delivery attempt"
+                        ),
+                        Ok(Err(e)) => {
+                            tracing::error!(message = %id, error = %e, "cannot record delivery outcome")
+                        }
+                        Err(e) => {
+                            tracing::error!(message = %id, error = %e, "delivery task failed")
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+            Ok(None) => {
+                drop(permit);
+                let wait = queue.next_due_in().unwrap_or(3600).max(1);
+                tokio::select! {
+                    _ = queue.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+                }
+            }
+            Err(e) => {
+                drop(permit);
+                tracing::error!(error = %e, "cannot read the queue; retrying in 5 s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+}
+
+async fn attempt(queue: &Queue, relay: &Relay, record: &Record) -> Outcome {
+    let bytes = match queue.body(&record.id) {
+        Ok(b) => b,
+        Err(e) => return Outcome::Permanent(format!("the message file is unreadable: {e}")),
+    };
+    let envelope = match envelope(record) {
+        Ok(e) => e,
+        Err(e) => return Outcome::Permanent(e),
+    };
+    match relay.send(&envelope, &record.message_id, &bytes).await {
+        Ok(reply) => Outcome::Delivered(reply),
+        Err(Error::Permanent(reply)) => Outcome::Permanent(reply),
+        Err(Error::Transient(reply)) | Err(Error::Setup(reply)) => Outcome::Transient(reply),
+    }
+}
+
+fn envelope(record: &Record) -> Result<Envelope, String> {
+    let parse = |a: &str| {
+        a.parse::<lettre::Address>()
+            .map_err(|e| format!("bad address {a}: {e}"))
+    };
+    let to = record
+        .recipients
+        .iter()
+        .map(|a| parse(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    Envelope::new(Some(parse(&record.envelope_from)?), to).map_err(|e| e.to_string())
+}
+
 /// One `.eml` per message, written under a temporary name and renamed so that a reader never
 /// sees half a message.
-async fn write_local(dir: &Path, message_id: &str, bytes: &[u8]) -> std::io::Result<()> {
+async fn write_local(dir: &Path, message_id: &str, bytes: &[u8]) -> std::io::Result<String> {
     tokio::fs::create_dir_all(dir).await?;
     let stem: String = message_id
         .trim_matches(['<', '>'])
@@ -143,5 +273,6 @@ async fn write_local(dir: &Path, message_id: &str, bytes: &[u8]) -> std::io::Res
     let name = format!("{stamp}-{stem}.eml");
     let tmp = dir.join(format!(".{name}.tmp"));
     tokio::fs::write(&tmp, bytes).await?;
-    tokio::fs::rename(&tmp, dir.join(name)).await
+    tokio::fs::rename(&tmp, dir.join(&name)).await?;
+    Ok(name)
 }

@@ -3,9 +3,13 @@
 mod accounts;
 mod authz;
 mod bus;
+mod clock;
 mod config;
 mod delivery;
+mod error;
 mod notices;
+mod outbox;
+mod queue;
 mod secret;
 mod store;
 mod validate;
@@ -73,13 +77,30 @@ async fn run(args: Args) -> Result<(), String> {
     let config = Arc::new(Config::load(&path, explicit).map_err(|e| e.to_string())?);
     let store = store::Store::open(&config.state_dir).map_err(|e| e.to_string())?;
     let relay = Arc::new(delivery::Relay::from_config(&config).map_err(|e| e.to_string())?);
+    let queue = Arc::new(
+        queue::Queue::open(
+            store.clone(),
+            &config.state_dir,
+            config.queue.clone(),
+            clock::system(),
+        )
+        .map_err(|e| format!("cannot open the outgoing queue: {e}"))?,
+    );
     let accounts = Arc::new(accounts::Accounts::new(
         config.clone(),
         store.clone(),
-        relay.clone(),
+        queue.clone(),
+        relay.describe(),
         notices::host_name(),
-        accounts::system_clock(),
+        clock::system(),
     ));
+    let outbox = Arc::new(outbox::Outbox::new(
+        config.clone(),
+        accounts.clone(),
+        queue.clone(),
+        relay.clone(),
+    ));
+    let events = queue.subscribe();
 
     let builder = if args.session {
         zbus::connection::Builder::session()
@@ -94,6 +115,10 @@ async fn run(args: Args) -> Result<(), String> {
         .serve_at(
             postecole_dbus::OBJECT_PATH,
             bus::AccountsService::new(accounts, config.admin_group.clone()),
+        )
+        .serve_at(
+            postecole_dbus::OBJECT_PATH,
+            bus::OutboxService::new(outbox, config.admin_group.clone()),
         )
         .build()
         .await
@@ -114,6 +139,14 @@ async fn run(args: Args) -> Result<(), String> {
         postecole_dbus::BUS_NAME,
         if args.session { "session" } else { "system" }
     );
+
+    tokio::spawn(bus::forward_message_events(connection.clone(), events));
+    // Delivery starts once the bus is up, so that the first signals reach their listeners.
+    tokio::spawn(delivery::run(
+        queue.clone(),
+        relay.clone(),
+        config.queue.concurrency,
+    ));
 
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;

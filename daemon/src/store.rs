@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::accounts::Account;
+use crate::queue::Record;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -33,6 +34,8 @@ pub struct Store {
     accounts: sled::Tree,
     /// Unix uid (big-endian) → default account id.
     defaults: sled::Tree,
+    /// Message id → status record (never the message itself: that is in the spool).
+    messages: sled::Tree,
 }
 
 impl Store {
@@ -55,6 +58,7 @@ impl Store {
         Ok(Store {
             accounts: db.open_tree("accounts")?,
             defaults: db.open_tree("defaults")?,
+            messages: db.open_tree("messages")?,
             db,
         })
     }
@@ -109,6 +113,38 @@ impl Store {
         };
         self.defaults.flush()?;
         Ok(())
+    }
+
+    pub fn message(&self, id: &str) -> Result<Option<Record>> {
+        get(&self.messages, "messages", id.as_bytes())
+    }
+
+    pub fn messages(&self) -> Result<Vec<Record>> {
+        self.messages
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode("messages", &String::from_utf8_lossy(&k), &v)
+            })
+            .collect()
+    }
+
+    /// Writes status records in one atomic batch; with `durable`, flushed before returning.
+    pub fn put_messages(&self, records: &[&Record], durable: bool) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for r in records {
+            batch.insert(r.id.as_bytes(), encode(r));
+        }
+        self.messages.apply_batch(batch)?;
+        if durable {
+            self.messages.flush()?;
+        }
+        Ok(())
+    }
+
+    /// A number larger than any handed out before, across restarts.
+    pub fn next_sequence(&self) -> Result<u64> {
+        Ok(self.db.generate_id()?)
     }
 
     /// Last flush on shutdown; sled also flushes on drop, but errors would be lost there.

@@ -25,6 +25,8 @@ pub enum Error {
     RateLimited(String),
     /// The account is not at the step this call belongs to.
     InvalidState(String),
+    /// The message is over the configured `max_message_bytes`.
+    TooLarge(String),
     /// The mail relay could not be reached or refused the message.
     RelayUnavailable(String),
     /// Something failed inside the daemon; details are in its log.
@@ -44,6 +46,7 @@ impl Error {
             Error::TooManyAttempts(_) => "TooManyAttempts",
             Error::RateLimited(_) => "RateLimited",
             Error::InvalidState(_) => "InvalidState",
+            Error::TooLarge(_) => "TooLarge",
             Error::RelayUnavailable(_) => "RelayUnavailable",
             Error::Internal(_) => "Internal",
         }
@@ -61,6 +64,7 @@ impl Error {
             | Error::TooManyAttempts(m)
             | Error::RateLimited(m)
             | Error::InvalidState(m)
+            | Error::TooLarge(m)
             | Error::RelayUnavailable(m)
             | Error::Internal(m) => m.clone(),
         }

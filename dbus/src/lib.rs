@@ -5,9 +5,11 @@
 
 mod accounts;
 mod error;
+mod outbox;
 
 pub use accounts::{AccountInfo, AccountsProxy};
 pub use error::Error;
+pub use outbox::{Attachment, MessageInfo, OutboxProxy, OutgoingMessage};
 
 /// Well-known bus name the daemon owns.
 pub const BUS_NAME: &str = "org.postecole.Mail1";
@@ -28,3 +30,12 @@ pub const KIND_PERSONAL: &str = "personal";
 pub const STATE_AWAITING_CODE: &str = "awaiting-code";
 pub const STATE_AWAITING_SECRET: &str = "awaiting-secret";
 pub const STATE_ACTIVE: &str = "active";
+
+/// Message states, as spelled on the bus and in `--json` output.
+pub const MSG_QUEUED: &str = "queued";
+pub const MSG_SENDING: &str = "sending";
+pub const MSG_DEFERRED: &str = "deferred";
+pub const MSG_HELD: &str = "held";
+pub const MSG_DELIVERED: &str = "delivered";
+pub const MSG_FAILED: &str = "failed";
+pub const MSG_CANCELLED: &str = "cancelled";

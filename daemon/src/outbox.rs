@@ -1,0 +1,299 @@
+//! Sending: who may send with which account, turning a request into the exact bytes to
+//! deliver, and managing one's own queued messages. The queue itself is in `queue`.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use lettre::Message;
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+
+use crate::accounts::{Account, Accounts};
+use crate::authz::Caller;
+use crate::config::Config;
+use crate::delivery::Relay;
+use crate::error::{Error, Result};
+use crate::queue::{Outgoing, Queue, Record};
+use crate::{notices, validate};
+
+/// More than this many recipients on one message is a mail-merge mistake: one message per
+/// family is what `SendBatch` is for.
+pub const MAX_RECIPIENTS: usize = 100;
+pub const MAX_SUBJECT_CHARS: usize = 250;
+pub const MAX_BATCH: usize = 10_000;
+
+/// A message as a client asks for it.
+#[derive(Default)]
+pub struct Request {
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    /// File name, content type, and the open file the client passed.
+    pub attachments: Vec<(String, String, std::fs::File)>,
+}
+
+pub struct Outbox {
+    config: Arc<Config>,
+    accounts: Arc<Accounts>,
+    queue: Arc<Queue>,
+    relay: Arc<Relay>,
+}
+
+impl Outbox {
+    pub fn new(
+        config: Arc<Config>,
+        accounts: Arc<Accounts>,
+        queue: Arc<Queue>,
+        relay: Arc<Relay>,
+    ) -> Self {
+        Outbox {
+            config,
+            accounts,
+            queue,
+            relay,
+        }
+    }
+
+    /// Builds every message, then queues them all in one durable commit; nothing is queued if
+    /// any is refused.
+    pub async fn send(
+        &self,
+        caller: &Caller,
+        account: &str,
+        requests: Vec<Request>,
+    ) -> Result<Vec<String>> {
+        if requests.is_empty() {
+            return Err(Error::InvalidInput("no message to send".into()));
+        }
+        if requests.len() > MAX_BATCH {
+            return Err(Error::InvalidInput(format!(
+                "at most {MAX_BATCH} messages in one batch"
+            )));
+        }
+        let account = self.accounts.for_sending(caller, account)?;
+        let config = self.config.clone();
+        let submitter = caller.uid;
+        let batch = requests.len() > 1;
+        let outgoing = tokio::task::spawn_blocking(move || {
+            requests
+                .into_iter()
+                .enumerate()
+                .map(|(n, r)| {
+                    build(&config, &account, r)
+                        .map(|m| package(&m, &account.id, submitter, false))
+                        .map_err(|e| if batch { in_batch(e, n) } else { e })
+                })
+                .collect::<Result<Vec<Outgoing>>>()
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        let count = outgoing.len();
+        let records = self.queue.enqueue(outgoing).await?;
+        tracing::info!(uid = caller.uid, count, "messages queued");
+        Ok(records.into_iter().map(|r| r.id).collect())
+    }
+
+    pub fn get(&self, caller: &Caller, id: &str) -> Result<Record> {
+        let r = self.queue.get(id)?;
+        if may_see(caller, &r) {
+            Ok(r)
+        } else {
+            Err(crate::queue::Error::NotFound(id.to_owned()).into())
+        }
+    }
+
+    pub fn list(&self, caller: &Caller) -> Result<Vec<Record>> {
+        Ok(self
+            .queue
+            .list()?
+            .into_iter()
+            .filter(|r| may_see(caller, r))
+            .collect())
+    }
+
+    pub fn cancel(&self, caller: &Caller, id: &str) -> Result<Record> {
+        self.get(caller, id)?;
+        Ok(self.queue.cancel(id)?)
+    }
+
+    pub fn retry(&self, caller: &Caller, id: &str) -> Result<Record> {
+        self.get(caller, id)?;
+        Ok(self.queue.retry(id)?)
+    }
+
+    pub fn hold(&self, caller: &Caller, id: &str) -> Result<Record> {
+        self.get(caller, id)?;
+        Ok(self.queue.hold(id)?)
+    }
+
+    pub fn release(&self, caller: &Caller, id: &str) -> Result<Record> {
+        self.get(caller, id)?;
+        Ok(self.queue.release(id)?)
+    }
+
+    pub async fn test_relay(&self, caller: &Caller) -> Result<String> {
+        tracing::info!(uid = caller.uid, "relay test");
+        self.relay.test().await.map_err(Error::RelayUnavailable)
+    }
+}
+
+/// Submitters see their own messages; administrators manage the whole queue.
+fn may_see(caller: &Caller, r: &Record) -> bool {
+    caller.admin || r.submitter == caller.uid
+}
+
+fn in_batch(e: Error, n: usize) -> Error {
+    let prefix = |m: String| format!("message {}: {m}", n + 1);
+    match e {
+        Error::InvalidInput(m) => Error::InvalidInput(prefix(m)),
+        Error::TooLarge(m) => Error::TooLarge(prefix(m)),
+        other => other,
+    }
+}
+
+fn addresses(what: &str, list: &[String]) -> Result<Vec<Mailbox>> {
+    list.iter()
+        .map(|a| {
+            let a =
+                validate::address(a).map_err(|m| Error::InvalidInput(format!("{what}: {m}")))?;
+            Ok(Mailbox::new(
+                None,
+                a.parse()
+                    .map_err(|e| Error::InvalidInput(format!("{what}: {e}")))?,
+            ))
+        })
+        .collect()
+}
+
+/// The exact message that will be sent, every header checked.
+pub fn build(config: &Config, account: &Account, r: Request) -> Result<Message> {
+    let max = config.queue.max_message_bytes;
+    let to = addresses("To", &r.to)?;
+    let cc = addresses("Cc", &r.cc)?;
+    let bcc = addresses("Bcc", &r.bcc)?;
+    let count = to.len() + cc.len() + bcc.len();
+    if count == 0 {
+        return Err(Error::InvalidInput("the message has no recipient".into()));
+    }
+    if count > MAX_RECIPIENTS {
+        return Err(Error::InvalidInput(format!(
+            "{count} recipients: at most {MAX_RECIPIENTS} per message (send one message per family)"
+        )));
+    }
+    let subject = validate::one_line("subject", &r.subject, MAX_SUBJECT_CHARS)
+        .map_err(Error::InvalidInput)?;
+    if r.text.contains('\0') || r.html.as_deref().is_some_and(|h| h.contains('\0')) {
+        return Err(Error::InvalidInput(
+            "the body contains a NUL character".into(),
+        ));
+    }
+    let (from, reply_to) =
+        notices::sender(config, account).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut builder = Message::builder()
+        .from(from)
+        .subject(subject)
+        .message_id(None)
+        .user_agent(format!("postecole {}", env!("CARGO_PKG_VERSION")));
+    if let Some(reply_to) = reply_to {
+        builder = builder.reply_to(reply_to);
+    }
+    for m in to {
+        builder = builder.to(m);
+    }
+    for m in cc {
+        builder = builder.cc(m);
+    }
+    for m in bcc {
+        builder = builder.bcc(m);
+    }
+
+    let mut total = r.text.len() as u64 + r.html.as_ref().map_or(0, |h| h.len() as u64);
+    let mut attachments = Vec::new();
+    for (name, content_type, file) in r.attachments {
+        let name =
+            validate::one_line("attachment name", &name, 200).map_err(Error::InvalidInput)?;
+        if name.contains(['/', '\\']) {
+            return Err(Error::InvalidInput(format!(
+                "attachment name `{name}` must be a file name, not a path"
+            )));
+        }
+        let content_type = ContentType::parse(content_type.trim()).map_err(|_| {
+            Error::InvalidInput(format!(
+                "attachment `{name}`: `{content_type}` is not a content type (e.g. application/pdf)"
+            ))
+        })?;
+        let mut bytes = Vec::new();
+        file.take(max + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::InvalidInput(format!("attachment `{name}` cannot be read: {e}")))?;
+        total += bytes.len() as u64;
+        if total > max {
+            return Err(too_large(max));
+        }
+        attachments.push(Attachment::new(name).body(bytes, content_type));
+    }
+
+    let body = match r.html {
+        None if attachments.is_empty() => {
+            return check_size(builder.singlepart(SinglePart::plain(r.text)), max);
+        }
+        None => MultiPart::mixed().singlepart(SinglePart::plain(r.text)),
+        Some(html) if attachments.is_empty() => MultiPart::alternative_plain_html(r.text, html),
+        Some(html) => MultiPart::mixed().multipart(MultiPart::alternative_plain_html(r.text, html)),
+    };
+    let body = attachments.into_iter().fold(body, |m, a| m.singlepart(a));
+    check_size(builder.multipart(body), max)
+}
+
+fn check_size(
+    built: std::result::Result<Message, lettre::error::Error>,
+    max: u64,
+) -> Result<Message> {
+    let message = built.map_err(|e| Error::InvalidInput(e.to_string()))?;
+    if message.formatted().len() as u64 > max {
+        return Err(too_large(max));
+    }
+    Ok(message)
+}
+
+fn too_large(max: u64) -> Error {
+    Error::TooLarge(format!(
+        "the message is over the limit of {:.1} MB set by the administrator (max_message_bytes)",
+        max as f64 / 1_000_000.0
+    ))
+}
+
+/// What the queue keeps of a built message: its bytes as sent and its envelope.
+pub fn package(message: &Message, account: &str, submitter: u32, notice: bool) -> Outgoing {
+    let envelope = message.envelope();
+    let header = |name: &str| {
+        message
+            .headers()
+            .get_raw(name)
+            .map(|v| {
+                v.split(',')
+                    .map(|a| a.trim().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let mut to = header("To");
+    to.extend(header("Cc"));
+    Outgoing {
+        account: account.to_owned(),
+        submitter,
+        notice,
+        message_id: message
+            .headers()
+            .get_raw("Message-ID")
+            .unwrap_or_default()
+            .to_owned(),
+        envelope_from: envelope.from().map(|a| a.to_string()).unwrap_or_default(),
+        recipients: envelope.to().iter().map(|a| a.to_string()).collect(),
+        to,
+        bytes: message.formatted(),
+    }
+}

@@ -1,0 +1,636 @@
+//! The durable outgoing queue. A message is accepted only once its bytes are synced in the
+//! spool directory and its status record is flushed to the store; it leaves the spool when
+//! delivered or cancelled. Status records stay, without subject or body.
+//!
+//! Spool files rather than store values: bodies can be megabytes, deleting a file really
+//! removes the clear text from the state directory, and the store stays small.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rand::Rng;
+use rand::TryRngCore;
+use rand::rngs::OsRng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, broadcast};
+
+use crate::clock::Clock;
+use crate::config;
+use crate::store::{self, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MsgState {
+    Queued,
+    Sending,
+    Deferred,
+    Held,
+    Delivered,
+    Failed,
+    Cancelled,
+}
+
+impl MsgState {
+    pub fn as_str(self) -> &'static str {
+        use postecole_dbus as api;
+        match self {
+            MsgState::Queued => api::MSG_QUEUED,
+            MsgState::Sending => api::MSG_SENDING,
+            MsgState::Deferred => api::MSG_DEFERRED,
+            MsgState::Held => api::MSG_HELD,
+            MsgState::Delivered => api::MSG_DELIVERED,
+            MsgState::Failed => api::MSG_FAILED,
+            MsgState::Cancelled => api::MSG_CANCELLED,
+        }
+    }
+}
+
+/// The status of one message; never its subject or body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    /// Submission order: messages due at the same time leave first in, first out.
+    pub seq: u64,
+    pub account: String,
+    /// uid of the Unix user who submitted it (or whose action triggered a notice).
+    pub submitter: u32,
+    /// A mail postecole wrote itself (code, confirmation): never archived.
+    pub notice: bool,
+    pub message_id: String,
+    pub envelope_from: String,
+    pub recipients: Vec<String>,
+    /// Visible recipients (To and Cc), for listings.
+    pub to: Vec<String>,
+    pub size: u64,
+    pub created: u64,
+    pub state: MsgState,
+    pub attempts: u32,
+    pub next_attempt: u64,
+    pub last_reply: String,
+}
+
+/// A finished message handed to the queue.
+pub struct Outgoing {
+    pub account: String,
+    pub submitter: u32,
+    pub notice: bool,
+    pub message_id: String,
+    pub envelope_from: String,
+    pub recipients: Vec<String>,
+    pub to: Vec<String>,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    pub state: MsgState,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no message `{0}`")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidState(String),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("spool: {0}")]
+    Spool(#[from] std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// How a delivery attempt ended.
+pub enum Outcome {
+    Delivered(String),
+    Transient(String),
+    Permanent(String),
+}
+
+pub struct Queue {
+    store: Store,
+    spool: PathBuf,
+    policy: config::Queue,
+    clock: Clock,
+    /// (due time, id) of every message waiting to be sent.
+    due: Mutex<BTreeSet<(u64, u64, String)>>,
+    /// Serialises state transitions of records, so that a cancel cannot cross a pick-up.
+    transitions: Mutex<()>,
+    wake: Notify,
+    events: broadcast::Sender<Event>,
+}
+
+impl Queue {
+    /// Opens the queue and repairs what a crash left: messages caught in `sending` go back to
+    /// `queued` (at-least-once; the Message-ID stays the same), spool files without a record
+    /// are removed.
+    pub fn open(
+        store: Store,
+        state_dir: &Path,
+        policy: config::Queue,
+        clock: Clock,
+    ) -> Result<Queue> {
+        let spool = state_dir.join("spool");
+        std::fs::create_dir_all(&spool)?;
+        let queue = Queue {
+            store,
+            spool,
+            policy,
+            clock,
+            due: Mutex::new(BTreeSet::new()),
+            transitions: Mutex::new(()),
+            wake: Notify::new(),
+            events: broadcast::channel(4096).0,
+        };
+        let mut records = queue.store.messages()?;
+        let mut requeued = 0;
+        let mut keep = std::collections::HashSet::new();
+        for r in &mut records {
+            if r.state == MsgState::Sending {
+                r.state = MsgState::Queued;
+                r.last_reply = "interrupted while sending; will be sent again".into();
+                queue.store.put_messages(&[r], false)?;
+                requeued += 1;
+            }
+            if !matches!(r.state, MsgState::Delivered | MsgState::Cancelled) {
+                keep.insert(format!("{}.eml", r.id));
+            }
+            if matches!(r.state, MsgState::Queued | MsgState::Deferred) {
+                queue.due.lock().unwrap().insert(due_key(r));
+            }
+        }
+        queue.store.flush()?;
+        for entry in std::fs::read_dir(&queue.spool)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&name) {
+                // A submission that crashed before its record was written was never accepted.
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        let waiting = queue.due.lock().unwrap().len();
+        tracing::info!(waiting, requeued, "queue opened");
+        Ok(queue)
+    }
+
+    fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.spool.join(format!("{id}.eml"))
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, r: &Record) {
+        let _ = self.events.send(Event {
+            id: r.id.clone(),
+            state: r.state,
+        });
+    }
+
+    /// Accepts messages: every spool file synced, then every record flushed, in one commit.
+    pub async fn enqueue(self: &std::sync::Arc<Self>, items: Vec<Outgoing>) -> Result<Vec<Record>> {
+        let queue = self.clone();
+        let records = tokio::task::spawn_blocking(move || queue.commit(items))
+            .await
+            .map_err(|e| Error::Spool(std::io::Error::other(e)))??;
+        {
+            let mut due = self.due.lock().unwrap();
+            for r in &records {
+                due.insert(due_key(r));
+            }
+        }
+        for r in &records {
+            self.emit(r);
+        }
+        self.wake.notify_one();
+        Ok(records)
+    }
+
+    fn commit(&self, items: Vec<Outgoing>) -> Result<Vec<Record>> {
+        let now = self.now();
+        let mut records = Vec::with_capacity(items.len());
+        let mut written = Vec::with_capacity(items.len());
+        let result = (|| -> Result<()> {
+            for item in items {
+                let id = new_id();
+                let path = self.path(&id);
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)?;
+                written.push(path);
+                file.write_all(&item.bytes)?;
+                if records.is_empty() {
+                    // Single messages pay one fsync; a batch is synced once below.
+                    file.sync_data()?;
+                }
+                records.push(Record {
+                    id,
+                    seq: self.store.next_sequence()?,
+                    account: item.account,
+                    submitter: item.submitter,
+                    notice: item.notice,
+                    message_id: item.message_id,
+                    envelope_from: item.envelope_from,
+                    recipients: item.recipients,
+                    to: item.to,
+                    size: item.bytes.len() as u64,
+                    created: now,
+                    state: MsgState::Queued,
+                    attempts: 0,
+                    next_attempt: now,
+                    last_reply: String::new(),
+                });
+            }
+            if records.len() > 1 {
+                let dir = std::fs::File::open(&self.spool)?;
+                nix::unistd::syncfs(&dir).map_err(std::io::Error::from)?;
+            } else {
+                std::fs::File::open(&self.spool)?.sync_all()?;
+            }
+            let refs: Vec<&Record> = records.iter().collect();
+            self.store.put_messages(&refs, true)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for path in written {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e);
+        }
+        Ok(records)
+    }
+
+    pub fn get(&self, id: &str) -> Result<Record> {
+        self.store
+            .message(id)?
+            .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    pub fn list(&self) -> Result<Vec<Record>> {
+        let mut all = self.store.messages()?;
+        all.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        Ok(all)
+    }
+
+    /// Applies a state change if `allowed` accepts the current state.
+    fn transition(
+        &self,
+        id: &str,
+        allowed: &[MsgState],
+        verb: &str,
+        change: impl FnOnce(&mut Record),
+    ) -> Result<Record> {
+        let _guard = self.transitions.lock().unwrap();
+        let mut r = self.get(id)?;
+        if !allowed.contains(&r.state) {
+            return Err(Error::InvalidState(format!(
+                "message {id} is {}: it cannot be {verb}",
+                r.state.as_str()
+            )));
+        }
+        self.due.lock().unwrap().remove(&due_key(&r));
+        change(&mut r);
+        self.store.put_messages(&[&r], true)?;
+        if matches!(r.state, MsgState::Queued | MsgState::Deferred) {
+            self.due.lock().unwrap().insert(due_key(&r));
+            self.wake.notify_one();
+        }
+        if r.state == MsgState::Cancelled {
+            let _ = std::fs::remove_file(self.path(id));
+        }
+        self.emit(&r);
+        Ok(r)
+    }
+
+    pub fn cancel(&self, id: &str) -> Result<Record> {
+        use MsgState::*;
+        self.transition(id, &[Queued, Deferred, Held, Failed], "cancelled", |r| {
+            r.state = Cancelled;
+            r.next_attempt = 0;
+        })
+    }
+
+    pub fn retry(&self, id: &str) -> Result<Record> {
+        use MsgState::*;
+        let now = self.now();
+        self.transition(id, &[Queued, Deferred, Failed], "retried", |r| {
+            r.state = Queued;
+            r.next_attempt = now;
+            if r.created + self.policy.max_lifetime_secs <= now {
+                // A retry asked by a person gets a fresh lifetime.
+                r.created = now;
+            }
+        })
+    }
+
+    pub fn hold(&self, id: &str) -> Result<Record> {
+        use MsgState::*;
+        self.transition(id, &[Queued, Deferred], "held", |r| {
+            r.state = Held;
+        })
+    }
+
+    pub fn release(&self, id: &str) -> Result<Record> {
+        use MsgState::*;
+        let now = self.now();
+        self.transition(id, &[Held], "released", |r| {
+            r.state = Queued;
+            r.next_attempt = now;
+        })
+    }
+
+    /// The next message due now, marked `sending`; None when nothing is due.
+    pub fn take_due(&self) -> Result<Option<Record>> {
+        let now = self.now();
+        let _guard = self.transitions.lock().unwrap();
+        loop {
+            let next = {
+                let mut due = self.due.lock().unwrap();
+                match due.first() {
+                    Some((at, _, _)) if *at <= now => due.pop_first(),
+                    _ => None,
+                }
+            };
+            let Some((_, _, id)) = next else {
+                return Ok(None);
+            };
+            let Some(mut r) = self.store.message(&id)? else {
+                continue;
+            };
+            if !matches!(r.state, MsgState::Queued | MsgState::Deferred) {
+                continue;
+            }
+            r.state = MsgState::Sending;
+            // Not flushed: after a crash, `queued` and `sending` both mean "send again".
+            self.store.put_messages(&[&r], false)?;
+            self.emit(&r);
+            return Ok(Some(r));
+        }
+    }
+
+    /// Seconds until the earliest waiting message is due, if any.
+    pub fn next_due_in(&self) -> Option<u64> {
+        let now = self.now();
+        self.due
+            .lock()
+            .unwrap()
+            .first()
+            .map(|(at, _, _)| at.saturating_sub(now))
+    }
+
+    /// Wakes when a message is queued, released or retried.
+    pub async fn changed(&self) {
+        self.wake.notified().await
+    }
+
+    pub fn body(&self, id: &str) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.path(id))
+    }
+
+    /// Records how an attempt ended and plans the next one.
+    pub fn finish(&self, mut r: Record, outcome: Outcome) -> Result<Record> {
+        let now = self.now();
+        let _guard = self.transitions.lock().unwrap();
+        r.attempts += 1;
+        match outcome {
+            Outcome::Delivered(reply) => {
+                r.state = MsgState::Delivered;
+                r.last_reply = reply;
+                r.next_attempt = 0;
+            }
+            Outcome::Permanent(reply) => {
+                r.state = MsgState::Failed;
+                r.last_reply = reply;
+                r.next_attempt = 0;
+            }
+            Outcome::Transient(reply) => {
+                let delay = backoff(&self.policy, r.attempts);
+                if now + delay >= r.created + self.policy.max_lifetime_secs {
+                    r.state = MsgState::Failed;
+                    r.last_reply = format!(
+                        "gave up after {} attempts over {} s; last error: {reply}",
+                        r.attempts,
+                        now.saturating_sub(r.created)
+                    );
+                    r.next_attempt = 0;
+                } else {
+                    r.state = MsgState::Deferred;
+                    r.last_reply = reply;
+                    r.next_attempt = now + delay;
+                }
+            }
+        }
+        self.store.put_messages(&[&r], true)?;
+        match r.state {
+            MsgState::Deferred => {
+                self.due.lock().unwrap().insert(due_key(&r));
+                // The dispatcher may be sleeping past this new due time.
+                self.wake.notify_one();
+            }
+            MsgState::Delivered => {
+                std::fs::remove_file(self.path(&r.id))?;
+            }
+            _ => {}
+        }
+        self.emit(&r);
+        Ok(r)
+    }
+}
+
+/// Where a message sits in the dispatch order. A fresh notice (a verification code somebody
+/// is waiting for at the keyboard) goes ahead of a bulk send already in the queue.
+fn due_key(r: &Record) -> (u64, u64, String) {
+    const NOTICE_HEAD_START: u64 = 86_400;
+    let at = if r.notice && r.attempts == 0 {
+        r.next_attempt.saturating_sub(NOTICE_HEAD_START)
+    } else {
+        r.next_attempt
+    };
+    (at, r.seq, r.id.clone())
+}
+
+/// Postfix's schedule: the delay doubles with each attempt, between the two bounds.
+pub fn backoff(policy: &config::Queue, attempts: u32) -> u64 {
+    let doublings = attempts.saturating_sub(1).min(32);
+    policy
+        .min_backoff_secs
+        .saturating_mul(1u64 << doublings)
+        .min(policy.max_backoff_secs)
+}
+
+fn new_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let mut rng = OsRng.unwrap_err();
+    (0..12)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    fn policy() -> config::Queue {
+        config::Queue::default()
+    }
+
+    #[test]
+    fn backoff_follows_postfix() {
+        let p = policy();
+        assert_eq!(backoff(&p, 1), 300);
+        assert_eq!(backoff(&p, 2), 600);
+        assert_eq!(backoff(&p, 4), 2400);
+        assert_eq!(backoff(&p, 5), 4000);
+        assert_eq!(backoff(&p, 100), 4000);
+    }
+
+    fn outgoing(n: usize) -> Outgoing {
+        Outgoing {
+            account: "acct".into(),
+            submitter: 1000,
+            notice: false,
+            message_id: format!("<{n}@test>"),
+            envelope_from: "a@ecole.fr".into(),
+            recipients: vec!["b@ecole.fr".into()],
+            to: vec!["b@ecole.fr".into()],
+            bytes: format!("Subject: {n}\r\n\r\nbody {n}\r\n").into_bytes(),
+        }
+    }
+
+    fn open(dir: &Path, now: &Arc<AtomicU64>) -> Arc<Queue> {
+        let store = Store::open(dir).unwrap();
+        let now = now.clone();
+        Arc::new(
+            Queue::open(
+                store,
+                dir,
+                policy(),
+                Arc::new(move || now.load(Ordering::SeqCst)),
+            )
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn lifecycle_retries_and_crash_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Arc::new(AtomicU64::new(1_000_000));
+        let q = open(dir.path(), &now);
+        let ids: Vec<String> = q
+            .enqueue((0..3).map(outgoing).collect())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("spool")).unwrap().count(),
+            3
+        );
+
+        let a = q.take_due().unwrap().unwrap();
+        assert_eq!(a.state, MsgState::Sending);
+        let a = q.finish(a, Outcome::Transient("451 later".into())).unwrap();
+        assert_eq!((a.state, a.next_attempt), (MsgState::Deferred, 1_000_300));
+        let b = q.take_due().unwrap().unwrap();
+        let b = q
+            .finish(b, Outcome::Permanent("550 no such user".into()))
+            .unwrap();
+        assert_eq!(
+            (b.state, b.last_reply.as_str()),
+            (MsgState::Failed, "550 no such user")
+        );
+        let c = q.take_due().unwrap().unwrap();
+        assert!(
+            q.take_due().unwrap().is_none(),
+            "the deferred one is not due yet"
+        );
+        assert_eq!(q.next_due_in(), Some(300));
+
+        // Crash with c in `sending`: reopening puts it back in the queue.
+        drop(q);
+        let q = open(dir.path(), &now);
+        assert_eq!(q.get(&c.id).unwrap().state, MsgState::Queued);
+        let c = q.take_due().unwrap().unwrap();
+        let c = q.finish(c, Outcome::Delivered("250 ok".into())).unwrap();
+        assert_eq!(c.state, MsgState::Delivered);
+        assert!(
+            !dir.path()
+                .join("spool")
+                .join(format!("{}.eml", c.id))
+                .exists()
+        );
+
+        now.fetch_add(300, Ordering::SeqCst);
+        let a = q.take_due().unwrap().unwrap();
+        assert_eq!(a.id, ids[0]);
+        assert_eq!(q.body(&a.id).unwrap(), b"Subject: 0\r\n\r\nbody 0\r\n");
+        q.finish(a, Outcome::Transient("451".into())).unwrap();
+        assert!(
+            matches!(q.hold(&ids[2]), Err(Error::InvalidState(_))),
+            "delivered cannot be held"
+        );
+        q.hold(&ids[0]).unwrap();
+        now.fetch_add(10_000, Ordering::SeqCst);
+        assert!(q.take_due().unwrap().is_none(), "held messages wait");
+        q.release(&ids[0]).unwrap();
+        assert!(q.take_due().unwrap().is_some());
+        q.retry(&ids[1]).unwrap();
+        q.cancel(&ids[1]).unwrap();
+        assert!(q.take_due().unwrap().is_none(), "cancelled is not sent");
+        assert!(
+            !dir.path()
+                .join("spool")
+                .join(format!("{}.eml", ids[1]))
+                .exists()
+        );
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_the_lifetime() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Arc::new(AtomicU64::new(1_000_000));
+        let q = open(dir.path(), &now);
+        q.enqueue(vec![outgoing(0)]).await.unwrap();
+        let mut attempts = 0;
+        loop {
+            let Some(r) = q.take_due().unwrap() else {
+                now.fetch_add(q.next_due_in().unwrap(), Ordering::SeqCst);
+                continue;
+            };
+            attempts += 1;
+            let r = q.finish(r, Outcome::Transient("421 busy".into())).unwrap();
+            if r.state == MsgState::Failed {
+                assert!(r.last_reply.contains("421 busy"), "{}", r.last_reply);
+                break;
+            }
+            assert!(attempts < 200, "never gave up");
+        }
+        // 300+600+1200+2400 then 4000 s steps up to 432000 s.
+        assert!((100..120).contains(&attempts), "{attempts} attempts");
+    }
+
+    #[tokio::test]
+    async fn orphan_spool_files_are_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Arc::new(AtomicU64::new(1_000_000));
+        drop(open(dir.path(), &now));
+        std::fs::write(dir.path().join("spool/orphan.eml"), "x").unwrap();
+        let _q = open(dir.path(), &now);
+        assert!(!dir.path().join("spool/orphan.eml").exists());
+    }
+}

@@ -1,0 +1,85 @@
+use zbus::{DeserializeDict, OwnedFd, SerializeDict, Type, proxy};
+
+use crate::Error;
+
+/// A message to send (`a{sv}`). Absent keys are empty.
+#[derive(SerializeDict, DeserializeDict, Type, Debug, Clone, Default, PartialEq)]
+#[zbus(signature = "a{sv}")]
+pub struct OutgoingMessage {
+    pub to: Option<Vec<String>>,
+    pub cc: Option<Vec<String>>,
+    /// Receive the message but never appear in its headers.
+    pub bcc: Option<Vec<String>>,
+    pub subject: Option<String>,
+    /// The plain-text body.
+    pub text: Option<String>,
+    /// An optional HTML alternative to `text`.
+    pub html: Option<String>,
+}
+
+/// One attachment: file name, content type, and an open file descriptor the daemon reads it
+/// from, so that it never opens a user's files by path.
+pub type Attachment = (String, String, OwnedFd);
+
+/// One queued message as the bus shows it (`a{sv}`); keys are the `--json` field names.
+#[derive(SerializeDict, DeserializeDict, Type, Debug, Clone, Default, PartialEq)]
+#[zbus(signature = "a{sv}")]
+pub struct MessageInfo {
+    pub id: String,
+    pub account: String,
+    /// `queued`, `sending`, `deferred`, `held`, `delivered`, `failed` or `cancelled`.
+    pub state: String,
+    /// Visible recipients (To and Cc).
+    pub to: Vec<String>,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    pub attempts: u32,
+    /// When the next attempt is due (0 when none is planned).
+    pub next_attempt: u64,
+    /// The relay's last reply or the last error.
+    pub last_reply: String,
+    /// The Message-ID header, the same on every attempt.
+    pub message_id: String,
+    /// Unix user who submitted it.
+    pub submitter: String,
+    /// Size of the message as sent, in bytes.
+    pub size: u64,
+}
+
+/// `org.postecole.Mail1.Outbox`: the durable outgoing queue.
+#[proxy(
+    interface = "org.postecole.Mail1.Outbox",
+    default_service = "org.postecole.Mail1",
+    default_path = "/org/postecole/Mail1"
+)]
+pub trait Outbox {
+    /// Queues one message once it is safely on disk; returns its id.
+    fn send(
+        &self,
+        account: &str,
+        message: OutgoingMessage,
+        attachments: Vec<Attachment>,
+    ) -> Result<String, Error>;
+    /// Queues many messages in one durable commit; all or none. Returns their ids in order.
+    fn send_batch(
+        &self,
+        account: &str,
+        messages: Vec<(OutgoingMessage, Vec<Attachment>)>,
+    ) -> Result<Vec<String>, Error>;
+    fn get_message(&self, id: &str) -> Result<MessageInfo, Error>;
+    /// The caller's messages; administrators see all.
+    fn list_messages(&self) -> Result<Vec<MessageInfo>, Error>;
+    /// Withdraws a message that has not been sent.
+    fn cancel(&self, id: &str) -> Result<(), Error>;
+    /// Tries a deferred or failed message again now.
+    fn retry(&self, id: &str) -> Result<(), Error>;
+    /// Keeps a waiting message from being sent until released.
+    fn hold(&self, id: &str) -> Result<(), Error>;
+    fn release(&self, id: &str) -> Result<(), Error>;
+    /// Connects to the relay (TLS, AUTH as configured) and reports what happened.
+    fn test_relay(&self) -> Result<String, Error>;
+
+    /// A message changed state.
+    #[zbus(signal)]
+    fn message_changed(&self, id: &str, state: &str) -> zbus::Result<()>;
+}
