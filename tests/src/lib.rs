@@ -49,7 +49,8 @@ pub fn shared_tempdir() -> tempfile::TempDir {
     dir
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+/// Polls `ready` every 20 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
@@ -176,8 +177,12 @@ impl Smtp {
     }
 
     pub fn start_with(extra: &[&str]) -> Smtp {
+        Smtp::start_on(free_port(), extra)
+    }
+
+    /// On a given port: to bring a relay "back" where the daemon expects it.
+    pub fn start_on(port: u16, extra: &[&str]) -> Smtp {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let mut child = Command::new("python3")
             .arg(workspace_root().join("tests/support/smtp_server.py"))
             .args(["--port", &port.to_string()])
@@ -219,6 +224,12 @@ impl Smtp {
             .into_iter()
             .map(|(_, p)| std::fs::read_to_string(p).unwrap())
             .collect()
+    }
+
+    /// Stops the server (the port then refuses connections) and returns its port.
+    pub fn stop(mut self) -> u16 {
+        terminate(&mut self.child);
+        self.port
     }
 
     pub fn relay_config(&self) -> String {
@@ -556,4 +567,168 @@ pub fn ensure_users() {
         }
         run(&["usermod", "-a", "-G", ADMIN_GROUP, USER_ADMIN]);
     });
+}
+
+/// A throwaway certificate authority and a server certificate for 127.0.0.1, made with openssl.
+pub struct TestCa {
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl must be installed");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=postecole test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            dir.path().join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.pem",
+        ]);
+        TestCa { dir }
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+    pub fn cert(&self) -> PathBuf {
+        self.dir.path().join("server.pem")
+    }
+    pub fn key(&self) -> PathBuf {
+        self.dir.path().join("server.key")
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        TestCa::new()
+    }
+}
+
+/// The messages of `Daemon` as `mailctl queue list --json` shows them to `user`.
+pub fn queue_json(bus: &Bus, user: Option<&str>) -> Vec<serde_json::Value> {
+    let out = mailctl(bus, user, &["queue", "list", "--json"], None).out();
+    serde_json::from_str::<serde_json::Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Waits until message `id` is in `state` (as root), returning its JSON.
+pub fn wait_state(bus: &Bus, id: &str, state: &str, timeout: Duration) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let start = Instant::now();
+    loop {
+        let out = mailctl(bus, None, &["queue", "show", id, "--json"], None);
+        if out.ok {
+            last = serde_json::from_str(&out.stdout).unwrap();
+            if last["state"] == state {
+                return last;
+            }
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "message {id} never reached {state}; last: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sets up an active account as `user` through the embedded relay or `smtp`; returns its id.
+pub fn active_account(
+    bus: &Bus,
+    daemon: &Daemon,
+    smtp: Option<&Smtp>,
+    user: Option<&str>,
+    kind: &str,
+    address: &str,
+) -> String {
+    let id = mailctl(
+        bus,
+        user,
+        &[
+            "account",
+            "create",
+            "--kind",
+            kind,
+            "--label",
+            "Secrétariat",
+            "--address",
+            address,
+        ],
+        None,
+    )
+    .out();
+    let mails = match smtp {
+        Some(s) => s.messages(),
+        None => daemon.local_mail(),
+    };
+    let code = code_in(&mails, &id).expect("verification code");
+    mailctl(bus, user, &["account", "verify", &id, &code], None).out();
+    mailctl(
+        bus,
+        user,
+        &["account", "secure", &id, "--question", "Question ?"],
+        Some("une réponse solide\n"),
+    )
+    .out();
+    id
 }

@@ -75,12 +75,14 @@ def main():
                 and auth_data.login.decode() == user
                 and auth_data.password.decode() == password
             )
-            return AuthResult(success=ok)
+            # handled=False: aiosmtpd then answers 535 itself.
+            return AuthResult(success=ok, handled=False)
 
         kwargs["authenticator"] = authenticator
         kwargs["auth_required"] = True
-        # Plain-text AUTH is only allowed over TLS unless the test says otherwise.
-        kwargs["auth_require_tls"] = context is not None
+        # aiosmtpd only knows of STARTTLS: with implicit TLS the session is already encrypted,
+        # and without TLS the test wants AUTH over plain text.
+        kwargs["auth_require_tls"] = context is not None and not args.tls
     controller = Controller(
         handler,
         hostname="127.0.0.1",

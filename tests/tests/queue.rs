@@ -1,0 +1,768 @@
+//! The outgoing queue against a real SMTP server: delivery, retries, refusals, crashes, TLS.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use postecole_tests::{
+    Bus, Daemon, Smtp, TestCa, USER_ALICE, USER_BOB, active_account, api, ensure_users, mailctl,
+    queue_json, wait_for, wait_state,
+};
+
+const FAST_RETRY: &str = "[queue]\nmin_backoff_secs = 1\nmax_backoff_secs = 2\n";
+const LONG: Duration = Duration::from_secs(30);
+
+fn config(smtp: &Smtp, extra: &str) -> String {
+    format!("{}{extra}", smtp.relay_config())
+}
+
+#[test]
+fn message_with_pdf_is_delivered_and_bcc_stays_hidden() {
+    let bus = Bus::start();
+    let smtp = Smtp::start();
+    let daemon = Daemon::start(&bus, &config(&smtp, ""));
+    let account = active_account(
+        &bus,
+        &daemon,
+        Some(&smtp),
+        None,
+        "establishment",
+        "secretariat@ecole.fr",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pdf = dir.path().join("bilan-trimestre-1.pdf");
+    let mut bytes = b"%PDF-1.4\n".to_vec();
+    bytes.extend((0..=255u8).cycle().take(3000));
+    std::fs::write(&pdf, &bytes).unwrap();
+
+    let out = mailctl(
+        &bus,
+        None,
+        &[
+            "send",
+            "--account",
+            &account,
+            "--to",
+            "famille.durand@example.org",
+            "--cc",
+            "papa.durand@example.org",
+            "--bcc",
+            "directrice@ecole.fr",
+            "--subject",
+            "Bilan du 1er trimestre — Léa",
+            "--body",
+            "Bonjour,\nle bilan est joint.",
+            "--attach",
+            pdf.to_str().unwrap(),
+            "--wait",
+        ],
+        None,
+    );
+    let id = out.out();
+    assert!(
+        out.stderr.contains("delivered"),
+        "--wait shows progress: {}",
+        out.stderr
+    );
+    let delivered = smtp.messages().pop().unwrap();
+    assert!(
+        delivered.contains(
+            "X-Envelope-To: famille.durand@example.org,papa.durand@example.org,directrice@ecole.fr"
+        ),
+        "{delivered}"
+    );
+    let headers: String = delivered[..delivered.find("\r\n\r\n").unwrap()]
+        .lines()
+        .filter(|l| !l.starts_with("X-Envelope-"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        !headers.to_lowercase().contains("bcc"),
+        "Bcc in headers: {headers}"
+    );
+    assert!(!headers.contains("directrice"), "{headers}");
+    assert!(
+        headers.contains("From: =?utf-8?b?U2VjcsOpdGFyaWF0?= <secretariat@ecole.fr>"),
+        "{headers}"
+    );
+    assert!(
+        delivered.contains("filename=\"bilan-trimestre-1.pdf\""),
+        "{delivered}"
+    );
+    assert!(
+        delivered.contains("Content-Type: application/pdf"),
+        "{delivered}"
+    );
+
+    let shown = wait_state(&bus, &id, "delivered", LONG);
+    assert_eq!(shown["attempts"], 1);
+    assert!(
+        shown["last_reply"].as_str().unwrap().starts_with("250"),
+        "{shown}"
+    );
+    let message_id = shown["message_id"].as_str().unwrap();
+    assert!(
+        headers.contains(&format!("Message-ID: {message_id}")),
+        "{headers}"
+    );
+    // The clear-text copy left the spool once delivered.
+    assert_eq!(
+        std::fs::read_dir(daemon.state_dir.join("spool"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn temporary_failure_is_retried_and_permanent_failure_keeps_the_reply() {
+    let bus = Bus::start();
+    let smtp = Smtp::start();
+    let daemon = Daemon::start(&bus, &config(&smtp, FAST_RETRY));
+    let account = active_account(&bus, &daemon, Some(&smtp), None, "personal", "moi@ecole.fr");
+
+    smtp.set_reply("451 4.3.0 Mailbox busy, try later");
+    let id = mailctl(
+        &bus,
+        None,
+        &[
+            "send",
+            "--account",
+            &account,
+            "--to",
+            "a@example.org",
+            "--subject",
+            "S",
+            "--body",
+            "B",
+        ],
+        None,
+    )
+    .out();
+    let deferred = wait_state(&bus, &id, "deferred", LONG);
+    assert!(
+        deferred["last_reply"].as_str().unwrap().contains("451"),
+        "{deferred}"
+    );
+    assert!(deferred["next_attempt"].as_u64().unwrap() > 0);
+    smtp.set_reply("");
+    let delivered = wait_state(&bus, &id, "delivered", LONG);
+    assert!(delivered["attempts"].as_u64().unwrap() >= 2, "{delivered}");
+
+    smtp.set_reply("550 5.1.1 No such user here");
+    let out = mailctl(
+        &bus,
+        None,
+        &[
+            "send",
+            "--account",
+            &account,
+            "--to",
+            "nobody@example.org",
+            "--subject",
+            "S",
+            "--body",
+            "B",
+            "--wait",
+        ],
+        None,
+    );
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("550") && out.stderr.contains("No such user"),
+        "{}",
+        out.stderr
+    );
+    let failed = queue_json(&bus, None)
+        .into_iter()
+        .find(|m| m["state"] == "failed")
+        .expect("a failed message");
+    assert_eq!(failed["attempts"], 1, "5xx is not retried: {failed}");
+    let reply = failed["last_reply"].as_str().unwrap();
+    assert!(
+        reply.contains("550") && reply.contains("5.1.1 No such user here"),
+        "{failed}"
+    );
+
+    // A person may retry a failed message once the cause is fixed.
+    smtp.set_reply("");
+    mailctl(
+        &bus,
+        None,
+        &["queue", "retry", failed["id"].as_str().unwrap()],
+        None,
+    )
+    .out();
+    wait_state(&bus, failed["id"].as_str().unwrap(), "delivered", LONG);
+}
+
+#[test]
+fn relay_down_at_submit_then_delivered_when_it_returns() {
+    let bus = Bus::start();
+    let smtp = Smtp::start();
+    let daemon = Daemon::start(&bus, &config(&smtp, FAST_RETRY));
+    let account = active_account(&bus, &daemon, Some(&smtp), None, "personal", "moi@ecole.fr");
+    let port = smtp.stop();
+
+    let id = mailctl(
+        &bus,
+        None,
+        &[
+            "send",
+            "--account",
+            &account,
+            "--to",
+            "a@example.org",
+            "--subject",
+            "S",
+            "--body",
+            "B",
+        ],
+        None,
+    )
+    .out();
+    let deferred = wait_state(&bus, &id, "deferred", LONG);
+    assert!(!deferred["last_reply"].as_str().unwrap().is_empty());
+    mailctl(&bus, None, &["relay", "test"], None).err("RelayUnavailable");
+
+    // A code e-mail while the relay is down: the account is kept, the code retried.
+    let out = mailctl(
+        &bus,
+        None,
+        &[
+            "account",
+            "create",
+            "--kind",
+            "personal",
+            "--label",
+            "L",
+            "--address",
+            "l@ecole.fr",
+        ],
+        None,
+    );
+    let e = out.err("RelayUnavailable");
+    assert!(e.contains("again automatically"), "{e}");
+
+    let smtp = Smtp::start_on(port, &[]);
+    wait_state(&bus, &id, "delivered", LONG);
+    wait_for("the code e-mail to arrive", LONG, || {
+        smtp.messages()
+            .iter()
+            .any(|m| m.contains("X-Envelope-To: l@ecole.fr"))
+    });
+    assert!(
+        mailctl(&bus, None, &["relay", "test"], None)
+            .out()
+            .contains("connected")
+    );
+}
+
+#[test]
+fn hold_release_cancel() {
+    let bus = Bus::start();
+    let smtp = Smtp::start();
+    let daemon = Daemon::start(&bus, &config(&smtp, FAST_RETRY));
+    let account = active_account(&bus, &daemon, Some(&smtp), None, "personal", "moi@ecole.fr");
+    smtp.set_reply("421 4.7.0 Too busy");
+    let send = || {
+        mailctl(
+            &bus,
+            None,
+            &[
+                "send",
+                "--account",
+                &account,
+                "--to",
+                "a@example.org",
+                "--subject",
+                "S",
+                "--body",
+                "B",
+            ],
+            None,
+        )
+        .out()
+    };
+    let (a, b) = (send(), send());
+    wait_state(&bus, &a, "deferred", LONG);
+    wait_state(&bus, &b, "deferred", LONG);
+    mailctl(&bus, None, &["queue", "hold", &a], None).out();
+    mailctl(&bus, None, &["queue", "cancel", &b], None).out();
+    mailctl(&bus, None, &["queue", "release", &b], None).err("InvalidState");
+    smtp.set_reply("");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        wait_state(&bus, &a, "held", LONG)["state"],
+        "held",
+        "held messages wait"
+    );
+    mailctl(&bus, None, &["queue", "release", &a], None).out();
+    wait_state(&bus, &a, "delivered", LONG);
+    assert_eq!(
+        wait_state(&bus, &b, "cancelled", LONG)["state"],
+        "cancelled"
+    );
+    mailctl(&bus, None, &["queue", "cancel", &a], None).err("InvalidState");
+    mailctl(&bus, None, &["queue", "show", "nosuchmessage"], None).err("NotFound");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_and_nothing_is_queued() {
+    let bus = Bus::start();
+    let smtp = Smtp::start();
+    let daemon = Daemon::start(&bus, &config(&smtp, "[queue]\nmax_message_bytes = 4096\n"));
+    let account = active_account(&bus, &daemon, Some(&smtp), None, "personal", "moi@ecole.fr");
+    let conn = bus.connect().await;
+    let outbox = api::OutboxProxy::new(&conn).await.unwrap();
+    let message = |to: &[&str], subject: &str| api::OutgoingMessage {
+        to: Some(to.iter().map(|s| s.to_string()).collect()),
+        subject: Some(subject.into()),
+        text: Some("Bonjour".into()),
+        ..Default::default()
+    };
+    let many: Vec<String> = (0..101).map(|n| format!("p{n}@example.org")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let long = format!("{}@example.org", "x".repeat(250));
+    for (m, what) in [
+        (message(&[], "S"), "no recipient"),
+        (message(&["pas-une-adresse"], "S"), "invalid address"),
+        (message(&[&long], "S"), "over-long address"),
+        (
+            message(&["a@example.org\r\nBcc: evil@example.org"], "S"),
+            "CR/LF in address",
+        ),
+        (
+            message(&["a@example.org"], "Objet\r\nBcc: evil@example.org"),
+            "CR/LF in subject",
+        ),
+        (message(&many, "S"), "too many recipients"),
+    ] {
+        match outbox.send(&account, m, vec![]).await {
+            Err(api::Error::InvalidInput(_)) => {}
+            other => panic!("{what}: expected InvalidInput, got {other:?}"),
+        }
+    }
+    let big = tempfile::tempfile().unwrap();
+    big.set_len(8192).unwrap();
+    match outbox
+        .send(
+            &account,
+            message(&["a@example.org"], "S"),
+            vec![(
+                "gros.pdf".into(),
+                "application/pdf".into(),
+                std::os::fd::OwnedFd::from(big).into(),
+            )],
+        )
+        .await
+    {
+        Err(api::Error::TooLarge(m)) => assert!(m.contains("max_message_bytes"), "{m}"),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let dir = std::fs::File::open("/").unwrap();
+    match outbox
+        .send(
+            &account,
+            message(&["a@example.org"], "S"),
+            vec![(
+                "x.pdf".into(),
+                "application/pdf".into(),
+                std::os::fd::OwnedFd::from(dir).into(),
+            )],
+        )
+        .await
+    {
+        Err(api::Error::InvalidInput(m)) => assert!(m.contains("cannot be read"), "{m}"),
+        other => panic!("expected InvalidInput for an unreadable fd, got {other:?}"),
+    }
+    let file = tempfile::tempfile().unwrap();
+    match outbox
+        .send(
+            &account,
+            message(&["a@example.org"], "S"),
+            vec![(
+                "../etc/passwd".into(),
+                "application/pdf".into(),
+                std::os::fd::OwnedFd::from(file).into(),
+            )],
+        )
+        .await
+    {
+        Err(api::Error::InvalidInput(_)) => {}
+        other => panic!("expected InvalidInput for a path as name, got {other:?}"),
+    }
+    // One bad message in a batch refuses the whole batch.
+    match outbox
+        .send_batch(
+            &account,
+            vec![
+                (message(&["a@example.org"], "ok"), vec![]),
+                (message(&["bad"], "S"), vec![]),
+            ],
+        )
+        .await
+    {
+        Err(api::Error::InvalidInput(m)) => assert!(m.starts_with("message 2:"), "{m}"),
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+    let user_messages: Vec<_> = queue_json(&bus, None)
+        .into_iter()
+        .filter(|m| {
+            m["account"] == account.as_str() && m["to"] != serde_json::json!(["moi@ecole.fr"])
+        })
+        .collect();
+    assert!(
+        user_messages.is_empty(),
+        "nothing queued: {user_messages:?}"
+    );
+    // Only the account's confirmation mail went through the spool, and it has left.
+    wait_for("an empty spool", LONG, || {
+        std::fs::read_dir(daemon.state_dir.join("spool"))
+            .unwrap()
+            .count()
+            == 0
+    });
+}
+
+#[test]
+fn who_may_send_and_see_messages() {
+    ensure_users();
+    let bus = Bus::start();
+    let daemon = Daemon::start(&bus, "");
+    let shared = active_account(
+        &bus,
+        &daemon,
+        None,
+        None,
+        "establishment",
+        "secretariat@ecole.fr",
+    );
+    mailctl(
+        &bus,
+        None,
+        &["account", "staff", &shared, "--add", USER_ALICE],
+        None,
+    )
+    .out();
+    let mine = active_account(
+        &bus,
+        &daemon,
+        None,
+        Some(USER_ALICE),
+        "personal",
+        "alice@ecole.fr",
+    );
+    let pending = mailctl(
+        &bus,
+        Some(USER_BOB),
+        &[
+            "account",
+            "create",
+            "--kind",
+            "personal",
+            "--label",
+            "B",
+            "--address",
+            "bob@ecole.fr",
+        ],
+        None,
+    )
+    .out();
+
+    let send = |user: Option<&str>, account: &str| {
+        mailctl(
+            &bus,
+            user,
+            &[
+                "send",
+                "--account",
+                account,
+                "--to",
+                "famille@example.org",
+                "--subject",
+                "S",
+                "--body",
+                "B",
+            ],
+            None,
+        )
+    };
+    let by_alice = send(Some(USER_ALICE), &shared).out();
+    send(Some(USER_ALICE), &mine).out();
+    send(Some(USER_BOB), &shared).err("NotFound");
+    send(Some(USER_BOB), &mine).err("NotFound");
+    send(None, &mine).err("NotFound");
+    send(Some(USER_BOB), &pending).err("InvalidState");
+    // The default account is used when --account is left out.
+    mailctl(&bus, Some(USER_ALICE), &["account", "default", &mine], None).out();
+    mailctl(
+        &bus,
+        Some(USER_ALICE),
+        &[
+            "send",
+            "--to",
+            "x@example.org",
+            "--subject",
+            "S",
+            "--body",
+            "B",
+        ],
+        None,
+    )
+    .out();
+
+    let alice_sees: Vec<String> = queue_json(&bus, Some(USER_ALICE))
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        alice_sees.len(),
+        5,
+        "her three messages, and the code and confirmation of her account: {alice_sees:?}"
+    );
+    assert!(
+        queue_json(&bus, Some(USER_BOB))
+            .iter()
+            .all(|m| m["submitter"] == USER_BOB)
+    );
+    mailctl(&bus, Some(USER_BOB), &["queue", "show", &by_alice], None).err("NotFound");
+    mailctl(&bus, Some(USER_BOB), &["queue", "cancel", &by_alice], None).err("NotFound");
+    assert!(
+        queue_json(&bus, None).len() > alice_sees.len(),
+        "administrators see every message"
+    );
+}
+
+#[test]
+fn kill9_during_bulk_delivery_loses_nothing() {
+    let bus = Bus::start();
+    let smtp = Smtp::start();
+    let mut daemon = Daemon::start(
+        &bus,
+        &config(
+            &smtp,
+            "[queue]\nconcurrency = 2\nmin_backoff_secs = 1\nmax_backoff_secs = 1\n",
+        ),
+    );
+    let account = active_account(&bus, &daemon, Some(&smtp), None, "personal", "moi@ecole.fr");
+    let before = smtp.messages().len();
+    const N: usize = 300;
+    let ids: Vec<String> = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let conn = bus.connect().await;
+        let outbox = api::OutboxProxy::new(&conn).await.unwrap();
+        let batch = (0..N)
+            .map(|n| {
+                (
+                    api::OutgoingMessage {
+                        to: Some(vec![format!("famille{n}@example.org")]),
+                        subject: Some(format!("Identifiants {n}")),
+                        text: Some(format!("Bonjour famille {n}")),
+                        ..Default::default()
+                    },
+                    vec![],
+                )
+            })
+            .collect();
+        outbox.send_batch(&account, batch).await.unwrap()
+    });
+    assert_eq!(ids.len(), N);
+    // Kill in the middle of the deliveries.
+    wait_for("some deliveries", LONG, || {
+        smtp.messages().len() > before + 20
+    });
+    daemon.kill9();
+    let at_kill = smtp.messages().len() - before;
+    assert!(
+        at_kill < N,
+        "all {N} delivered before the kill; nothing was tested"
+    );
+    daemon.restart();
+    wait_for(
+        "every accepted message delivered",
+        Duration::from_secs(120),
+        || {
+            let mut seen = std::collections::HashSet::new();
+            for m in smtp.messages() {
+                if let Some(to) = m
+                    .lines()
+                    .find_map(|l| l.strip_prefix("X-Envelope-To: famille"))
+                {
+                    seen.insert(to.to_owned());
+                }
+            }
+            seen.len() == N
+        },
+    );
+    let mut by_id: HashMap<String, usize> = HashMap::new();
+    for m in smtp
+        .messages()
+        .iter()
+        .filter(|m| m.contains("X-Envelope-To: famille"))
+    {
+        let id = m
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: "))
+            .unwrap()
+            .to_owned();
+        *by_id.entry(id).or_default() += 1;
+    }
+    let duplicates: usize = by_id.values().map(|n| n - 1).sum();
+    println!(
+        "kill -9 after {at_kill} of {N} deliveries: {} distinct Message-IDs, {duplicates} duplicates",
+        by_id.len()
+    );
+    assert_eq!(by_id.len(), N);
+    assert!(
+        duplicates <= 2,
+        "at most the in-flight messages are sent twice: {duplicates}"
+    );
+    let states: Vec<_> = queue_json(&bus, None)
+        .into_iter()
+        .filter(|m| ids.contains(&m["id"].as_str().unwrap().to_owned()))
+        .map(|m| m["state"].clone())
+        .collect();
+    wait_for("states to settle", LONG, || {
+        queue_json(&bus, None)
+            .iter()
+            .filter(|m| ids.contains(&m["id"].as_str().unwrap().to_owned()))
+            .all(|m| m["state"] == "delivered")
+    });
+    assert_eq!(states.len(), N);
+}
+
+fn tls_case(implicit: bool) {
+    let ca = TestCa::new();
+    let pw_dir = tempfile::tempdir().unwrap();
+    let password_file = pw_dir.path().join("relay-password");
+    std::fs::write(&password_file, "s3cret-relais\n").unwrap();
+    let (cert, key) = (ca.cert(), ca.key());
+    let mut args = vec![
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--auth",
+        "ce.0123456x:s3cret-relais",
+    ];
+    if implicit {
+        args.push("--tls");
+    }
+    let smtp = Smtp::start_with(&args);
+    let relay = format!(
+        "[queue]\nsend_timeout_secs = 15\n[relay]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"{}\"\nusername = \"ce.0123456x\"\npassword_file = \"{}\"\nca_file = \"{}\"\n",
+        smtp.port,
+        if implicit { "tls" } else { "starttls" },
+        password_file.display(),
+        ca.ca().display()
+    );
+    let bus = Bus::start();
+    let daemon = Daemon::start(&bus, &relay);
+    assert!(
+        mailctl(&bus, None, &["relay", "test"], None)
+            .out()
+            .contains("connected")
+    );
+    let account = active_account(&bus, &daemon, Some(&smtp), None, "personal", "moi@ecole.fr");
+    let id = mailctl(
+        &bus,
+        None,
+        &[
+            "send",
+            "--account",
+            &account,
+            "--to",
+            "a@example.org",
+            "--subject",
+            "TLS",
+            "--body",
+            "B",
+            "--wait",
+        ],
+        None,
+    )
+    .out();
+    wait_state(&bus, &id, "delivered", LONG);
+    assert!(
+        !daemon.log().contains("s3cret-relais"),
+        "the relay password is in the log"
+    );
+
+    // A wrong password is refused.
+    std::fs::write(&password_file, "wrong").unwrap();
+    let bus = Bus::start();
+    let _daemon = Daemon::start(&bus, &relay);
+    let e = mailctl(&bus, None, &["relay", "test"], None).err("RelayUnavailable");
+    assert!(
+        e.contains("535") || e.to_lowercase().contains("auth"),
+        "{e}"
+    );
+
+    // Without the school's CA the certificate is not trusted: nothing is sent in clear.
+    // (Last: aiosmtpd stalls a while after a failed handshake.)
+    let bus = Bus::start();
+    let untrusted: String = relay
+        .lines()
+        .filter(|l| !l.starts_with("ca_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let _daemon = Daemon::start(&bus, &untrusted);
+    let e = mailctl(&bus, None, &["relay", "test"], None).err("RelayUnavailable");
+    assert!(
+        e.to_lowercase().contains("certificate") || e.contains("tls"),
+        "{e}"
+    );
+}
+
+#[test]
+fn starttls_with_auth_and_a_school_ca() {
+    tls_case(false);
+}
+
+#[test]
+fn implicit_tls_with_auth_and_a_school_ca() {
+    tls_case(true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_state_change_is_signalled() {
+    use futures_util::StreamExt;
+    let bus = Bus::start();
+    let smtp = Smtp::start();
+    let daemon = Daemon::start(&bus, &config(&smtp, FAST_RETRY));
+    let account = active_account(&bus, &daemon, Some(&smtp), None, "personal", "moi@ecole.fr");
+    let conn = bus.connect().await;
+    let outbox = api::OutboxProxy::new(&conn).await.unwrap();
+    let mut changes = outbox.receive_message_changed().await.unwrap();
+    smtp.set_reply("451 4.3.0 later");
+    let id = outbox
+        .send(
+            &account,
+            api::OutgoingMessage {
+                to: Some(vec!["a@example.org".into()]),
+                subject: Some("S".into()),
+                text: Some("B".into()),
+                ..Default::default()
+            },
+            vec![],
+        )
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("delivered") {
+        let signal = tokio::time::timeout(LONG, changes.next())
+            .await
+            .expect("a signal")
+            .unwrap();
+        let args = signal.args().unwrap();
+        if *args.id() == id {
+            if args.state() == &"deferred" {
+                smtp.set_reply("");
+            }
+            seen.push(args.state().to_string());
+        }
+    }
+    assert_eq!(
+        seen,
+        ["queued", "sending", "deferred", "sending", "delivered"]
+    );
+}
