@@ -82,6 +82,14 @@ echo 'le chat Minouche' | "$bin/mailctl" account secure "$mine" --question 'Mon 
 say mailctl account list
 "$bin/mailctl" account list
 
+# A report (bilan) with a PDF attached, followed until delivered.
+printf '%%PDF-1.4\n%% Bilan du 1er trimestre\n%%%%EOF\n' > "$work/bilan-lea.pdf"
+say mailctl send --account "$shared" --to famille.durand@example.org --subject "Bilan du 1er trimestre" --body "Bonjour, veuillez trouver ci-joint le bilan de Léa." --attach "$work/bilan-lea.pdf" --wait
+"$bin/mailctl" send --account "$shared" --to famille.durand@example.org --subject "Bilan du 1er trimestre" \
+    --body "Bonjour, veuillez trouver ci-joint le bilan de Léa." --attach "$work/bilan-lea.pdf" --wait
+say mailctl queue list
+"$bin/mailctl" queue list
+
 cat <<EOF2
 
 postecoled is still running (pid $daemon_pid) on a private bus (pid $bus_pid).
@@ -90,6 +98,8 @@ Try it by hand:
   export DBUS_SYSTEM_BUS_ADDRESS='$DBUS_SYSTEM_BUS_ADDRESS'
   export PATH="$bin:\$PATH"
   mailctl account show $shared
+  mailctl send --account $shared --to parent@example.org --subject Absence --body 'Merci de justifier…' --wait
+  mailctl queue list
   mailctl account create --kind personal --label 'M. Durand' --address durand@ecole.fr
   ls $work/state/local-mail/
   busctl --address="\$DBUS_SYSTEM_BUS_ADDRESS" introspect org.postecole.Mail1 /org/postecole/Mail1

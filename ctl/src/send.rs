@@ -139,31 +139,39 @@ pub async fn send(connection: &zbus::Connection, args: SendArgs) -> Result<(), F
     let Some(changes) = changes.as_mut() else {
         return Ok(());
     };
+    // Each state as the daemon announces it; a periodic look covers a missed signal.
     let mut last = String::new();
     loop {
+        let announced = match tokio::time::timeout(Duration::from_secs(5), changes.next()).await {
+            Ok(Some(signal)) => match signal.args() {
+                Ok(args) if *args.id() == id => Some(args.state().to_string()),
+                _ => continue,
+            },
+            _ => None,
+        };
         let info = outbox.get_message(&id).await?;
-        if info.state != last {
-            let detail = match info.state.as_str() {
-                "deferred" => format!(
-                    " ({}; next try {})",
-                    info.last_reply,
-                    crate::output::relative(info.next_attempt, crate::output::now())
-                ),
-                "delivered" | "failed" if !info.last_reply.is_empty() => {
-                    format!(" ({})", info.last_reply)
-                }
-                _ => String::new(),
-            };
-            eprintln!("{}{detail}", info.state);
-            last = info.state.clone();
+        let state = announced.unwrap_or_else(|| info.state.clone());
+        if state == last {
+            continue;
         }
-        match info.state.as_str() {
+        let detail = match state.as_str() {
+            "deferred" => format!(
+                " ({}; next try {})",
+                info.last_reply,
+                crate::output::relative(info.next_attempt, crate::output::now())
+            ),
+            "delivered" | "failed" if !info.last_reply.is_empty() => {
+                format!(" ({})", info.last_reply)
+            }
+            _ => String::new(),
+        };
+        eprintln!("{state}{detail}");
+        match state.as_str() {
             "delivered" => return Ok(()),
             "failed" => return Err(Failure(format!("message {id} failed: {}", info.last_reply))),
             "cancelled" => return Err(Failure(format!("message {id} was cancelled"))),
             _ => {}
         }
-        // A signal says something changed; the periodic look covers a missed one.
-        let _ = tokio::time::timeout(Duration::from_secs(5), changes.next()).await;
+        last = state;
     }
 }

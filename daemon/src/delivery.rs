@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 
 use tokio::sync::Semaphore;
 
@@ -28,14 +28,31 @@ pub enum Error {
 }
 
 pub enum Relay {
-    Smtp {
-        transport: AsyncSmtpTransport<Tokio1Executor>,
-        /// lettre's own timeout covers only the connection; this bounds the whole dialogue.
-        send_timeout: Duration,
-        description: String,
-    },
+    Smtp(Smtp),
     LocalDir(PathBuf),
 }
+
+/// An SMTP relay and the idle connections kept to it.
+///
+/// lettre's `AsyncSmtpTransport` opens its sockets without TCP_NODELAY and writes the final
+/// ".\r\n" apart from the body, so every message waits ~40 ms for a delayed ACK (Nagle). Its
+/// connection type is used here directly over a socket of ours with TCP_NODELAY set.
+pub struct Smtp {
+    host: String,
+    port: u16,
+    mode: TlsMode,
+    tls: Option<TlsParameters>,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    /// Bounds a whole dialogue: lettre's own timeout covers only the connection.
+    send_timeout: Duration,
+    description: String,
+    idle: std::sync::Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    max_idle: usize,
+}
+
+/// Relays drop idle clients after a while; older connections are not reused.
+const MAX_IDLE: Duration = Duration::from_secs(30);
 
 impl Relay {
     pub fn from_config(config: &Config) -> Result<Relay, Error> {
@@ -58,19 +75,16 @@ impl Relay {
                 .map_err(|e| Error::Setup(e.to_string()))
         };
         let tls = match relay.tls {
-            TlsMode::None => Tls::None,
-            TlsMode::Starttls => Tls::Required(tls_parameters()?),
-            TlsMode::Tls => Tls::Wrapper(tls_parameters()?),
+            TlsMode::None => None,
+            TlsMode::Starttls | TlsMode::Tls => Some(tls_parameters()?),
         };
-        let mut builder =
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(relay.host.as_str())
-                .port(relay.port)
-                .tls(tls)
-                .timeout(Some(send_timeout));
-        if let Some(username) = &relay.username {
-            let password = relay.password().map_err(Error::Setup)?.unwrap_or_default();
-            builder = builder.credentials(Credentials::new(username.clone(), password));
-        }
+        let credentials = match &relay.username {
+            Some(username) => {
+                let password = relay.password().map_err(Error::Setup)?.unwrap_or_default();
+                Some(Credentials::new(username.clone(), password))
+            }
+            None => None,
+        };
         let description = format!(
             "{}:{} ({})",
             relay.host,
@@ -81,16 +95,23 @@ impl Relay {
                 TlsMode::Tls => "TLS",
             }
         );
-        Ok(Relay::Smtp {
-            transport: builder.build(),
+        Ok(Relay::Smtp(Smtp {
+            host: relay.host.clone(),
+            port: relay.port,
+            mode: relay.tls,
+            tls,
+            credentials,
+            hello: ClientId::default(),
             send_timeout,
             description,
-        })
+            idle: std::sync::Mutex::new(Vec::new()),
+            max_idle: config.queue.concurrency,
+        }))
     }
 
     pub fn describe(&self) -> String {
         match self {
-            Relay::Smtp { description, .. } => description.clone(),
+            Relay::Smtp(smtp) => smtp.description.clone(),
             Relay::LocalDir(dir) => format!("local mail directory {}", dir.display()),
         }
     }
@@ -104,27 +125,20 @@ impl Relay {
         bytes: &[u8],
     ) -> Result<String, Error> {
         match self {
-            Relay::Smtp {
-                transport,
-                send_timeout,
-                ..
-            } => match tokio::time::timeout(*send_timeout, transport.send_raw(envelope, bytes))
-                .await
-            {
-                Err(_) => Err(Error::Transient(format!(
-                    "the relay did not finish within {} s",
-                    send_timeout.as_secs()
-                ))),
-                Ok(Ok(response)) => Ok(format!(
-                    "{} {}",
-                    response.code(),
-                    response.message().collect::<Vec<_>>().join(" ")
-                )),
-                Ok(Err(e)) if e.is_permanent() => Err(Error::Permanent(e.to_string())),
-                // Everything else — 4xx, refused connection, DNS, TLS, a connection cut after
-                // the final dot — is worth another try with the same bytes.
-                Ok(Err(e)) => Err(Error::Transient(e.to_string())),
-            },
+            Relay::Smtp(smtp) => {
+                match tokio::time::timeout(smtp.send_timeout, smtp.send(envelope, bytes)).await {
+                    Err(_) => Err(Error::Transient(format!(
+                        "the relay did not finish within {} s",
+                        smtp.send_timeout.as_secs()
+                    ))),
+                    Ok(Ok(response)) => Ok(format!(
+                        "{} {}",
+                        response.code(),
+                        response.message().collect::<Vec<_>>().join(" ")
+                    )),
+                    Ok(Err(e)) => Err(e),
+                }
+            }
             Relay::LocalDir(dir) => write_local(dir, message_id, bytes)
                 .await
                 .map(|name| format!("written to {}", dir.join(name).display()))
@@ -135,21 +149,36 @@ impl Relay {
     /// The dialog's "test" button: connect, TLS and AUTH as configured, then say what happened.
     pub async fn test(&self) -> Result<String, String> {
         match self {
-            Relay::Smtp {
-                transport,
-                send_timeout,
-                description,
-            } => match tokio::time::timeout(*send_timeout, transport.test_connection()).await {
-                Err(_) => Err(format!(
-                    "{description}: no answer within {} s",
-                    send_timeout.as_secs()
-                )),
-                Ok(Ok(true)) => Ok(format!(
-                    "{description}: connected; TLS and authentication as configured succeeded"
-                )),
-                Ok(Ok(false)) => Err(format!("{description}: the relay did not answer NOOP")),
-                Ok(Err(e)) => Err(format!("{description}: {e}")),
-            },
+            Relay::Smtp(smtp) => {
+                let description = &smtp.description;
+                let attempt = async {
+                    let mut conn = smtp.connect().await?;
+                    let alive = conn.test_connected().await;
+                    conn.quit().await.ok();
+                    Ok::<bool, Error>(alive)
+                };
+                match tokio::time::timeout(smtp.send_timeout, attempt).await {
+                    Err(_) => Err(format!(
+                        "{description}: no answer within {} s",
+                        smtp.send_timeout.as_secs()
+                    )),
+                    Ok(Ok(true)) => Ok(format!(
+                        "{description}: connected{}{}",
+                        if smtp.tls.is_some() {
+                            ", TLS certificate verified"
+                        } else {
+                            ""
+                        },
+                        if smtp.credentials.is_some() {
+                            ", authenticated"
+                        } else {
+                            ""
+                        }
+                    )),
+                    Ok(Ok(false)) => Err(format!("{description}: the relay did not answer NOOP")),
+                    Ok(Err(e)) => Err(format!("{description}: {e}")),
+                }
+            }
             Relay::LocalDir(dir) => {
                 tokio::fs::create_dir_all(dir)
                     .await
@@ -165,6 +194,91 @@ impl Relay {
                 ))
             }
         }
+    }
+}
+
+impl Smtp {
+    async fn connect(&self) -> Result<AsyncSmtpConnection, Error> {
+        let mut conn = if self.mode == TlsMode::Tls {
+            // Implicit TLS goes through lettre's own socket (no TCP_NODELAY there).
+            AsyncSmtpConnection::connect_tokio1(
+                (self.host.as_str(), self.port),
+                Some(self.send_timeout),
+                &self.hello,
+                self.tls.clone(),
+                None,
+            )
+            .await
+            .map_err(classify)?
+        } else {
+            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| {
+                    Error::Transient(format!("cannot connect to {}: {e}", self.description))
+                })?;
+            tcp.set_nodelay(true)
+                .map_err(|e| Error::Transient(format!("TCP_NODELAY: {e}")))?;
+            let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello)
+                .await
+                .map_err(classify)?;
+            if let Some(tls) = &self.tls {
+                conn.starttls(tls.clone(), &self.hello)
+                    .await
+                    .map_err(classify)?;
+            }
+            conn
+        };
+        if let Some(credentials) = &self.credentials {
+            conn.auth(DEFAULT_MECHANISMS, credentials)
+                .await
+                .map_err(classify)?;
+        }
+        Ok(conn)
+    }
+
+    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+        let mut idle = self.idle.lock().unwrap();
+        while let Some((conn, since)) = idle.pop() {
+            if since.elapsed() < MAX_IDLE && !conn.has_broken() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// One transaction, on an idle connection when there is one. A reused connection that the
+    /// relay closed meanwhile fails before any reply: then once more on a fresh one.
+    async fn send(
+        &self,
+        envelope: &Envelope,
+        bytes: &[u8],
+    ) -> Result<lettre::transport::smtp::response::Response, Error> {
+        let (mut conn, reused) = match self.take_idle() {
+            Some(conn) => (conn, true),
+            None => (self.connect().await?, false),
+        };
+        let mut result = conn.send(envelope, bytes).await;
+        if reused && matches!(&result, Err(e) if !e.is_response()) {
+            conn = self.connect().await?;
+            result = conn.send(envelope, bytes).await;
+        }
+        if result.is_ok() && !conn.has_broken() {
+            let mut idle = self.idle.lock().unwrap();
+            if idle.len() < self.max_idle {
+                idle.push((conn, Instant::now()));
+            }
+        }
+        result.map_err(classify)
+    }
+}
+
+/// 5xx replies are final; everything else — 4xx, network, TLS, a connection cut after the
+/// final dot — is worth another try with the same bytes.
+fn classify(e: lettre::transport::smtp::Error) -> Error {
+    if e.is_permanent() {
+        Error::Permanent(e.to_string())
+    } else {
+        Error::Transient(e.to_string())
     }
 }
 

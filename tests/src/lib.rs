@@ -16,14 +16,16 @@ pub const USER_ALICE: &str = "pctest-alice";
 pub const USER_BOB: &str = "pctest-bob";
 pub const USER_ADMIN: &str = "pctest-admin";
 
-/// Where cargo put the workspace's binaries: next to the `deps/` folder of this test.
+/// Where cargo put the workspace's binaries: beside this executable (the bench) or beside
+/// the `deps/` folder it lives in (tests).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile dir");
-    let path = dir.join(name);
+    let here = exe.parent().expect("executable dir");
+    let path = if here.join(name).exists() {
+        here.join(name)
+    } else {
+        here.parent().expect("target profile dir").join(name)
+    };
     assert!(
         path.exists(),
         "{} is missing: build the workspace first (cargo build --workspace)",
