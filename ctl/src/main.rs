@@ -5,10 +5,11 @@ mod output;
 mod send;
 
 use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use postecole_dbus::{AccountsProxy, Error, OutboxProxy};
+use postecole_dbus::{AccountsProxy, ArchiveProxy, Error, OutboxProxy};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +49,48 @@ enum Command {
     /// The mail relay.
     #[command(subcommand)]
     Relay(RelayCommand),
+    /// Read the encrypted archive of mail sent from an account.
+    ///
+    /// Opened with the answer to the secret question (asked without echo), or with the
+    /// recovery file cleRecuperation.crbee (--key).
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+    /// Who did what to which account, and when (administrators).
+    Audit {
+        /// How many of the newest entries.
+        #[arg(long, default_value_t = 200)]
+        limit: u32,
+        #[command(flatten)]
+        json: Json,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArchiveCommand {
+    /// The messages sent from an account.
+    List {
+        id: String,
+        /// Use the recovery file instead of the answer.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// One sent message, exactly as it left.
+    Show {
+        id: String,
+        msgid: String,
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// Every sent message into one mbox file (readable by Thunderbird and others).
+    Export {
+        id: String,
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -160,6 +203,25 @@ enum AccountCommand {
     },
     /// Show your default sending account, or set it with ID ("" clears it).
     Default { id: Option<String> },
+    /// Change the secret question and answer; the current answer is asked first.
+    ///
+    /// On a terminal the answers are prompted without echo; otherwise standard input gives
+    /// the current answer on its first line and the new one on its second.
+    Secret {
+        id: String,
+        #[arg(long)]
+        question: String,
+    },
+    /// Lost the answer? Set a new question and answer with the recovery file
+    /// cleRecuperation.crbee received when the account was set up. Mail sent before stays
+    /// readable, and the file stays valid.
+    Recover {
+        id: String,
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        #[arg(long)]
+        question: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -225,6 +287,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Account(cmd) => account(&AccountsProxy::new(&connection).await?, cmd).await,
         Command::Send(args) => send::send(&connection, args).await,
         Command::Queue(cmd) => queue(&OutboxProxy::new(&connection).await?, cmd).await,
+        Command::Archive(cmd) => archive(&ArchiveProxy::new(&connection).await?, cmd).await,
+        Command::Audit { limit, json } => {
+            let entries = AccountsProxy::new(&connection)
+                .await?
+                .audit_log(limit)
+                .await?;
+            if json.json {
+                println!("{}", output::audit_json(&entries));
+            } else {
+                print!("{}", output::audit_table(&entries, output::now()));
+            }
+            Ok(())
+        }
         Command::Relay(RelayCommand::Test) => {
             println!(
                 "{}",
@@ -315,6 +390,24 @@ async fn account(proxy: &AccountsProxy<'_>, cmd: AccountCommand) -> Result<(), F
         AccountCommand::Delete { id } => proxy.delete_account(&id).await?,
         AccountCommand::Convert { id, to } => proxy.convert_account(&id, to.as_str()).await?,
         AccountCommand::Default { id: Some(id) } => proxy.set_default_account(&id).await?,
+        AccountCommand::Secret { id, question } => {
+            let old = read_answer("Current answer: ", false)?;
+            let new = read_answer("New answer: ", true)?;
+            ArchiveProxy::new(proxy.inner().connection())
+                .await?
+                .change_secret(&id, &old, &question, &new)
+                .await?;
+            eprintln!("The secret question and answer were changed.");
+        }
+        AccountCommand::Recover { id, key, question } => {
+            let file = open_key(&key)?;
+            let new = read_answer("New answer to the secret question: ", true)?;
+            ArchiveProxy::new(proxy.inner().connection())
+                .await?
+                .recover(&id, file, &question, &new)
+                .await?;
+            eprintln!("New secret set. Mail sent before stays readable; keep the recovery file.");
+        }
         AccountCommand::Default { id: None } => {
             let id = proxy.get_default_account().await?;
             if id.is_empty() {
@@ -323,6 +416,64 @@ async fn account(proxy: &AccountsProxy<'_>, cmd: AccountCommand) -> Result<(), F
                 ));
             }
             println!("{id}");
+        }
+    }
+    Ok(())
+}
+
+fn open_key(path: &PathBuf) -> Result<zbus::OwnedFd, Failure> {
+    let file = std::fs::File::open(path).map_err(|e| {
+        Failure(format!(
+            "cannot open the recovery file {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(std::os::fd::OwnedFd::from(file).into())
+}
+
+/// The answer (prompted) or the recovery file, as the Archive calls take them.
+fn unlock(key: &Option<PathBuf>) -> Result<(String, Vec<zbus::OwnedFd>), Failure> {
+    match key {
+        Some(path) => Ok((String::new(), vec![open_key(path)?])),
+        None => Ok((
+            read_answer("Answer to the secret question: ", false)?,
+            Vec::new(),
+        )),
+    }
+}
+
+async fn archive(proxy: &ArchiveProxy<'_>, cmd: ArchiveCommand) -> Result<(), Failure> {
+    match cmd {
+        ArchiveCommand::List { id, key, json } => {
+            let (answer, files) = unlock(&key)?;
+            let messages = proxy.list_archive(&id, &answer, files).await?;
+            if json.json {
+                println!("{}", output::archived_json(&messages));
+            } else {
+                print!("{}", output::archived_table(&messages, output::now()));
+            }
+        }
+        ArchiveCommand::Show { id, msgid, key } => {
+            use std::io::Write;
+            let (answer, files) = unlock(&key)?;
+            let content = proxy.read_archived(&id, &msgid, &answer, files).await?;
+            std::io::stdout()
+                .write_all(&content)
+                .map_err(|e| Failure(e.to_string()))?;
+        }
+        ArchiveCommand::Export { id, output, key } => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let (answer, files) = unlock(&key)?;
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&output)
+                .map_err(|e| Failure(format!("cannot create {}: {e}", output.display())))?;
+            let fd: zbus::OwnedFd = std::os::fd::OwnedFd::from(file).into();
+            let count = proxy.export_mbox(&id, &answer, files, fd).await?;
+            eprintln!("{count} messages written to {}", output.display());
         }
     }
     Ok(())

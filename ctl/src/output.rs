@@ -1,6 +1,6 @@
 //! Human tables and `--json` for what the daemon returns.
 
-use postecole_dbus::{AccountInfo, MessageInfo};
+use postecole_dbus::{AccountInfo, ArchivedInfo, AuditEntry, MessageInfo};
 use serde_json::{Value, json};
 
 pub fn account_json(a: &AccountInfo) -> Value {
@@ -178,6 +178,58 @@ pub fn message_details(m: &MessageInfo, now: u64) -> String {
         ("size", format!("{} bytes", m.size)),
     ];
     rows.iter().map(|(k, v)| format!("{k:<9} {v}\n")).collect()
+}
+
+pub fn archived_json(messages: &[ArchivedInfo]) -> Value {
+    Value::Array(
+        messages
+            .iter()
+            .map(|m| json!({"id": m.id, "created": m.created, "subject": m.subject, "to": m.to, "size": m.size}))
+            .collect(),
+    )
+}
+
+pub fn archived_table(messages: &[ArchivedInfo], now: u64) -> String {
+    let rows: Vec<Vec<String>> = messages
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.clone(),
+                relative(m.created, now),
+                shorten(&m.to, 40),
+                m.subject.clone(),
+            ]
+        })
+        .collect();
+    table(&["ID", "SENT", "TO", "SUBJECT"], &rows)
+}
+
+pub fn audit_json(entries: &[AuditEntry]) -> Value {
+    Value::Array(
+        entries
+            .iter()
+            .map(|e| {
+                json!({"time": e.time, "uid": e.uid, "user": e.user, "action": e.action,
+                       "account": e.account, "outcome": e.outcome})
+            })
+            .collect(),
+    )
+}
+
+pub fn audit_table(entries: &[AuditEntry], now: u64) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                relative(e.time, now),
+                e.user.clone(),
+                e.action.clone(),
+                e.account.clone(),
+                e.outcome.clone(),
+            ]
+        })
+        .collect();
+    table(&["WHEN", "USER", "ACTION", "ACCOUNT", "OUTCOME"], &rows)
 }
 
 /// Columns padded to their widest cell, counted in characters so that accents align.

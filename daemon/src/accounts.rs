@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use rand::Rng;
-use rand::TryRngCore;
-use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+use crate::archive::{self, Archive, KeyRing, Unlocked};
+use crate::audit;
 use crate::authz::{self, Caller};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -96,7 +95,34 @@ pub struct Account {
     pub created: u64,
     pub code: Option<PendingCode>,
     pub secret: Option<Secret>,
+    /// The archive keys, once the secret is set.
+    #[serde(default)]
+    pub keys: Option<KeyRing>,
+    /// Wrong answers or recovery files in a row; survives restarts.
+    #[serde(default)]
+    pub unlock_failures: u32,
+    #[serde(default)]
+    pub locked_until: u64,
 }
+
+/// One message from the archive, in clear for the length of a call.
+pub struct Archived {
+    pub id: String,
+    pub created: u64,
+    pub sender: String,
+    pub bytes: Vec<u8>,
+}
+
+/// What opens an account's archive key.
+pub enum Unlock {
+    Answer(String),
+    /// The content of `cleRecuperation.crbee`.
+    RecoveryFile(String),
+}
+
+pub const MAX_UNLOCK_FAILURES: u32 = 5;
+const FIRST_LOCK_SECS: u64 = 60;
+const MAX_LOCK_SECS: u64 = 86_400;
 
 pub use crate::error::{Error, Result};
 
@@ -115,6 +141,7 @@ pub struct Accounts {
     config: Arc<Config>,
     store: Store,
     queue: Arc<Queue>,
+    archive: Archive,
     relay_name: String,
     host: String,
     clock: Clock,
@@ -133,6 +160,7 @@ impl Accounts {
         clock: Clock,
     ) -> Self {
         Accounts {
+            archive: Archive::new(&config.state_dir),
             config,
             store,
             queue,
@@ -186,6 +214,9 @@ impl Accounts {
             owner: caller.uid,
             staff: Vec::new(),
             created: now,
+            keys: None,
+            unlock_failures: 0,
+            locked_until: 0,
             code: Some(PendingCode {
                 hash: hash_blocking(code.clone()).await?,
                 sent: now,
@@ -218,6 +249,7 @@ impl Accounts {
                 )));
             }
         }
+        self.audit(caller, "create", &account.id, "ok");
         tracing::info!(account = %account.id, kind = kind.as_str(), uid = caller.uid, "account created, code sent");
         Ok(account)
     }
@@ -315,6 +347,7 @@ impl Accounts {
         account.code = None;
         account.state = State::AwaitingSecret;
         self.store.put_account(&account)?;
+        self.audit(caller, "verify", id, "ok");
         tracing::info!(account = %id, uid = caller.uid, "address verified");
         Ok(())
     }
@@ -343,7 +376,10 @@ impl Accounts {
             }
         }
         let answer = check_answer(&account, &question, answer)?;
-        let hash = hash_blocking(answer).await?;
+        let (hash, (keys, recovery)) =
+            tokio::task::spawn_blocking(move || (secret::hash(&answer), KeyRing::create(&answer)))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?;
         let account = {
             let _guard = self.write.lock().await;
             let mut account = self.managed(caller, id)?;
@@ -356,13 +392,16 @@ impl Accounts {
                 question,
                 answer_hash: hash,
             });
+            account.keys = Some(keys);
             account.state = State::Active;
             self.store.put_account(&account)?;
             account
         };
+        self.audit(caller, "secret-set", id, "ok");
         tracing::info!(account = %id, uid = caller.uid, "secret set, account active");
         // Queued like any mail, with the same retries; nobody waits for it at the keyboard.
-        let message = notices::confirmation(&self.config, &account, &self.host)
+        let file = archive::recovery_file(&account.id, &account.address, self.now(), &recovery);
+        let message = notices::confirmation(&self.config, &account, &self.host, &file)
             .map_err(|e| Error::Internal(e.to_string()))?;
         self.queue
             .enqueue(vec![outbox::package(
@@ -415,6 +454,12 @@ impl Accounts {
             }
         }
         self.store.put_account(&account)?;
+        self.audit(
+            caller,
+            if add { "staff-add" } else { "staff-remove" },
+            id,
+            user,
+        );
         tracing::info!(account = %id, uid = caller.uid, add, "staff changed");
         Ok(())
     }
@@ -443,6 +488,10 @@ impl Accounts {
         let _guard = self.write.lock().await;
         let account = self.managed(caller, id)?;
         self.store.remove_account(&account.id)?;
+        if let Err(e) = self.archive.remove_account(&account.id) {
+            tracing::error!(account = %id, error = %e, "archive not removed");
+        }
+        self.audit(caller, "delete", id, "ok");
         tracing::info!(account = %id, uid = caller.uid, "account deleted");
         Ok(())
     }
@@ -486,6 +535,7 @@ impl Accounts {
         }
         account.kind = to;
         self.store.put_account(&account)?;
+        self.audit(caller, "convert", id, to.as_str());
         tracing::info!(account = %id, uid = caller.uid, to = to.as_str(), "account converted");
         Ok(())
     }
@@ -529,6 +579,211 @@ impl Accounts {
             "only an administrator (root or a member of the group `{}`) can {what}",
             self.config.admin_group
         ))
+    }
+
+    fn audit(&self, caller: &Caller, action: &str, account: &str, outcome: &str) {
+        audit::record(&self.store, self.now(), caller, action, account, outcome);
+    }
+
+    /// The audit log, for administrators.
+    pub fn audit_log(&self, caller: &Caller, limit: usize) -> Result<Vec<audit::Entry>> {
+        if !caller.admin {
+            return Err(self.admin_only("read the audit log"));
+        }
+        Ok(self.store.audit(limit)?)
+    }
+
+    /// Opens the account's archive key with the answer or the recovery file. Wrong ones count:
+    /// after five in a row, the account's archive and secret are locked, longer each time,
+    /// across restarts.
+    pub async fn unlock(
+        &self,
+        caller: &Caller,
+        id: &str,
+        with: Unlock,
+        action: &str,
+    ) -> Result<(Account, Unlocked)> {
+        let account = self.visible(caller, id)?;
+        let Some(keys) = account.keys.clone() else {
+            return Err(Error::InvalidState(format!(
+                "account {id} has no archive yet: its secret question is not set"
+            )));
+        };
+        let now = self.now();
+        if account.locked_until > now {
+            self.audit(caller, action, id, "locked");
+            return Err(Error::TooManyAttempts(format!(
+                "too many wrong answers or recovery files: locked for {} more minutes",
+                (account.locked_until - now).div_ceil(60)
+            )));
+        }
+        let opened = match with {
+            Unlock::Answer(answer) => {
+                let answer = secret::normalise_answer(&answer);
+                tokio::task::spawn_blocking(move || keys.unlock_with_answer(&answer))
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))?
+            }
+            Unlock::RecoveryFile(text) => {
+                let (file_account, key) =
+                    archive::parse_recovery_file(&text).map_err(Error::InvalidInput)?;
+                if file_account != id {
+                    self.note_failure(caller, id, action).await?;
+                    return Err(Error::WrongCode(format!(
+                        "this recovery file belongs to account {file_account}, not {id}"
+                    )));
+                }
+                keys.unlock_with_recovery(&key)
+            }
+        };
+        match opened {
+            Some(key) => {
+                let _guard = self.write.lock().await;
+                let mut fresh = self.visible(caller, id)?;
+                if fresh.unlock_failures != 0 || fresh.locked_until != 0 {
+                    fresh.unlock_failures = 0;
+                    fresh.locked_until = 0;
+                    self.store.put_account(&fresh)?;
+                }
+                self.audit(caller, action, id, "ok");
+                Ok((fresh, key))
+            }
+            None => {
+                self.note_failure(caller, id, action).await?;
+                Err(Error::WrongCode("wrong answer or recovery file".into()))
+            }
+        }
+    }
+
+    async fn note_failure(&self, caller: &Caller, id: &str, action: &str) -> Result<()> {
+        let _guard = self.write.lock().await;
+        let mut account = self.visible(caller, id)?;
+        account.unlock_failures += 1;
+        let over = account.unlock_failures.saturating_sub(MAX_UNLOCK_FAILURES);
+        if account.unlock_failures >= MAX_UNLOCK_FAILURES {
+            let delay = FIRST_LOCK_SECS
+                .saturating_mul(1 << over.min(20))
+                .min(MAX_LOCK_SECS);
+            account.locked_until = self.now() + delay;
+            self.audit(caller, "lock", id, &format!("{delay} s"));
+        }
+        self.store.put_account(&account)?;
+        self.audit(caller, action, id, "refused");
+        Ok(())
+    }
+
+    /// A new question and answer, proven by the old answer; the archive stays as it is.
+    pub async fn change_secret(
+        &self,
+        caller: &Caller,
+        id: &str,
+        old: &str,
+        question: &str,
+        answer: &str,
+    ) -> Result<()> {
+        self.replace_secret(
+            caller,
+            id,
+            Unlock::Answer(old.to_owned()),
+            question,
+            answer,
+            "secret-change",
+        )
+        .await
+    }
+
+    /// A new question and answer, proven by `cleRecuperation.crbee`; everything archived
+    /// before stays readable and the file stays valid.
+    pub async fn recover(
+        &self,
+        caller: &Caller,
+        id: &str,
+        file: &str,
+        question: &str,
+        answer: &str,
+    ) -> Result<()> {
+        self.replace_secret(
+            caller,
+            id,
+            Unlock::RecoveryFile(file.to_owned()),
+            question,
+            answer,
+            "recover",
+        )
+        .await
+    }
+
+    async fn replace_secret(
+        &self,
+        caller: &Caller,
+        id: &str,
+        proof: Unlock,
+        question: &str,
+        answer: &str,
+        action: &str,
+    ) -> Result<()> {
+        let question = validate::one_line("question", question, validate::MAX_QUESTION_CHARS)
+            .map_err(Error::InvalidInput)?;
+        let account = self.managed(caller, id)?;
+        let answer = check_answer(&account, &question, answer)?;
+        let (_, key) = self.unlock(caller, id, proof, action).await?;
+        let (hash, keys) = {
+            let mut keys = account.keys.clone().expect("unlocked accounts have keys");
+            tokio::task::spawn_blocking(move || {
+                keys.wrap_answer(&key, &answer);
+                (secret::hash(&answer), keys)
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+        };
+        let _guard = self.write.lock().await;
+        let mut account = self.managed(caller, id)?;
+        account.secret = Some(Secret {
+            question,
+            answer_hash: hash,
+        });
+        account.keys = Some(keys);
+        self.store.put_account(&account)?;
+        tracing::info!(account = %id, uid = caller.uid, action, "secret replaced");
+        Ok(())
+    }
+
+    /// The account's sent mail, newest last, opened with `with`.
+    pub async fn archived(
+        &self,
+        caller: &Caller,
+        id: &str,
+        with: Unlock,
+        action: &str,
+    ) -> Result<Vec<Archived>> {
+        let (account, key) = self.unlock(caller, id, with, action).await?;
+        let records: Vec<_> = self
+            .queue
+            .list()?
+            .into_iter()
+            .filter(|r| r.account == account.id && !r.notice && r.state == MsgState::Delivered)
+            .collect();
+        let archive = Archive::new(&self.config.state_dir);
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for r in records {
+                match archive.read(&account.id, &r.id, &key) {
+                    Ok(Some(bytes)) => out.push(Archived {
+                        id: r.id,
+                        created: r.created,
+                        sender: r.envelope_from,
+                        bytes,
+                    }),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(message = %r.id, error = %e, "archived message unreadable")
+                    }
+                }
+            }
+            out
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))
     }
 
     /// The account, if the caller may send with it now.
@@ -606,12 +861,7 @@ enum CodeMail {
 }
 
 fn new_id() -> String {
-    // No 0/o, 1/l/i: ids are read aloud and typed by hand.
-    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
-    let mut rng = OsRng.unwrap_err();
-    (0..8)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    crate::secret::random_id(8)
 }
 
 fn not_found(id: &str) -> Error {

@@ -119,6 +119,9 @@ mod tests {
             created: 0,
             code: None,
             secret: None,
+            keys: None,
+            unlock_failures: 0,
+            locked_until: 0,
         }
     }
 

@@ -3,12 +3,16 @@
 
 use std::sync::Arc;
 
-use postecole_dbus::{AccountInfo, Attachment, Error as BusError, MessageInfo, OutgoingMessage};
+use postecole_dbus::{
+    AccountInfo, ArchivedInfo, Attachment, AuditEntry, Error as BusError, MessageInfo,
+    OutgoingMessage,
+};
+use zbus::OwnedFd;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, interface};
 
-use crate::accounts::{Account, Accounts, change};
+use crate::accounts::{Account, Accounts, Unlock, change};
 use crate::authz::{self, Caller};
 use crate::error::Error;
 use crate::outbox::{Outbox, Request};
@@ -259,6 +263,29 @@ impl AccountsService {
         Ok(self.accounts.default_account(&caller)?.unwrap_or_default())
     }
 
+    #[zbus(out_args("entries"))]
+    async fn audit_log(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        Ok(self
+            .accounts
+            .audit_log(&caller, limit as usize)?
+            .into_iter()
+            .map(|e| AuditEntry {
+                time: e.time,
+                uid: e.uid,
+                user: e.user,
+                action: e.action,
+                account: e.account,
+                outcome: e.outcome,
+            })
+            .collect())
+    }
+
     /// Carries only the id and what happened: anyone on the bus receives signals, and the
     /// details are for those allowed to call `GetAccount`.
     #[zbus(signal)]
@@ -473,5 +500,158 @@ pub async fn forward_message_events(
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+pub struct ArchiveService {
+    accounts: Arc<Accounts>,
+    admin_group: String,
+}
+
+impl ArchiveService {
+    pub fn new(accounts: Arc<Accounts>, admin_group: String) -> Self {
+        ArchiveService {
+            accounts,
+            admin_group,
+        }
+    }
+}
+
+/// A small text file read from a descriptor the client opened (the recovery file).
+fn read_key_file(fd: OwnedFd) -> Result<String, BusError> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::from(std::os::fd::OwnedFd::from(fd))
+        .take(64 * 1024)
+        .read_to_string(&mut text)
+        .map_err(|e| BusError::InvalidInput(format!("the recovery file cannot be read: {e}")))?;
+    Ok(text)
+}
+
+fn unlock_with(answer: &str, key_file: Vec<OwnedFd>) -> Result<Unlock, BusError> {
+    let mut files = key_file.into_iter();
+    match (files.next(), files.next(), answer.is_empty()) {
+        (Some(fd), None, true) => Ok(Unlock::RecoveryFile(read_key_file(fd)?)),
+        (None, _, false) => Ok(Unlock::Answer(answer.to_owned())),
+        _ => Err(BusError::InvalidInput(
+            "give either the answer or one recovery file".into(),
+        )),
+    }
+}
+
+#[interface(name = "org.postecole.Mail1.Archive")]
+impl ArchiveService {
+    #[zbus(out_args("messages"))]
+    async fn list_archive(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        account: &str,
+        answer: &str,
+        key_file: Vec<OwnedFd>,
+    ) -> Result<Vec<ArchivedInfo>, BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let with = unlock_with(answer, key_file)?;
+        Ok(self
+            .accounts
+            .archived(&caller, account, with, "archive-list")
+            .await?
+            .into_iter()
+            .map(|m| {
+                let (subject, to) = crate::archive::summary(&m.bytes);
+                ArchivedInfo {
+                    id: m.id,
+                    created: m.created,
+                    subject,
+                    to,
+                    size: m.bytes.len() as u64,
+                }
+            })
+            .collect())
+    }
+
+    #[zbus(out_args("content"))]
+    async fn read_archived(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        account: &str,
+        message: &str,
+        answer: &str,
+        key_file: Vec<OwnedFd>,
+    ) -> Result<Vec<u8>, BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let with = unlock_with(answer, key_file)?;
+        self.accounts
+            .archived(&caller, account, with, "archive-read")
+            .await?
+            .into_iter()
+            .find(|m| m.id == message)
+            .map(|m| m.bytes)
+            .ok_or_else(|| {
+                BusError::NotFound(format!(
+                    "no message `{message}` in the archive of {account}"
+                ))
+            })
+    }
+
+    #[zbus(out_args("count"))]
+    async fn export_mbox(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        account: &str,
+        answer: &str,
+        key_file: Vec<OwnedFd>,
+        output: OwnedFd,
+    ) -> Result<u32, BusError> {
+        use std::io::Write;
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let with = unlock_with(answer, key_file)?;
+        let messages = self
+            .accounts
+            .archived(&caller, account, with, "archive-export")
+            .await?;
+        let mut mbox = Vec::new();
+        for m in &messages {
+            crate::archive::mbox_entry(&mut mbox, &m.sender, m.created, &m.bytes);
+        }
+        let mut file = std::fs::File::from(std::os::fd::OwnedFd::from(output));
+        file.write_all(&mbox)
+            .map_err(|e| BusError::InvalidInput(format!("cannot write the export: {e}")))?;
+        Ok(messages.len() as u32)
+    }
+
+    async fn change_secret(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        account: &str,
+        old_answer: &str,
+        question: &str,
+        answer: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        Ok(self
+            .accounts
+            .change_secret(&caller, account, old_answer, question, answer)
+            .await?)
+    }
+
+    async fn recover(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        account: &str,
+        key_file: OwnedFd,
+        question: &str,
+        answer: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let file = read_key_file(key_file)?;
+        Ok(self
+            .accounts
+            .recover(&caller, account, &file, question, answer)
+            .await?)
     }
 }

@@ -1,6 +1,8 @@
 //! postecoled: the e-mail service of a shared school PC, on the D-Bus system bus.
 
 mod accounts;
+mod archive;
+mod audit;
 mod authz;
 mod bus;
 mod clock;
@@ -114,7 +116,11 @@ async fn run(args: Args) -> Result<(), String> {
         .name(postecole_dbus::BUS_NAME)
         .serve_at(
             postecole_dbus::OBJECT_PATH,
-            bus::AccountsService::new(accounts, config.admin_group.clone()),
+            bus::AccountsService::new(accounts.clone(), config.admin_group.clone()),
+        )
+        .serve_at(
+            postecole_dbus::OBJECT_PATH,
+            bus::ArchiveService::new(accounts, config.admin_group.clone()),
         )
         .serve_at(
             postecole_dbus::OBJECT_PATH,

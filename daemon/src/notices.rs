@@ -2,8 +2,8 @@
 //! that an address is ready. They say who asked, from which PC, and what to do if it was not you.
 
 use lettre::Message;
-use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 
 use crate::accounts::Account;
 use crate::config::Config;
@@ -99,15 +99,27 @@ pub fn verification(
     )
 }
 
-pub fn confirmation(config: &Config, account: &Account, host: &str) -> Result<Message, Error> {
+/// The confirmation that the address is ready, carrying the recovery key file.
+pub fn confirmation(
+    config: &Config,
+    account: &Account,
+    host: &str,
+    recovery_file: &str,
+) -> Result<Message, Error> {
     let body = format!(
         "Bonjour,\n\
          \n\
          L'adresse {address} est prête : le poste « {host} » peut désormais\n\
          envoyer des e-mails en son nom, sous le nom « {label} ».\n\
          \n\
-         Elle est protégée par une question secrète. Conservez la réponse : elle\n\
-         sera demandée pour consulter les e-mails envoyés depuis ce compte.\n\
+         Elle est protégée par une question secrète. Les e-mails envoyés depuis\n\
+         ce compte sont archivés chiffrés sur le poste : pour les relire, il faut\n\
+         la réponse à cette question.\n\
+         \n\
+         Le fichier joint, {file}, est le seul moyen d'accéder aux\n\
+         e-mails envoyés depuis ce compte en cas de problème (réponse oubliée).\n\
+         Enregistrez-le en lieu sûr, hors de ce poste. Il n'en existe aucune autre\n\
+         copie : sans lui et sans la réponse, ces e-mails sont illisibles.\n\
          \n\
          Vous n'êtes pas à l'origine de cette configuration ? Prévenez sans tarder\n\
          la personne qui administre ce poste.\n\
@@ -117,13 +129,34 @@ pub fn confirmation(config: &Config, account: &Account, host: &str) -> Result<Me
         address = account.address,
         host = host,
         label = account.label,
+        file = crate::archive::RECOVERY_FILE_NAME,
     );
-    letter(
-        config,
-        account,
-        &format!("Adresse configurée : {}", account.label),
-        body,
-    )
+    let (from, reply_to) = sender(config, account)?;
+    let to = Mailbox::new(
+        None,
+        account.address.parse().map_err(|e| Error(format!("{e}")))?,
+    );
+    let mut builder = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(format!("Adresse configurée : {}", account.label))
+        .message_id(None)
+        .user_agent(format!("postecole {}", env!("CARGO_PKG_VERSION")));
+    if let Some(reply_to) = reply_to {
+        builder = builder.reply_to(reply_to);
+    }
+    builder
+        .multipart(
+            MultiPart::mixed()
+                .singlepart(SinglePart::plain(body))
+                .singlepart(
+                    Attachment::new(crate::archive::RECOVERY_FILE_NAME.to_owned()).body(
+                        recovery_file.as_bytes().to_vec(),
+                        ContentType::parse("application/octet-stream").expect("valid content type"),
+                    ),
+                ),
+        )
+        .map_err(|e| Error(e.to_string()))
 }
 
 /// This PC's name, as the mails show it to the person who receives the code.

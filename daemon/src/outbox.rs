@@ -83,7 +83,11 @@ impl Outbox {
                 .enumerate()
                 .map(|(n, r)| {
                     build(&config, &account, r)
-                        .map(|m| package(&m, &account.id, submitter, false))
+                        .map(|m| {
+                            let mut out = package(&m, &account.id, submitter, false);
+                            out.archive_to = account.keys.as_ref().map(|k| k.recipient.clone());
+                            out
+                        })
                         .map_err(|e| if batch { in_batch(e, n) } else { e })
                 })
                 .collect::<Result<Vec<Outgoing>>>()
@@ -286,6 +290,7 @@ pub fn package(message: &Message, account: &str, submitter: u32, notice: bool) -
         account: account.to_owned(),
         submitter,
         notice,
+        archive_to: None,
         message_id: message
             .headers()
             .get_raw("Message-ID")

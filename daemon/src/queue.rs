@@ -11,12 +11,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rand::Rng;
-use rand::TryRngCore;
-use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
 
+use crate::archive::Archive;
 use crate::clock::Clock;
 use crate::config;
 use crate::store::{self, Store};
@@ -57,8 +55,12 @@ pub struct Record {
     pub account: String,
     /// uid of the Unix user who submitted it (or whose action triggered a notice).
     pub submitter: u32,
-    /// A mail postecole wrote itself (code, confirmation): never archived.
+    /// A mail postecole wrote itself (code, confirmation): never archived, and its content
+    /// (a code, a recovery key) is not kept once it has been delivered or has failed.
     pub notice: bool,
+    /// The account's archive key; the message is sealed to it once delivered.
+    #[serde(default)]
+    pub archive_to: Option<String>,
     pub message_id: String,
     pub envelope_from: String,
     pub recipients: Vec<String>,
@@ -77,6 +79,7 @@ pub struct Outgoing {
     pub account: String,
     pub submitter: u32,
     pub notice: bool,
+    pub archive_to: Option<String>,
     pub message_id: String,
     pub envelope_from: String,
     pub recipients: Vec<String>,
@@ -114,6 +117,7 @@ pub enum Outcome {
 pub struct Queue {
     store: Store,
     spool: PathBuf,
+    archive: Archive,
     policy: config::Queue,
     clock: Clock,
     /// (due time, id) of every message waiting to be sent.
@@ -139,6 +143,7 @@ impl Queue {
         let queue = Queue {
             store,
             spool,
+            archive: Archive::new(state_dir),
             policy,
             clock,
             due: Mutex::new(BTreeSet::new()),
@@ -240,6 +245,7 @@ impl Queue {
                     account: item.account,
                     submitter: item.submitter,
                     notice: item.notice,
+                    archive_to: item.archive_to,
                     message_id: item.message_id,
                     envelope_from: item.envelope_from,
                     recipients: item.recipients,
@@ -324,6 +330,11 @@ impl Queue {
     pub fn retry(&self, id: &str) -> Result<Record> {
         use MsgState::*;
         let now = self.now();
+        if self.get(id)?.notice && !self.path(id).exists() {
+            return Err(Error::InvalidState(format!(
+                "message {id} was written by postecole and its content is not kept: ask for it again (e.g. `mailctl account resend`)"
+            )));
+        }
         self.transition(id, &[Queued, Deferred, Failed], "retried", |r| {
             r.state = Queued;
             r.next_attempt = now;
@@ -398,8 +409,13 @@ impl Queue {
         std::fs::read(self.path(id))
     }
 
-    /// Records how an attempt ended and plans the next one.
+    /// Records how an attempt ended and plans the next one. A delivered message is sealed into
+    /// its account's archive before it leaves the spool.
     pub fn finish(&self, mut r: Record, outcome: Outcome) -> Result<Record> {
+        if let (Outcome::Delivered(_), Some(recipient)) = (&outcome, &r.archive_to) {
+            let bytes = self.body(&r.id)?;
+            self.archive.store(&r.account, &r.id, recipient, &bytes)?;
+        }
         let now = self.now();
         let _guard = self.transitions.lock().unwrap();
         r.attempts += 1;
@@ -408,6 +424,9 @@ impl Queue {
                 r.state = MsgState::Delivered;
                 r.last_reply = reply;
                 r.next_attempt = 0;
+                // Only the id, the dates and the state stay in clear.
+                r.to.clear();
+                r.recipients.clear();
             }
             Outcome::Permanent(reply) => {
                 r.state = MsgState::Failed;
@@ -441,6 +460,9 @@ impl Queue {
             MsgState::Delivered => {
                 std::fs::remove_file(self.path(&r.id))?;
             }
+            MsgState::Failed if r.notice => {
+                let _ = std::fs::remove_file(self.path(&r.id));
+            }
             _ => {}
         }
         self.emit(&r);
@@ -470,11 +492,7 @@ pub fn backoff(policy: &config::Queue, attempts: u32) -> u64 {
 }
 
 fn new_id() -> String {
-    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
-    let mut rng = OsRng.unwrap_err();
-    (0..12)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    crate::secret::random_id(12)
 }
 
 #[cfg(test)]
@@ -503,6 +521,7 @@ mod tests {
             account: "acct".into(),
             submitter: 1000,
             notice: false,
+            archive_to: None,
             message_id: format!("<{n}@test>"),
             envelope_from: "a@ecole.fr".into(),
             recipients: vec!["b@ecole.fr".into()],

@@ -4,7 +4,7 @@
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::Rng;
-use rand::TryRngCore;
+use rand::RngCore;
 use rand::rngs::OsRng;
 use unicode_normalization::UnicodeNormalization;
 
@@ -19,8 +19,7 @@ fn argon2() -> Argon2<'static> {
 
 /// A fresh code from the operating system's generator, zero-padded to `CODE_DIGITS`.
 pub fn new_code() -> String {
-    let mut rng = OsRng.unwrap_err();
-    let n: u32 = rng.random_range(0..10u32.pow(CODE_DIGITS as u32));
+    let n: u32 = OsRng.gen_range(0..10u32.pow(CODE_DIGITS as u32));
     format!("{n:0width$}", width = CODE_DIGITS)
 }
 
@@ -33,6 +32,21 @@ pub fn normalise_code(typed: &str) -> Option<String> {
     (digits.len() == CODE_DIGITS && digits.chars().all(|c| c.is_ascii_digit())).then_some(digits)
 }
 
+/// Bytes from the operating system's generator (salts, nonces, keys).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+/// An identifier people read aloud and type: no 0/o, 1/l/i.
+pub fn random_id(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    (0..len)
+        .map(|_| ALPHABET[OsRng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
 /// Trim, Unicode NFKC, case-fold and collapse inner blanks, so that "  Écrou " and "écrou"
 /// are the same answer.
 pub fn normalise_answer(answer: &str) -> String {
@@ -43,13 +57,22 @@ pub fn normalise_answer(answer: &str) -> String {
 
 /// PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) of a normalised secret.
 pub fn hash(secret: &str) -> String {
-    let mut bytes = [0u8; 16];
-    OsRng.unwrap_err().fill(&mut bytes);
+    let bytes: [u8; 16] = random_bytes();
     let salt = SaltString::encode_b64(&bytes).expect("16 bytes is a valid salt length");
     argon2()
         .hash_password(secret.as_bytes(), &salt)
         .expect("Argon2 with default parameters accepts any input")
         .to_string()
+}
+
+/// A 32-byte key derived from a normalised answer with Argon2id and its own salt; used to
+/// wrap the archive key, never stored.
+pub fn derive_key(secret: &str, salt: &[u8]) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    argon2()
+        .hash_password_into(secret.as_bytes(), salt, &mut key)
+        .expect("Argon2 accepts a 16-byte salt and a 32-byte output");
+    key
 }
 
 /// Constant-time check of a normalised secret against a stored PHC string.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::accounts::Account;
+use crate::audit;
 use crate::queue::Record;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,8 @@ pub struct Store {
     defaults: sled::Tree,
     /// Message id → status record (never the message itself: that is in the spool).
     messages: sled::Tree,
+    /// Sequence number (big-endian) → audit entry, oldest first.
+    audit: sled::Tree,
 }
 
 impl Store {
@@ -59,6 +62,7 @@ impl Store {
             accounts: db.open_tree("accounts")?,
             defaults: db.open_tree("defaults")?,
             messages: db.open_tree("messages")?,
+            audit: db.open_tree("audit")?,
             db,
         })
     }
@@ -140,6 +144,26 @@ impl Store {
             self.messages.flush()?;
         }
         Ok(())
+    }
+
+    pub fn append_audit(&self, entry: &audit::Entry) -> Result<()> {
+        let key = self.db.generate_id()?.to_be_bytes();
+        self.audit.insert(key, encode(entry))?;
+        self.audit.flush()?;
+        Ok(())
+    }
+
+    /// The newest `limit` entries, oldest first.
+    pub fn audit(&self, limit: usize) -> Result<Vec<audit::Entry>> {
+        let mut entries = self
+            .audit
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|kv| decode("audit", "?", &kv?.1))
+            .collect::<Result<Vec<audit::Entry>>>()?;
+        entries.reverse();
+        Ok(entries)
     }
 
     /// A number larger than any handed out before, across restarts.

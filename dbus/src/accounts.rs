@@ -23,6 +23,22 @@ pub struct AccountInfo {
     pub created: u64,
 }
 
+/// One line of the audit log (`a{sv}`).
+#[derive(SerializeDict, DeserializeDict, Type, Debug, Clone, Default, PartialEq)]
+#[zbus(signature = "a{sv}")]
+pub struct AuditEntry {
+    /// Seconds since the Unix epoch.
+    pub time: u64,
+    pub uid: u32,
+    pub user: String,
+    /// create, verify, secret-set, staff-add, staff-remove, convert, delete, recover,
+    /// secret-change, archive-list, archive-read, archive-export, lock.
+    pub action: String,
+    pub account: String,
+    /// ok, refused, locked, or a detail of the action.
+    pub outcome: String,
+}
+
 /// `org.postecole.Mail1.Accounts`: setting up and administering sender addresses.
 #[proxy(
     interface = "org.postecole.Mail1.Accounts",
@@ -52,6 +68,8 @@ pub trait Accounts {
     fn set_default_account(&self, id: &str) -> Result<(), Error>;
     /// The caller's default sending account, or an empty string.
     fn get_default_account(&self) -> Result<String, Error>;
+    /// The newest `limit` audit entries, oldest first (administrators).
+    fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, Error>;
 
     /// An account was created, changed step, changed staff or kind, or was deleted.
     #[zbus(signal)]

@@ -4,10 +4,12 @@
 //! read; the integration tests fail when the running daemon drifts from it.
 
 mod accounts;
+mod archive;
 mod error;
 mod outbox;
 
-pub use accounts::{AccountInfo, AccountsProxy};
+pub use accounts::{AccountInfo, AccountsProxy, AuditEntry};
+pub use archive::{ArchiveProxy, ArchivedInfo};
 pub use error::Error;
 pub use outbox::{Attachment, MessageInfo, OutboxProxy, OutgoingMessage};
 

@@ -1,0 +1,380 @@
+//! The recovery file and the encrypted archive: what the confirmation mail carries, what is
+//! left on disk, who can read sent mail and with what, and the lock on wrong answers.
+
+use std::time::Duration;
+
+use base64::Engine;
+use postecole_tests::{Bus, Daemon, Smtp, code_in, mailctl, wait_for, wait_state};
+
+const ANSWER: &str = "Clermont-Ferrand";
+const LONG: Duration = Duration::from_secs(30);
+
+/// The attachment `cleRecuperation.crbee` of a confirmation mail, decoded.
+fn recovery_attachment(mail: &str) -> String {
+    let at = mail
+        .find("filename=\"cleRecuperation.crbee\"")
+        .expect("the recovery file is attached");
+    let part = &mail[at..];
+    let headers_end = part.find("\r\n\r\n").unwrap() + 4;
+    let headers = &part[..headers_end];
+    assert!(headers.contains("application/octet-stream"), "{headers}");
+    let body = &part[headers_end..];
+    let body = &body[..body.find("\r\n--").unwrap()];
+    if headers.contains("base64") {
+        let compact: String = body.split_whitespace().collect();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(compact)
+                .unwrap(),
+        )
+        .unwrap()
+    } else {
+        body.replace("\r\n", "\n")
+    }
+}
+
+struct Setup {
+    bus: Bus,
+    smtp: Smtp,
+    daemon: Daemon,
+    account: String,
+    key_file: tempfile::NamedTempFile,
+}
+
+fn setup() -> Setup {
+    let bus = Bus::start();
+    let smtp = Smtp::start();
+    let daemon = Daemon::start(&bus, &smtp.relay_config());
+    let account = mailctl(
+        &bus,
+        None,
+        &[
+            "account",
+            "create",
+            "--kind",
+            "establishment",
+            "--label",
+            "Secrétariat",
+            "--address",
+            "secretariat@ecole.fr",
+        ],
+        None,
+    )
+    .out();
+    let code = code_in(&smtp.messages(), &account).unwrap();
+    mailctl(&bus, None, &["account", "verify", &account, &code], None).out();
+    mailctl(
+        &bus,
+        None,
+        &["account", "secure", &account, "--question", "Ville ?"],
+        Some(&format!("{ANSWER}\n")),
+    )
+    .out();
+    wait_for("the confirmation mail", LONG, || smtp.messages().len() == 2);
+    let confirmation = smtp.messages().pop().unwrap();
+    let file = recovery_attachment(&confirmation);
+    assert!(file.contains(&format!("account: {account}")), "{file}");
+    assert!(
+        file.starts_with("# Clé de récupération postecole"),
+        "{file}"
+    );
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), &file).unwrap();
+    Setup {
+        bus,
+        smtp,
+        daemon,
+        account,
+        key_file,
+    }
+}
+
+fn send(s: &Setup, subject: &str, body: &str) -> String {
+    let id = mailctl(
+        &s.bus,
+        None,
+        &[
+            "send",
+            "--account",
+            &s.account,
+            "--to",
+            "famille@example.org",
+            "--subject",
+            subject,
+            "--body",
+            body,
+        ],
+        None,
+    )
+    .out();
+    wait_state(&s.bus, &id, "delivered", LONG);
+    id
+}
+
+fn list_with_answer(s: &Setup, answer: &str) -> postecole_tests::Ctl {
+    mailctl(
+        &s.bus,
+        None,
+        &["archive", "list", &s.account, "--json"],
+        Some(&format!("{answer}\n")),
+    )
+}
+
+#[test]
+fn sent_mail_is_sealed_and_opens_with_answer_or_key_file() {
+    let s = setup();
+    let marker = "MARQUEUR-7f3a9c";
+    let id = send(
+        &s,
+        &format!("Identifiants {marker}"),
+        &format!("Mot de passe provisoire {marker}-corps"),
+    );
+    assert!(
+        s.smtp
+            .messages()
+            .iter()
+            .any(|m| m.contains(&format!("{marker}-corps"))),
+        "really sent"
+    );
+
+    // Nothing of the subject or body anywhere under the state directory.
+    for (path, bytes) in s.daemon.state_bytes() {
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "marker found in {}",
+            path.display()
+        );
+    }
+    assert!(!s.daemon.state_dir.join("local-mail").exists());
+    // And no copy of the recovery key.
+    let key_line = std::fs::read_to_string(s.key_file.path()).unwrap();
+    let key_hex = key_line
+        .lines()
+        .find_map(|l| l.strip_prefix("key: "))
+        .unwrap()
+        .to_owned();
+    for (path, bytes) in s.daemon.state_bytes() {
+        assert!(
+            !bytes
+                .windows(key_hex.len())
+                .any(|w| w == key_hex.as_bytes()),
+            "recovery key in {}",
+            path.display()
+        );
+    }
+
+    let list: serde_json::Value =
+        serde_json::from_str(&list_with_answer(&s, ANSWER).out()).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["subject"], format!("Identifiants {marker}"));
+    // The answer is normalised: case and blanks do not matter.
+    list_with_answer(&s, "  clermont-FERRAND ").out();
+    list_with_answer(&s, "Paris, France").err("WrongCode");
+
+    let key = s.key_file.path().to_str().unwrap();
+    let shown = mailctl(
+        &s.bus,
+        None,
+        &["archive", "show", &s.account, &id, "--key", key],
+        None,
+    )
+    .out();
+    assert!(shown.contains(&format!("{marker}-corps")), "{shown}");
+    let out = tempfile::tempdir().unwrap();
+    let mbox = out.path().join("envois.mbox");
+    mailctl(
+        &s.bus,
+        None,
+        &[
+            "archive",
+            "export",
+            &s.account,
+            "--output",
+            mbox.to_str().unwrap(),
+            "--key",
+            key,
+        ],
+        None,
+    )
+    .out();
+    let exported = std::fs::read_to_string(&mbox).unwrap();
+    assert!(
+        exported.starts_with("From secretariat@ecole.fr "),
+        "{exported}"
+    );
+    assert!(exported.contains(&format!("{marker}-corps")));
+
+    // A truncated or mistyped file is refused with a clear message.
+    let text = std::fs::read_to_string(s.key_file.path()).unwrap();
+    let truncated = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(truncated.path(), &text[..text.len() / 2]).unwrap();
+    let e = mailctl(
+        &s.bus,
+        None,
+        &[
+            "archive",
+            "list",
+            &s.account,
+            "--key",
+            truncated.path().to_str().unwrap(),
+        ],
+        None,
+    )
+    .err("InvalidInput");
+    assert!(e.contains("truncated") || e.contains("checksum"), "{e}");
+    let typo = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        typo.path(),
+        text.replacen(
+            &key_hex[..2],
+            if &key_hex[..2] == "00" { "11" } else { "00" },
+            1,
+        ),
+    )
+    .unwrap();
+    let e = mailctl(
+        &s.bus,
+        None,
+        &[
+            "archive",
+            "list",
+            &s.account,
+            "--key",
+            typo.path().to_str().unwrap(),
+        ],
+        None,
+    )
+    .err("InvalidInput");
+    assert!(e.contains("checksum"), "{e}");
+}
+
+#[test]
+fn recovery_sets_a_new_secret_and_keeps_old_mail_readable() {
+    let s = setup();
+    let id = send(&s, "Bilan avant", "corps avant");
+    let key = s.key_file.path().to_str().unwrap();
+    mailctl(
+        &s.bus,
+        None,
+        &[
+            "account",
+            "recover",
+            &s.account,
+            "--key",
+            key,
+            "--question",
+            "Nouvelle ?",
+        ],
+        Some("Vercingétorix 52\n"),
+    )
+    .out();
+    list_with_answer(&s, ANSWER).err("WrongCode");
+    let list: serde_json::Value =
+        serde_json::from_str(&list_with_answer(&s, "vercingétorix 52").out()).unwrap();
+    assert_eq!(
+        list[0]["id"],
+        id.as_str(),
+        "mail from before the recovery is readable"
+    );
+    send(&s, "Bilan après", "corps après");
+    let list: serde_json::Value =
+        serde_json::from_str(&list_with_answer(&s, "Vercingétorix 52").out()).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    // The file stays valid; changing the secret needs the current answer.
+    mailctl(
+        &s.bus,
+        None,
+        &["archive", "list", &s.account, "--key", key],
+        None,
+    )
+    .out();
+    mailctl(
+        &s.bus,
+        None,
+        &["account", "secret", &s.account, "--question", "Q ?"],
+        Some("mauvaise réponse\nautre réponse\n"),
+    )
+    .err("WrongCode");
+    mailctl(
+        &s.bus,
+        None,
+        &["account", "secret", &s.account, "--question", "Q ?"],
+        Some("Vercingétorix 52\nune autre réponse\n"),
+    )
+    .out();
+    list_with_answer(&s, "une autre réponse").out();
+    let shown: serde_json::Value = serde_json::from_str(
+        &mailctl(
+            &s.bus,
+            None,
+            &["account", "show", &s.account, "--json"],
+            None,
+        )
+        .out(),
+    )
+    .unwrap();
+    assert_eq!(shown["question"], "Q ?");
+}
+
+#[test]
+fn wrong_answers_lock_the_archive_across_restarts_and_are_audited() {
+    let mut s = setup();
+    send(&s, "Un message", "corps");
+    for _ in 0..5 {
+        list_with_answer(&s, "mauvaise réponse").err("WrongCode");
+    }
+    let e = list_with_answer(&s, ANSWER).err("TooManyAttempts");
+    assert!(e.contains("locked"), "{e}");
+    let key = s.key_file.path().to_str().unwrap().to_owned();
+    mailctl(
+        &s.bus,
+        None,
+        &["archive", "list", &s.account, "--key", &key],
+        None,
+    )
+    .err("TooManyAttempts");
+    s.daemon.stop();
+    s.daemon.restart();
+    list_with_answer(&s, ANSWER).err("TooManyAttempts");
+
+    let audit: serde_json::Value =
+        serde_json::from_str(&mailctl(&s.bus, None, &["audit", "--json"], None).out()).unwrap();
+    let actions: Vec<(String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("create", "ok"),
+        ("verify", "ok"),
+        ("secret-set", "ok"),
+        ("archive-list", "refused"),
+        ("archive-list", "locked"),
+    ] {
+        assert!(
+            actions.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+            "{expected:?} missing in {actions:?}"
+        );
+    }
+    assert!(actions.iter().any(|(a, _)| a == "lock"), "{actions:?}");
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["user"] == "root")
+    );
+    let text = audit.to_string().to_lowercase();
+    assert!(
+        !text.contains("clermont") && !text.contains("mauvaise"),
+        "an answer is in the audit log"
+    );
+    assert!(!s.daemon.log().to_lowercase().contains("clermont"));
+}
