@@ -55,6 +55,12 @@ enum Command {
     /// recovery file cleRecuperation.crbee (--key).
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// Writes the man pages and shell completions (used when packaging).
+    #[command(hide = true)]
+    GenerateFiles {
+        /// Output folder: man/ and completions/ are created in it.
+        dir: PathBuf,
+    },
     /// Who did what to which account, and when (administrators).
     Audit {
         /// How many of the newest entries.
@@ -226,6 +232,15 @@ enum AccountCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::GenerateFiles { dir } = &cli.command {
+        return match generate_files(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mailctl: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -237,6 +252,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// mailctl(1) and one page per subcommand (mailctl-account(1), …), plus bash, zsh and fish
+/// completions, all from the clap definition above.
+fn generate_files(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let man = dir.join("man");
+    std::fs::create_dir_all(&man)?;
+    clap_mangen::generate_to(Cli::command(), &man)?;
+    let completions = dir.join("completions");
+    std::fs::create_dir_all(&completions)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "mailctl", &completions)?;
+    }
+    Ok(())
 }
 
 /// What mailctl prints on failure: the daemon's sentence, then its error name for scripts.
@@ -287,6 +321,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Account(cmd) => account(&AccountsProxy::new(&connection).await?, cmd).await,
         Command::Send(args) => send::send(&connection, args).await,
         Command::Queue(cmd) => queue(&OutboxProxy::new(&connection).await?, cmd).await,
+        Command::GenerateFiles { .. } => unreachable!("handled before connecting"),
         Command::Archive(cmd) => archive(&ArchiveProxy::new(&connection).await?, cmd).await,
         Command::Audit { limit, json } => {
             let entries = AccountsProxy::new(&connection)

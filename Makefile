@@ -1,0 +1,48 @@
+# Installs postecole where Debian expects it; `make deb` wraps the same tree into a package.
+#   make install DESTDIR=/tmp/root     (PROFILE=debug to use a debug build)
+#   make deb                            -> target/postecole_<version>_<arch>.deb
+
+PROFILE ?= release
+DESTDIR ?=
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+BIN := target/$(PROFILE)
+GEN := target/generated
+DEBROOT := target/deb/postecole
+
+CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
+
+.PHONY: build install deb clean-deb
+
+build:
+	cargo build $(CARGO_PROFILE_FLAG) -p postecoled -p mailctl
+	rm -rf $(GEN) && $(BIN)/mailctl generate-files $(GEN)
+
+install: build
+	install -Dm755 $(BIN)/postecoled $(DESTDIR)/usr/libexec/postecoled
+	install -Dm755 $(BIN)/mailctl $(DESTDIR)/usr/bin/mailctl
+	install -Dm644 systemd/postecoled.service $(DESTDIR)/usr/lib/systemd/system/postecoled.service
+	install -Dm644 systemd/postecole.sysusers $(DESTDIR)/usr/lib/sysusers.d/postecole.conf
+	install -Dm644 systemd/postecole.tmpfiles $(DESTDIR)/usr/lib/tmpfiles.d/postecole.conf
+	install -Dm644 systemd/org.postecole.Mail1.conf $(DESTDIR)/usr/share/dbus-1/system.d/org.postecole.Mail1.conf
+	install -Dm644 systemd/org.postecole.Mail1.service $(DESTDIR)/usr/share/dbus-1/system-services/org.postecole.Mail1.service
+	install -Dm644 systemd/org.postecole.Mail1.policy $(DESTDIR)/usr/share/polkit-1/actions/org.postecole.Mail1.policy
+	install -Dm644 dbus/org.postecole.Mail1.xml $(DESTDIR)/usr/share/dbus-1/interfaces/org.postecole.Mail1.xml
+	install -Dm644 doc/postecoled.toml.example $(DESTDIR)/usr/share/doc/postecole/examples/postecoled.toml
+	install -Dm644 README.md $(DESTDIR)/usr/share/doc/postecole/README.md
+	install -d $(DESTDIR)/usr/share/man/man1 $(DESTDIR)/usr/share/man/man8
+	for page in $(GEN)/man/*.1; do gzip -9n < $$page > $(DESTDIR)/usr/share/man/man1/$$(basename $$page).gz; done
+	gzip -9n < doc/postecoled.8 > $(DESTDIR)/usr/share/man/man8/postecoled.8.gz
+	install -Dm644 $(GEN)/completions/mailctl.bash $(DESTDIR)/usr/share/bash-completion/completions/mailctl
+	install -Dm644 $(GEN)/completions/_mailctl $(DESTDIR)/usr/share/zsh/vendor-completions/_mailctl
+	install -Dm644 $(GEN)/completions/mailctl.fish $(DESTDIR)/usr/share/fish/vendor_completions.d/mailctl.fish
+
+deb: clean-deb
+	$(MAKE) install DESTDIR=$(CURDIR)/$(DEBROOT) PROFILE=$(PROFILE)
+	install -d $(DEBROOT)/DEBIAN
+	sed -e 's/@VERSION@/$(VERSION)/' -e 's/@ARCH@/$(ARCH)/' debian/control > $(DEBROOT)/DEBIAN/control
+	install -m755 debian/postinst debian/prerm debian/postrm $(DEBROOT)/DEBIAN/
+	dpkg-deb --root-owner-group --build $(DEBROOT) target/postecole_$(VERSION)_$(ARCH).deb
+
+clean-deb:
+	rm -rf target/deb
