@@ -1019,6 +1019,7 @@ mod tests {
             uid,
             name: name.into(),
             admin: false,
+            send_establishment: true,
         }
     }
 
@@ -1027,6 +1028,7 @@ mod tests {
             uid: 0,
             name: "root".into(),
             admin: true,
+            send_establishment: true,
         }
     }
 
@@ -1414,6 +1416,7 @@ mod tests {
             uid: 4242,
             name: "root".into(),
             admin: false,
+            send_establishment: true,
         };
         f.accounts
             .add_staff(&root, &shared.id, "root")

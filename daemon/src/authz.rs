@@ -14,7 +14,14 @@ pub struct Caller {
     /// Unix user name; staff lists are written with names, as administrators think of them.
     pub name: String,
     pub admin: bool,
+    /// May send with establishment accounts at all (polkit mode can say no; the staff
+    /// list still applies).
+    pub send_establishment: bool,
 }
+
+/// polkit actions, as declared in systemd/org.postecole.Mail1.policy.
+pub const ACTION_ADMINISTER: &str = "org.postecole.mail1.administer";
+pub const ACTION_SEND_ESTABLISHMENT: &str = "org.postecole.mail1.send-establishment";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -35,6 +42,7 @@ impl Caller {
             uid,
             name: user.name,
             admin,
+            send_establishment: true,
         })
     }
 }
@@ -104,6 +112,7 @@ mod tests {
             uid,
             name: name.into(),
             admin,
+            send_establishment: true,
         }
     }
 

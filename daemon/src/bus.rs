@@ -20,23 +20,69 @@ use crate::queue::Record;
 
 pub struct AccountsService {
     accounts: Arc<Accounts>,
-    admin_group: String,
+    policy: Arc<Policy>,
 }
 
 impl AccountsService {
-    pub fn new(accounts: Arc<Accounts>, admin_group: String) -> Self {
-        AccountsService {
-            accounts,
-            admin_group,
-        }
+    pub fn new(accounts: Arc<Accounts>, policy: Arc<Policy>) -> Self {
+        AccountsService { accounts, policy }
     }
+}
+
+/// How callers are judged: from `admin_group`, or by asking polkit.
+pub struct Policy {
+    pub admin_group: String,
+    pub polkit: bool,
+}
+
+/// Asks polkit about `action` for the sender of this call (its bus name: polkit then checks
+/// the process and session behind it, never the daemon's own).
+async fn polkit_allows(
+    conn: &Connection,
+    hdr: &Header<'_>,
+    action: &str,
+) -> Result<bool, BusError> {
+    use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
+    let subject = Subject::new_for_message_header(hdr).map_err(internal)?;
+    let authority = AuthorityProxy::new(conn).await.map_err(|e| {
+        tracing::error!(error = %e, "polkit unreachable");
+        BusError::NotAuthorized("polkit, which decides who may do this, cannot be reached".into())
+    })?;
+    let result = authority
+        .check_authorization(
+            &subject,
+            action,
+            &std::collections::HashMap::new(),
+            CheckAuthorizationFlags::ALLOW_USER_INTERACTION,
+            "",
+        )
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, action, "polkit check failed");
+            BusError::NotAuthorized(format!("polkit did not answer about {action}"))
+        })?;
+    Ok(result.is_authorized)
+}
+
+/// The caller, with what polkit says about sending with an establishment address.
+pub async fn caller_for_send(
+    conn: &Connection,
+    hdr: &Header<'_>,
+    policy: &Policy,
+) -> Result<Caller, BusError> {
+    let mut caller = caller(conn, hdr, policy).await?;
+    if policy.polkit && caller.uid != 0 {
+        caller.send_establishment =
+            polkit_allows(conn, hdr, authz::ACTION_SEND_ESTABLISHMENT).await?;
+    }
+    Ok(caller)
 }
 
 /// The Unix user behind the connection that sent this call, as the bus daemon knows it.
 pub async fn caller(
     conn: &Connection,
     hdr: &Header<'_>,
-    admin_group: &str,
+    policy: &Policy,
 ) -> Result<Caller, BusError> {
     let sender = hdr
         .sender()
@@ -50,12 +96,16 @@ pub async fn caller(
         .get_connection_unix_user(sender.clone().into())
         .await
         .map_err(internal)?;
-    let group = admin_group.to_owned();
+    let group = policy.admin_group.to_owned();
     // NSS look-ups may block (LDAP, SSSD).
-    tokio::task::spawn_blocking(move || Caller::from_uid(uid, &group))
+    let mut caller = tokio::task::spawn_blocking(move || Caller::from_uid(uid, &group))
         .await
         .map_err(internal)?
-        .map_err(|e| BusError::NotAuthorized(format!("unknown caller: {e}")))
+        .map_err(|e| BusError::NotAuthorized(format!("unknown caller: {e}")))?;
+    if policy.polkit && uid != 0 {
+        caller.admin = polkit_allows(conn, hdr, authz::ACTION_ADMINISTER).await?;
+    }
+    Ok(caller)
 }
 
 fn internal(e: impl std::fmt::Display) -> BusError {
@@ -112,7 +162,7 @@ impl AccountsService {
         label: &str,
         address: &str,
     ) -> Result<String, BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         let account = self.accounts.create(&caller, kind, label, address).await?;
         notify(&emitter, &account.id, change::CREATED).await;
         Ok(account.id)
@@ -125,7 +175,7 @@ impl AccountsService {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         id: &str,
     ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         self.accounts.resend_code(&caller, id).await?;
         notify(&emitter, id, change::CODE_SENT).await;
         Ok(())
@@ -139,7 +189,7 @@ impl AccountsService {
         id: &str,
         code: &str,
     ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         self.accounts.confirm_code(&caller, id, code).await?;
         notify(&emitter, id, change::VERIFIED).await;
         Ok(())
@@ -154,7 +204,7 @@ impl AccountsService {
         question: &str,
         answer: &str,
     ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         self.accounts
             .set_secret(&caller, id, question, answer)
             .await?;
@@ -170,7 +220,7 @@ impl AccountsService {
         id: &str,
         user: &str,
     ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         self.accounts.add_staff(&caller, id, user).await?;
         notify(&emitter, id, change::STAFF).await;
         Ok(())
@@ -184,7 +234,7 @@ impl AccountsService {
         id: &str,
         user: &str,
     ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         self.accounts.remove_staff(&caller, id, user).await?;
         notify(&emitter, id, change::STAFF).await;
         Ok(())
@@ -196,7 +246,7 @@ impl AccountsService {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<AccountInfo>, BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         Ok(self
             .accounts
             .list(&caller)?
@@ -212,7 +262,7 @@ impl AccountsService {
         #[zbus(connection)] conn: &Connection,
         id: &str,
     ) -> Result<AccountInfo, BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         Ok(account_info(&self.accounts.get(&caller, id)?))
     }
 
@@ -223,7 +273,7 @@ impl AccountsService {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         id: &str,
     ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         self.accounts.delete(&caller, id).await?;
         notify(&emitter, id, change::DELETED).await;
         Ok(())
@@ -237,7 +287,7 @@ impl AccountsService {
         id: &str,
         kind: &str,
     ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         self.accounts.convert(&caller, id, kind).await?;
         notify(&emitter, id, change::CONVERTED).await;
         Ok(())
@@ -249,7 +299,7 @@ impl AccountsService {
         #[zbus(connection)] conn: &Connection,
         id: &str,
     ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         Ok(self.accounts.set_default(&caller, id)?)
     }
 
@@ -259,7 +309,7 @@ impl AccountsService {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         Ok(self.accounts.default_account(&caller)?.unwrap_or_default())
     }
 
@@ -270,7 +320,7 @@ impl AccountsService {
         #[zbus(connection)] conn: &Connection,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         Ok(self
             .accounts
             .audit_log(&caller, limit as usize)?
@@ -304,15 +354,12 @@ async fn notify(emitter: &SignalEmitter<'_>, id: &str, what: &str) {
 
 pub struct OutboxService {
     outbox: Arc<Outbox>,
-    admin_group: String,
+    policy: Arc<Policy>,
 }
 
 impl OutboxService {
-    pub fn new(outbox: Arc<Outbox>, admin_group: String) -> Self {
-        OutboxService {
-            outbox,
-            admin_group,
-        }
+    pub fn new(outbox: Arc<Outbox>, policy: Arc<Policy>) -> Self {
+        OutboxService { outbox, policy }
     }
 }
 
@@ -364,7 +411,7 @@ impl OutboxService {
         message: OutgoingMessage,
         attachments: Vec<Attachment>,
     ) -> Result<String, BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller_for_send(conn, &hdr, &self.policy).await?;
         let mut ids = self
             .outbox
             .send(&caller, account, vec![request(message, attachments)])
@@ -380,7 +427,7 @@ impl OutboxService {
         account: &str,
         messages: Vec<(OutgoingMessage, Vec<Attachment>)>,
     ) -> Result<Vec<String>, BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller_for_send(conn, &hdr, &self.policy).await?;
         let requests = messages.into_iter().map(|(m, a)| request(m, a)).collect();
         Ok(self.outbox.send(&caller, account, requests).await?)
     }
@@ -392,7 +439,7 @@ impl OutboxService {
         #[zbus(connection)] conn: &Connection,
         id: &str,
     ) -> Result<MessageInfo, BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         Ok(message_info(&self.outbox.get(&caller, id)?))
     }
 
@@ -402,7 +449,7 @@ impl OutboxService {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<MessageInfo>, BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         Ok(self
             .outbox
             .list(&caller)?
@@ -417,7 +464,7 @@ impl OutboxService {
         #[zbus(connection)] conn: &Connection,
         id: &str,
     ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         self.outbox.cancel(&caller, id)?;
         Ok(())
     }
@@ -428,7 +475,7 @@ impl OutboxService {
         #[zbus(connection)] conn: &Connection,
         id: &str,
     ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         self.outbox.retry(&caller, id)?;
         Ok(())
     }
@@ -439,7 +486,7 @@ impl OutboxService {
         #[zbus(connection)] conn: &Connection,
         id: &str,
     ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         self.outbox.hold(&caller, id)?;
         Ok(())
     }
@@ -450,7 +497,7 @@ impl OutboxService {
         #[zbus(connection)] conn: &Connection,
         id: &str,
     ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         self.outbox.release(&caller, id)?;
         Ok(())
     }
@@ -461,7 +508,7 @@ impl OutboxService {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         Ok(self.outbox.test_relay(&caller).await?)
     }
 
@@ -505,15 +552,12 @@ pub async fn forward_message_events(
 
 pub struct ArchiveService {
     accounts: Arc<Accounts>,
-    admin_group: String,
+    policy: Arc<Policy>,
 }
 
 impl ArchiveService {
-    pub fn new(accounts: Arc<Accounts>, admin_group: String) -> Self {
-        ArchiveService {
-            accounts,
-            admin_group,
-        }
+    pub fn new(accounts: Arc<Accounts>, policy: Arc<Policy>) -> Self {
+        ArchiveService { accounts, policy }
     }
 }
 
@@ -550,7 +594,7 @@ impl ArchiveService {
         answer: &str,
         key_file: Vec<OwnedFd>,
     ) -> Result<Vec<ArchivedInfo>, BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         let with = unlock_with(answer, key_file)?;
         Ok(self
             .accounts
@@ -580,7 +624,7 @@ impl ArchiveService {
         answer: &str,
         key_file: Vec<OwnedFd>,
     ) -> Result<Vec<u8>, BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         let with = unlock_with(answer, key_file)?;
         self.accounts
             .archived(&caller, account, with, "archive-read")
@@ -606,7 +650,7 @@ impl ArchiveService {
         output: OwnedFd,
     ) -> Result<u32, BusError> {
         use std::io::Write;
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         let with = unlock_with(answer, key_file)?;
         let messages = self
             .accounts
@@ -631,7 +675,7 @@ impl ArchiveService {
         question: &str,
         answer: &str,
     ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         Ok(self
             .accounts
             .change_secret(&caller, account, old_answer, question, answer)
@@ -647,7 +691,7 @@ impl ArchiveService {
         question: &str,
         answer: &str,
     ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.admin_group).await?;
+        let caller = caller(conn, &hdr, &self.policy).await?;
         let file = read_key_file(key_file)?;
         Ok(self
             .accounts

@@ -34,10 +34,23 @@ pub struct Config {
     pub state_dir: PathBuf,
     #[serde(default = "default_admin_group")]
     pub admin_group: String,
+    /// Who decides that a caller is an administrator.
+    #[serde(default)]
+    pub authorization: Authorization,
     /// Absent: the embedded default, `.eml` files under `state_dir/local-mail`.
     pub relay: Option<Relay>,
     #[serde(default)]
     pub queue: Queue,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Authorization {
+    /// Root and members of `admin_group`: works where polkit is absent.
+    #[default]
+    Group,
+    /// polkit decides, for the caller's bus name (the system-wide convention).
+    Polkit,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -93,6 +106,7 @@ impl Default for Config {
         Config {
             state_dir: default_state_dir(),
             admin_group: default_admin_group(),
+            authorization: Authorization::Group,
             relay: None,
             queue: Queue::default(),
         }
@@ -323,6 +337,8 @@ concurrency = 2
             .unwrap_err()
             .to_string();
         assert!(e.contains("relay.password_file"), "{e}");
+        let e = parse("authorization = \"ldap\"").unwrap_err().to_string();
+        assert!(e.contains("authorization") || e.contains("ldap"), "{e}");
         let e = parse("[queue]\nconcurrency = \"four\"")
             .unwrap_err()
             .to_string();

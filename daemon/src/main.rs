@@ -119,6 +119,10 @@ async fn run(args: Args) -> Result<(), String> {
         relay.clone(),
     ));
     let events = queue.subscribe();
+    let policy = Arc::new(bus::Policy {
+        admin_group: config.admin_group.clone(),
+        polkit: config.authorization == config::Authorization::Polkit,
+    });
 
     let builder = if args.session {
         zbus::connection::Builder::session()
@@ -132,15 +136,15 @@ async fn run(args: Args) -> Result<(), String> {
         .name(postecole_dbus::BUS_NAME)
         .serve_at(
             postecole_dbus::OBJECT_PATH,
-            bus::AccountsService::new(accounts.clone(), config.admin_group.clone()),
+            bus::AccountsService::new(accounts.clone(), policy.clone()),
         )
         .serve_at(
             postecole_dbus::OBJECT_PATH,
-            bus::ArchiveService::new(accounts, config.admin_group.clone()),
+            bus::ArchiveService::new(accounts, policy.clone()),
         )
         .serve_at(
             postecole_dbus::OBJECT_PATH,
-            bus::OutboxService::new(outbox, config.admin_group.clone()),
+            bus::OutboxService::new(outbox, policy.clone()),
         )
         .build()
         .await

@@ -74,6 +74,12 @@ impl Outbox {
             )));
         }
         let account = self.accounts.for_sending(caller, account)?;
+        if account.kind == crate::accounts::Kind::Establishment && !caller.send_establishment {
+            return Err(Error::NotAuthorized(format!(
+                "polkit does not allow you to send with the establishment address (action {})",
+                crate::authz::ACTION_SEND_ESTABLISHMENT
+            )));
+        }
         let config = self.config.clone();
         let submitter = caller.uid;
         let batch = requests.len() > 1;

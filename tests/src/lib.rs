@@ -15,6 +15,11 @@ pub const ADMIN_GROUP: &str = "postecole-test-admin";
 pub const USER_ALICE: &str = "pctest-alice";
 pub const USER_BOB: &str = "pctest-bob";
 pub const USER_ADMIN: &str = "pctest-admin";
+/// polkit actions of systemd/org.postecole.Mail1.policy.
+pub const ACTION_ADMINISTER: &str = "org.postecole.mail1.administer";
+pub const ACTION_SEND_ESTABLISHMENT: &str = "org.postecole.mail1.send-establishment";
+/// The service user of the shipped unit and bus policy.
+pub const SERVICE_USER: &str = "postecole";
 
 /// Where cargo put the workspace's binaries: beside this executable (the bench) or beside
 /// the `deps/` folder it lives in (tests).
@@ -96,6 +101,11 @@ pub struct Bus {
 
 impl Bus {
     pub fn start() -> Bus {
+        Bus::start_with_policy("")
+    }
+
+    /// With extra `<policy>` elements, e.g. to let a mock polkit own its name.
+    pub fn start_with_policy(extra: &str) -> Bus {
         let dir = shared_tempdir();
         let socket = dir.path().join("system_bus_socket");
         let policy = workspace_root().join("systemd/org.postecole.Mail1.conf");
@@ -121,6 +131,7 @@ impl Bus {
     <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
   </policy>
   <include>{policy}</include>
+  {extra}
 </busconfig>
 "#,
             socket = socket.display(),
@@ -251,6 +262,8 @@ impl Drop for Smtp {
 /// The real `postecoled`, on the test bus, with its own state directory and log file.
 pub struct Daemon {
     child: Option<Child>,
+    /// Unix user the daemon runs as (through setpriv), or the test's own.
+    user: Option<String>,
     pub state_dir: PathBuf,
     pub config_path: PathBuf,
     log_path: PathBuf,
@@ -262,7 +275,12 @@ impl Daemon {
     /// Starts the daemon with `extra_config` appended to a config naming its state directory
     /// and the test admin group, and waits until it owns its bus name.
     pub fn start(bus: &Bus, extra_config: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
+        Daemon::start_as(bus, extra_config, None)
+    }
+
+    /// As `start`, running as `user` (its state owned by that user), as systemd would.
+    pub fn start_as(bus: &Bus, extra_config: &str, user: Option<&str>) -> Daemon {
+        let dir = shared_tempdir();
         let state_dir = dir.path().join("state");
         let config_path = dir.path().join("postecoled.toml");
         std::fs::write(
@@ -273,8 +291,17 @@ impl Daemon {
             ),
         )
         .unwrap();
+        if let Some(user) = user {
+            let status = Command::new("chown")
+                .args(["-R", user])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown to {user}");
+        }
         let mut daemon = Daemon {
             child: None,
+            user: user.map(str::to_owned),
             state_dir,
             log_path: dir.path().join("postecoled.log"),
             config_path,
@@ -319,7 +346,16 @@ impl Daemon {
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        let child = Command::new(bin("postecoled"))
+        let mut command = match &self.user {
+            Some(user) => {
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid", user, "--regid", user, "--init-groups", "--"])
+                    .arg(shared_bin("postecoled"));
+                c
+            }
+            None => Command::new(bin("postecoled")),
+        };
+        let child = command
             .arg("--config")
             .arg(&self.config_path)
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus_address)
@@ -525,17 +561,23 @@ pub fn mailctl(bus: &Bus, user: Option<&str>, args: &[&str], stdin: Option<&str>
     }
 }
 
-/// A copy of `mailctl` that any user can execute, whatever the permissions of the checkout.
-fn shared_mailctl() -> PathBuf {
-    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    COPY.get_or_init(|| {
-        let dir = shared_tempdir().keep();
-        let path = dir.join("mailctl");
-        std::fs::copy(bin("mailctl"), &path).unwrap();
+/// A copy of a workspace binary that any user can execute, whatever the permissions of the
+/// checkout.
+pub fn shared_bin(name: &str) -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let dir = DIR.get_or_init(|| shared_tempdir().keep());
+    let _guard = LOCK.lock().unwrap();
+    let path = dir.join(name);
+    if !path.exists() {
+        std::fs::copy(bin(name), &path).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
-    })
-    .clone()
+    }
+    path
+}
+
+fn shared_mailctl() -> PathBuf {
+    shared_bin("mailctl")
 }
 
 /// Creates the test users and admin group once. Needs root (CI runs as root).
@@ -568,6 +610,19 @@ pub fn ensure_users() {
             }
         }
         run(&["usermod", "-a", "-G", ADMIN_GROUP, USER_ADMIN]);
+        if nix::unistd::User::from_name(SERVICE_USER)
+            .unwrap()
+            .is_none()
+        {
+            run(&[
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVICE_USER,
+            ]);
+        }
     });
 }
 
