@@ -71,6 +71,18 @@ async fn sink(count: Arc<AtomicUsize>) -> u16 {
     port
 }
 
+/// `n` messages in `SendBatch` calls of 100.
+async fn send_batches(outbox: &postecole_dbus::OutboxProxy<'_>, account: &str, n: usize) {
+    let mut sent = 0;
+    while sent < n {
+        let batch: Vec<_> = (sent..(sent + 100).min(n))
+            .map(|i| (message(i), vec![]))
+            .collect();
+        sent += batch.len();
+        outbox.send_batch(account, batch).await.unwrap();
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
@@ -126,14 +138,7 @@ fn main() {
         let single_rate = singles as f64 / start.elapsed().as_secs_f64();
         latencies.sort();
         let start = Instant::now();
-        let mut sent = 0;
-        while sent < n {
-            let batch: Vec<_> = (sent..(sent + 100).min(n))
-                .map(|i| (message(i), vec![]))
-                .collect();
-            sent += batch.len();
-            outbox.send_batch(&account, batch).await.unwrap();
-        }
+        send_batches(&outbox, &account, n).await;
         let batch_rate = n as f64 / start.elapsed().as_secs_f64();
         (
             (
@@ -154,14 +159,7 @@ fn main() {
         let conn = bus.connect().await;
         let outbox = postecole_dbus::OutboxProxy::new(&conn).await.unwrap();
         let start = Instant::now();
-        let mut sent = 0;
-        while sent < n {
-            let batch: Vec<_> = (sent..(sent + 100).min(n))
-                .map(|i| (message(i), vec![]))
-                .collect();
-            sent += batch.len();
-            outbox.send_batch(&account, batch).await.unwrap();
-        }
+        send_batches(&outbox, &account, n).await;
         while count.load(Ordering::SeqCst) < base + n {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }

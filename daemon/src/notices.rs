@@ -36,11 +36,13 @@ pub fn sender(config: &Config, account: &Account) -> Result<(Mailbox, Option<Mai
     }
 }
 
+/// A mail to the account's own address, in its name; `attachment` is (file name, content).
 fn letter(
     config: &Config,
     account: &Account,
     subject: &str,
     body: String,
+    attachment: Option<(&str, &str)>,
 ) -> Result<Message, Error> {
     let (from, reply_to) = sender(config, account)?;
     let to = Mailbox::new(
@@ -52,12 +54,22 @@ fn letter(
         .to(to)
         .subject(subject)
         .message_id(None)
-        .user_agent(format!("postecole {}", env!("CARGO_PKG_VERSION")))
-        .header(ContentType::TEXT_PLAIN);
+        .user_agent(format!("postecole {}", env!("CARGO_PKG_VERSION")));
     if let Some(reply_to) = reply_to {
         builder = builder.reply_to(reply_to);
     }
-    builder.body(body).map_err(|e| Error(e.to_string()))
+    let built = match attachment {
+        None => builder.singlepart(SinglePart::plain(body)),
+        Some((name, content)) => builder.multipart(
+            MultiPart::mixed()
+                .singlepart(SinglePart::plain(body))
+                .singlepart(Attachment::new(name.to_owned()).body(
+                    content.as_bytes().to_vec(),
+                    ContentType::parse("application/octet-stream").expect("a valid content type"),
+                )),
+        ),
+    };
+    built.map_err(|e| Error(e.to_string()))
 }
 
 pub fn verification(
@@ -96,6 +108,7 @@ pub fn verification(
         account,
         &format!("Code de vérification : {}", account.label),
         body,
+        None,
     )
 }
 
@@ -131,32 +144,13 @@ pub fn confirmation(
         label = account.label,
         file = crate::archive::RECOVERY_FILE_NAME,
     );
-    let (from, reply_to) = sender(config, account)?;
-    let to = Mailbox::new(
-        None,
-        account.address.parse().map_err(|e| Error(format!("{e}")))?,
-    );
-    let mut builder = Message::builder()
-        .from(from)
-        .to(to)
-        .subject(format!("Adresse configurée : {}", account.label))
-        .message_id(None)
-        .user_agent(format!("postecole {}", env!("CARGO_PKG_VERSION")));
-    if let Some(reply_to) = reply_to {
-        builder = builder.reply_to(reply_to);
-    }
-    builder
-        .multipart(
-            MultiPart::mixed()
-                .singlepart(SinglePart::plain(body))
-                .singlepart(
-                    Attachment::new(crate::archive::RECOVERY_FILE_NAME.to_owned()).body(
-                        recovery_file.as_bytes().to_vec(),
-                        ContentType::parse("application/octet-stream").expect("valid content type"),
-                    ),
-                ),
-        )
-        .map_err(|e| Error(e.to_string()))
+    letter(
+        config,
+        account,
+        &format!("Adresse configurée : {}", account.label),
+        body,
+        Some((crate::archive::RECOVERY_FILE_NAME, recovery_file)),
+    )
 }
 
 /// This PC's name, as the mails show it to the person who receives the code.
