@@ -166,10 +166,51 @@ fn main() {
         n as f64 / start.elapsed().as_secs_f64()
     });
 
+    // Mail-merge: a CSV of families, each with its own 200 KB PDF, to all delivered.
+    let families = n;
+    let bus = Bus::start();
+    let (_daemon, account) = prepared(&bus, port, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("eleve;periode;email;fichier\n");
+    let pdf: Vec<u8> = (0..200 * 1024).map(|i| (i % 251) as u8).collect();
+    for f in 0..families {
+        csv.push_str(&format!(
+            "Élève {f};du 1er trimestre;famille{f}@example.org;bilan-{f}.pdf\n"
+        ));
+        std::fs::write(dir.path().join(format!("bilan-{f}.pdf")), &pdf).unwrap();
+    }
+    let csv_path = dir.path().join("familles.csv");
+    std::fs::write(&csv_path, csv).unwrap();
+    let start = Instant::now();
+    let out = postecole_tests::mailctl(
+        &bus,
+        None,
+        &[
+            "merge",
+            "--account",
+            &account,
+            "--template",
+            "bilan",
+            "--csv",
+            csv_path.to_str().unwrap(),
+            "--attach-column",
+            "fichier",
+            "--json",
+        ],
+        None,
+    );
+    let merge_secs = start.elapsed().as_secs_f64();
+    assert!(out.ok, "merge failed: {}", out.stderr);
+
     println!("messages: {n}");
     println!("enqueue_single_msgs_per_s: {:.0}", single.0);
     println!("send_p50_ms: {:.2}", single.1);
     println!("send_p99_ms: {:.2}", single.2);
     println!("enqueue_batch_msgs_per_s: {batched:.0}");
     println!("delivery_msgs_per_s: {delivery_rate:.0}");
+    println!("merge_families: {families}");
+    println!(
+        "merge_200k_pdf_msgs_per_s: {:.0}",
+        families as f64 / merge_secs
+    );
 }

@@ -1,6 +1,7 @@
 //! mailctl: the command line of postecole. Every command is one or a few D-Bus calls to
 //! postecoled; nothing is decided here.
 
+mod merge;
 mod output;
 mod send;
 
@@ -43,6 +44,14 @@ enum Command {
     /// The message is accepted once it is safely on disk: it will be delivered even if the
     /// relay is down now or the PC restarts. Attachments are opened by mailctl, as you.
     Send(send::SendArgs),
+    /// One message per family from a CSV export (address, variables, each family's file).
+    ///
+    /// Every row is checked first; rows without a usable address or file are listed and left
+    /// out. Then the messages are queued in one go and followed until delivered or failed.
+    Merge(merge::MergeArgs),
+    /// The message templates: built-in (identifiants, absence, bilan) and the school's own.
+    #[command(subcommand)]
+    Template(TemplateCommand),
     /// Follow and manage queued messages (yours; administrators see all).
     #[command(subcommand)]
     Queue(QueueCommand),
@@ -117,6 +126,14 @@ enum QueueCommand {
     Hold { id: String },
     /// Let a held message go.
     Release { id: String },
+}
+
+#[derive(Subcommand)]
+enum TemplateCommand {
+    /// Each template with its variables.
+    List(Json),
+    /// One template's variables and text.
+    Show { name: String },
 }
 
 #[derive(Subcommand)]
@@ -320,6 +337,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Account(cmd) => account(&AccountsProxy::new(&connection).await?, cmd).await,
         Command::Send(args) => send::send(&connection, args).await,
+        Command::Merge(args) => merge::merge(&connection, args).await,
+        Command::Template(cmd) => template(&OutboxProxy::new(&connection).await?, cmd).await,
         Command::Queue(cmd) => queue(&OutboxProxy::new(&connection).await?, cmd).await,
         Command::GenerateFiles { .. } => unreachable!("handled before connecting"),
         Command::Archive(cmd) => archive(&ArchiveProxy::new(&connection).await?, cmd).await,
@@ -343,6 +362,57 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+async fn template(proxy: &OutboxProxy<'_>, cmd: TemplateCommand) -> Result<(), Failure> {
+    let templates = proxy.list_templates().await?;
+    match cmd {
+        TemplateCommand::List(Json { json: true }) => {
+            let list: Vec<_> = templates
+                .iter()
+                .map(|t| {
+                    serde_json::json!({"name": t.name, "description": t.description,
+                                       "variables": t.variables, "attachment": t.attachment})
+                })
+                .collect();
+            println!("{}", serde_json::Value::Array(list));
+        }
+        TemplateCommand::List(_) => {
+            let rows: Vec<Vec<String>> = templates
+                .iter()
+                .map(|t| {
+                    let mut vars = t.variables.join(", ");
+                    if t.attachment {
+                        vars.push_str(" + file");
+                    }
+                    vec![t.name.clone(), t.description.clone(), vars]
+                })
+                .collect();
+            print!(
+                "{}",
+                output::table(&["NAME", "DESCRIPTION", "VARIABLES"], &rows)
+            );
+        }
+        TemplateCommand::Show { name } => {
+            let t = templates
+                .into_iter()
+                .find(|t| t.name == name)
+                .ok_or_else(|| Failure(format!("no template `{name}`")))?;
+            println!(
+                "name        {}
+description {}
+variables   {}
+attachment  {}
+subject     {}",
+                t.name,
+                t.description,
+                t.variables.join(", "),
+                if t.attachment { "one per family" } else { "-" },
+                t.subject
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn queue(proxy: &OutboxProxy<'_>, cmd: QueueCommand) -> Result<(), Failure> {

@@ -58,7 +58,7 @@ fn read(path: &PathBuf, what: &str) -> Result<String, Failure> {
 }
 
 /// The content type a mail reader needs to open the file, from its extension.
-fn content_type(path: &std::path::Path) -> &'static str {
+pub fn content_type(path: &std::path::Path) -> &'static str {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -81,23 +81,28 @@ fn content_type(path: &std::path::Path) -> &'static str {
     }
 }
 
+/// `--account`, or the caller's default account.
+pub async fn account_or_default(
+    connection: &zbus::Connection,
+    account: Option<String>,
+) -> Result<String, Failure> {
+    if let Some(a) = account {
+        return Ok(a);
+    }
+    let id = AccountsProxy::new(connection)
+        .await?
+        .get_default_account()
+        .await?;
+    if id.is_empty() {
+        return Err(Failure(
+            "no --account given and no default account set (mailctl account default ID)".into(),
+        ));
+    }
+    Ok(id)
+}
+
 pub async fn send(connection: &zbus::Connection, args: SendArgs) -> Result<(), Failure> {
-    let account = match args.account {
-        Some(a) => a,
-        None => {
-            let id = AccountsProxy::new(connection)
-                .await?
-                .get_default_account()
-                .await?;
-            if id.is_empty() {
-                return Err(Failure(
-                    "no --account given and no default account set (mailctl account default ID)"
-                        .into(),
-                ));
-            }
-            id
-        }
-    };
+    let account = account_or_default(connection, args.account).await?;
     let text = match (&args.body, &args.body_file) {
         (Some(body), _) => body.clone(),
         (None, Some(path)) => read(path, "body")?,

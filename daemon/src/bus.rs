@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use postecole_dbus::{
     AccountInfo, ArchivedInfo, Attachment, AuditEntry, Error as BusError, MessageInfo,
-    OutgoingMessage,
+    OutgoingMessage, RowAttachment, TemplateInfo,
 };
 use zbus::OwnedFd;
 use zbus::message::Header;
@@ -500,6 +502,71 @@ impl OutboxService {
         let caller = caller(conn, &hdr, &self.policy).await?;
         self.outbox.release(&caller, id)?;
         Ok(())
+    }
+
+    #[zbus(out_args("templates"))]
+    async fn list_templates(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<TemplateInfo>, BusError> {
+        caller(conn, &hdr, &self.policy).await?;
+        Ok(self
+            .outbox
+            .templates()
+            .into_values()
+            .map(|t| TemplateInfo {
+                name: t.name,
+                description: t.description,
+                variables: t.variables,
+                attachment: t.attachment,
+                subject: t.subject,
+            })
+            .collect())
+    }
+
+    #[zbus(out_args("subject", "text", "html"))]
+    async fn preview(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        account: &str,
+        template: &str,
+        variables: HashMap<String, String>,
+    ) -> Result<(String, String, String), BusError> {
+        let caller = caller(conn, &hdr, &self.policy).await?;
+        let r = self
+            .outbox
+            .preview(&caller, account, template, &variables)?;
+        Ok((r.subject, r.text, r.html.unwrap_or_default()))
+    }
+
+    // The D-Bus signature fixes the arguments.
+    #[allow(clippy::too_many_arguments)]
+    #[zbus(out_args("ids", "refused"))]
+    async fn send_template(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        account: &str,
+        template: &str,
+        rows: Vec<HashMap<String, String>>,
+        attachments: Vec<RowAttachment>,
+        dry_run: bool,
+    ) -> Result<(Vec<String>, Vec<(u32, String)>), BusError> {
+        let caller = caller_for_send(conn, &hdr, &self.policy).await?;
+        let mut by_row: HashMap<usize, Vec<(String, String, std::fs::File)>> = HashMap::new();
+        for (row, name, content_type, fd) in attachments {
+            by_row.entry(row as usize).or_default().push((
+                name,
+                content_type,
+                std::fs::File::from(std::os::fd::OwnedFd::from(fd)),
+            ));
+        }
+        Ok(self
+            .outbox
+            .send_template(&caller, account, template, rows, by_row, dry_run)
+            .await?)
     }
 
     #[zbus(out_args("report"))]

@@ -37,6 +37,9 @@ pub struct Config {
     /// Who decides that a caller is an administrator.
     #[serde(default)]
     pub authorization: Authorization,
+    /// The school's own message templates (`*.toml`), next to the built-in ones.
+    #[serde(default = "default_templates_dir")]
+    pub templates_dir: PathBuf,
     /// Absent: the embedded default, `.eml` files under `state_dir/local-mail`.
     pub relay: Option<Relay>,
     #[serde(default)]
@@ -107,6 +110,7 @@ impl Default for Config {
             state_dir: default_state_dir(),
             admin_group: default_admin_group(),
             authorization: Authorization::Group,
+            templates_dir: default_templates_dir(),
             relay: None,
             queue: Queue::default(),
         }
@@ -115,6 +119,9 @@ impl Default for Config {
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from(DEFAULT_STATE_DIR)
+}
+fn default_templates_dir() -> PathBuf {
+    PathBuf::from("/etc/postecole/templates")
 }
 fn default_admin_group() -> String {
     "postecole-admin".into()

@@ -14,6 +14,7 @@ mod outbox;
 mod queue;
 mod secret;
 mod store;
+mod templates;
 mod validate;
 
 use std::path::PathBuf;

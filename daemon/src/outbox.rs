@@ -1,6 +1,7 @@
 //! Sending: who may send with which account, turning a request into the exact bytes to
 //! deliver, and managing one's own queued messages. The queue itself is in `queue`.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 
@@ -21,6 +22,10 @@ use crate::{notices, validate};
 pub const MAX_RECIPIENTS: usize = 100;
 pub const MAX_SUBJECT_CHARS: usize = 250;
 pub const MAX_BATCH: usize = 10_000;
+/// The row key holding a template message's recipients.
+pub const ADDRESS_KEY: &str = "email";
+/// The row key naming the row's file, so that a dry run can tell which rows will have one.
+pub const ATTACHMENT_KEY: &str = "attachment";
 
 /// A message as a client asks for it.
 #[derive(Default)]
@@ -142,6 +147,97 @@ impl Outbox {
     pub fn release(&self, caller: &Caller, id: &str) -> Result<Record> {
         self.get(caller, id)?;
         Ok(self.queue.release(id)?)
+    }
+
+    pub fn templates(&self) -> std::collections::BTreeMap<String, crate::templates::Template> {
+        crate::templates::load(&self.config.templates_dir)
+    }
+
+    fn template(&self, name: &str) -> Result<crate::templates::Template> {
+        self.templates().remove(name).ok_or_else(|| {
+            Error::NotFound(format!(
+                "no template `{name}` (see `mailctl template list`)"
+            ))
+        })
+    }
+
+    pub fn preview(
+        &self,
+        caller: &Caller,
+        account: &str,
+        template: &str,
+        row: &HashMap<String, String>,
+    ) -> Result<crate::templates::Rendered> {
+        self.accounts.for_sending(caller, account)?;
+        self.template(template)?
+            .render(row, &[ADDRESS_KEY, ATTACHMENT_KEY])
+            .map_err(Error::InvalidInput)
+    }
+
+    /// One message per row, in one durable commit. Rows that cannot be mailed (no address, a
+    /// bad one, no attachment where one is expected) are reported and left out; a missing or
+    /// unknown variable refuses everything, since the letter itself would be wrong.
+    ///
+    /// The system bus carries at most 16 descriptors and 32 MiB per message, so a client checks
+    /// all rows in one dry run (naming each row's file under `attachment`), then sends them in
+    /// chunks with their descriptors.
+    pub async fn send_template(
+        &self,
+        caller: &Caller,
+        account: &str,
+        template: &str,
+        rows: Vec<HashMap<String, String>>,
+        mut attachments: HashMap<usize, Vec<(String, String, std::fs::File)>>,
+        dry_run: bool,
+    ) -> Result<(Vec<String>, Vec<(u32, String)>)> {
+        let template = self.template(template)?;
+        let mut requests = Vec::new();
+        let mut refused = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            let rendered = template
+                .render(row, &[ADDRESS_KEY, ATTACHMENT_KEY])
+                .map_err(|e| {
+                    Error::InvalidInput(format!("row {}: {e}; nothing was sent", i + 1))
+                })?;
+            let to: Vec<String> = row
+                .get(ADDRESS_KEY)
+                .map(|a| {
+                    a.split([',', ';'])
+                        .map(str::trim)
+                        .filter(|a| !a.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if to.is_empty() {
+                refused.push((i as u32, "no address".to_owned()));
+                continue;
+            }
+            if let Some(bad) = to.iter().find(|a| validate::address(a).is_err()) {
+                refused.push((i as u32, format!("invalid address `{bad}`")));
+                continue;
+            }
+            let files = attachments.remove(&i).unwrap_or_default();
+            let announced = dry_run && row.get(ATTACHMENT_KEY).is_some_and(|a| !a.is_empty());
+            if template.attachment && files.is_empty() && !announced {
+                refused.push((i as u32, "no attachment".to_owned()));
+                continue;
+            }
+            requests.push(Request {
+                to,
+                subject: rendered.subject,
+                text: rendered.text,
+                html: rendered.html,
+                attachments: files,
+                ..Request::default()
+            });
+        }
+        if dry_run || requests.is_empty() {
+            self.accounts.for_sending(caller, account)?;
+            return Ok((Vec::new(), refused));
+        }
+        let ids = self.send(caller, account, requests).await?;
+        Ok((ids, refused))
     }
 
     pub async fn test_relay(&self, caller: &Caller) -> Result<String> {

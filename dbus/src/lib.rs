@@ -11,7 +11,9 @@ mod outbox;
 pub use accounts::{AccountInfo, AccountsProxy, AuditEntry};
 pub use archive::{ArchiveProxy, ArchivedInfo};
 pub use error::Error;
-pub use outbox::{Attachment, MessageInfo, OutboxProxy, OutgoingMessage};
+pub use outbox::{
+    Attachment, MessageInfo, OutboxProxy, OutgoingMessage, RowAttachment, TemplateInfo,
+};
 
 /// Well-known bus name the daemon owns.
 pub const BUS_NAME: &str = "org.postecole.Mail1";

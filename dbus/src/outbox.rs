@@ -46,6 +46,22 @@ pub struct MessageInfo {
     pub size: u64,
 }
 
+/// A message template (`a{sv}`).
+#[derive(SerializeDict, DeserializeDict, Type, Debug, Clone, Default, PartialEq)]
+#[zbus(signature = "a{sv}")]
+pub struct TemplateInfo {
+    pub name: String,
+    pub description: String,
+    /// What each row must give, besides `email`.
+    pub variables: Vec<String>,
+    /// Each row needs its own attachment (e.g. the report's PDF).
+    pub attachment: bool,
+    pub subject: String,
+}
+
+/// A row's attachment for `SendTemplate`: row index (from 0), file name, content type, fd.
+pub type RowAttachment = (u32, String, String, OwnedFd);
+
 /// `org.postecole.Mail1.Outbox`: the durable outgoing queue.
 #[proxy(
     interface = "org.postecole.Mail1.Outbox",
@@ -76,6 +92,27 @@ pub trait Outbox {
     /// Keeps a waiting message from being sent until released.
     fn hold(&self, id: &str) -> Result<(), Error>;
     fn release(&self, id: &str) -> Result<(), Error>;
+    /// The built-in templates and the school's own.
+    fn list_templates(&self) -> Result<Vec<TemplateInfo>, Error>;
+    /// One message rendered with `variables`: (subject, text, html).
+    fn preview(
+        &self,
+        account: &str,
+        template: &str,
+        variables: std::collections::HashMap<&str, &str>,
+    ) -> Result<(String, String, String), Error>;
+    /// One message per row (addresses under `email`, `,` or `;` between several), queued in one
+    /// durable commit. Rows without a usable address or attachment are left out and reported as
+    /// (row index, reason); a missing or unknown variable refuses the whole batch. With
+    /// `dry_run`, nothing is queued.
+    fn send_template(
+        &self,
+        account: &str,
+        template: &str,
+        rows: Vec<std::collections::HashMap<&str, &str>>,
+        attachments: Vec<RowAttachment>,
+        dry_run: bool,
+    ) -> Result<(Vec<String>, Vec<(u32, String)>), Error>;
     /// Connects to the relay (TLS, AUTH as configured) and reports what happened.
     fn test_relay(&self) -> Result<String, Error>;
 

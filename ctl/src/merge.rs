@@ -1,0 +1,405 @@
+//! `mailctl merge`: one message per family from a CSV export, with each family's own file.
+//! Reads the CSV as schools' software writes it (UTF-8 or Windows-1252, `;` or `,`), checks
+//! every row with the daemon before anything is queued, then follows delivery.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use postecole_dbus::{OutboxProxy, RowAttachment};
+use serde_json::json;
+
+use crate::Failure;
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// Account to send with (default: `mailctl account default`).
+    #[arg(long)]
+    account: Option<String>,
+    /// Template name (see `mailctl template list`).
+    #[arg(long)]
+    template: String,
+    /// The families: one row each, a header row naming the columns.
+    #[arg(long, value_name = "FILE")]
+    csv: PathBuf,
+    /// Column holding the e-mail address(es); several separated by `,` or `;`.
+    #[arg(long, default_value = "email", value_name = "COLUMN")]
+    address_column: String,
+    /// Column holding each family's file (relative to the CSV's folder).
+    #[arg(long, value_name = "COLUMN")]
+    attach_column: Option<String>,
+    /// Check every row and report, without sending.
+    #[arg(long)]
+    dry_run: bool,
+    /// Show the first N messages as they will be sent.
+    #[arg(long, value_name = "N")]
+    preview: Option<usize>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The CSV's text: UTF-8 (with or without BOM), else Windows-1252.
+pub fn decode(bytes: &[u8]) -> String {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => encoding_rs::WINDOWS_1252.decode(bytes).0.into_owned(),
+    }
+}
+
+/// `;` when the header has more of them than `,` (French spreadsheet exports).
+pub fn delimiter(text: &str) -> u8 {
+    let header = text.lines().next().unwrap_or_default();
+    if header.matches(';').count() > header.matches(',').count() {
+        b';'
+    } else {
+        b','
+    }
+}
+
+pub struct Table {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+pub fn read_csv(path: &Path) -> Result<Table, Failure> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
+    let text = decode(&bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter(&text))
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let header = reader
+        .headers()
+        .map_err(|e| Failure(format!("{}: {e}", path.display())))?
+        .iter()
+        .map(|h| h.trim().to_owned())
+        .collect();
+    let rows = reader
+        .records()
+        .map(|r| r.map(|r| r.iter().map(|c| c.trim().to_owned()).collect()))
+        .collect::<Result<Vec<Vec<String>>, _>>()
+        .map_err(|e| Failure(format!("{}: {e}", path.display())))?;
+    Ok(Table { header, rows })
+}
+
+/// A family's outcome, for the summary.
+struct Outcome {
+    line: usize,
+    address: String,
+    state: String,
+    detail: String,
+}
+
+pub async fn merge(connection: &zbus::Connection, args: MergeArgs) -> Result<(), Failure> {
+    let account = crate::send::account_or_default(connection, args.account).await?;
+    let outbox = OutboxProxy::new(connection).await?;
+    let template = outbox
+        .list_templates()
+        .await?
+        .into_iter()
+        .find(|t| t.name == args.template)
+        .ok_or_else(|| {
+            Failure(format!(
+                "no template `{}` (see `mailctl template list`)",
+                args.template
+            ))
+        })?;
+    let table = read_csv(&args.csv)?;
+    let column = |name: &str| {
+        table
+            .header
+            .iter()
+            .position(|h| h.eq_ignore_ascii_case(name))
+    };
+    let address_at = column(&args.address_column).ok_or_else(|| {
+        Failure(format!(
+            "the CSV has no column `{}` (--address-column)",
+            args.address_column
+        ))
+    })?;
+    let attach_at = match &args.attach_column {
+        Some(name) => {
+            Some(column(name).ok_or_else(|| Failure(format!("the CSV has no column `{name}`")))?)
+        }
+        None => None,
+    };
+    let variable_at: Vec<(String, usize)> = template
+        .variables
+        .iter()
+        .map(|v| {
+            column(v).map(|i| (v.clone(), i)).ok_or_else(|| {
+                Failure(format!(
+                    "the CSV has no column `{v}`, which template {} needs ({})",
+                    template.name,
+                    template.variables.join(", ")
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let folder = args.csv.parent().map(Path::to_path_buf).unwrap_or_default();
+
+    let cell = |row: &Vec<String>, i: usize| row.get(i).cloned().unwrap_or_default();
+    // What the daemon sees: one row per family whose file (if any) exists, with its CSV line.
+    let mut rows: Vec<HashMap<String, String>> = Vec::new();
+    let mut files: Vec<Option<PathBuf>> = Vec::new();
+    let mut lines = Vec::new();
+    let mut outcomes = Vec::new();
+    for (n, record) in table.rows.iter().enumerate() {
+        let line = n + 2;
+        let mut row: HashMap<String, String> = variable_at
+            .iter()
+            .map(|(v, i)| (v.clone(), cell(record, *i)))
+            .collect();
+        row.insert("email".into(), cell(record, address_at));
+        let mut file = None;
+        if let Some(at) = attach_at {
+            let name = cell(record, at);
+            if !name.is_empty() {
+                let path = folder.join(&name);
+                if let Err(e) = std::fs::metadata(&path) {
+                    outcomes.push(Outcome {
+                        line,
+                        address: cell(record, address_at),
+                        state: "refused".into(),
+                        detail: format!("file {}: {e}", path.display()),
+                    });
+                    continue;
+                }
+                row.insert("attachment".into(), name);
+                file = Some(path);
+            }
+        }
+        rows.push(row);
+        files.push(file);
+        lines.push((line, cell(record, address_at)));
+    }
+
+    if let Some(n) = args.preview {
+        for row in rows.iter().take(n) {
+            let vars: HashMap<&str, &str> =
+                row.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let (subject, text, _) = outbox.preview(&account, &template.name, vars).await?;
+            println!("To: {}\nSubject: {subject}\n\n{text}\n----", row["email"]);
+        }
+    }
+
+    // Every row checked at once: a wrong variable anywhere stops everything before sending.
+    let (_, refused) = outbox
+        .send_template(
+            &account,
+            &template.name,
+            borrowed_rows(&rows),
+            Vec::new(),
+            true,
+        )
+        .await?;
+    let refused: HashMap<u32, String> = refused.into_iter().collect();
+    let mut accepted = Vec::new();
+    for (i, (line, address)) in lines.iter().enumerate() {
+        match refused.get(&(i as u32)) {
+            Some(why) => outcomes.push(Outcome {
+                line: *line,
+                address: address.clone(),
+                state: "refused".into(),
+                detail: why.clone(),
+            }),
+            None => accepted.push(i),
+        }
+    }
+    if args.dry_run {
+        outcomes.sort_by_key(|o| o.line);
+        if !args.json {
+            eprintln!(
+                "{} families can receive the message, {} cannot:",
+                accepted.len(),
+                outcomes.len()
+            );
+        }
+        return report(&outcomes, accepted.len(), args.json, true);
+    }
+
+    // The system bus carries at most 16 descriptors per message.
+    let mut ids = Vec::new();
+    for chunk in accepted.chunks(16) {
+        let chunk_rows: Vec<HashMap<String, String>> =
+            chunk.iter().map(|&i| rows[i].clone()).collect();
+        let mut attachments: Vec<RowAttachment> = Vec::new();
+        for (k, &i) in chunk.iter().enumerate() {
+            if let Some(path) = &files[i] {
+                let file = std::fs::File::open(path)
+                    .map_err(|e| Failure(format!("cannot open {}: {e}", path.display())))?;
+                let fd: std::os::fd::OwnedFd = file.into();
+                let name = path
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                attachments.push((
+                    k as u32,
+                    name,
+                    crate::send::content_type(path).into(),
+                    fd.into(),
+                ));
+            }
+        }
+        let (chunk_ids, chunk_refused) = outbox
+            .send_template(
+                &account,
+                &template.name,
+                borrowed_rows(&chunk_rows),
+                attachments,
+                false,
+            )
+            .await?;
+        let chunk_refused: HashMap<u32, String> = chunk_refused.into_iter().collect();
+        let mut chunk_ids = chunk_ids.into_iter();
+        for (k, &i) in chunk.iter().enumerate() {
+            let (line, address) = lines[i].clone();
+            match chunk_refused.get(&(k as u32)) {
+                Some(why) => outcomes.push(Outcome {
+                    line,
+                    address,
+                    state: "refused".into(),
+                    detail: why.clone(),
+                }),
+                None => ids.push((line, address, chunk_ids.next().unwrap_or_default())),
+            }
+        }
+    }
+    if !args.json {
+        eprintln!(
+            "{} messages queued; {} families left out. Following delivery (interrupting is safe: the queue keeps going).",
+            ids.len(),
+            outcomes.len()
+        );
+    }
+    let message_ids: Vec<String> = ids.iter().map(|(_, _, id)| id.clone()).collect();
+    let finals = follow(&outbox, &message_ids, args.json).await?;
+    for (line, address, id) in ids {
+        let (state, detail) = finals.get(&id).cloned().unwrap_or_default();
+        outcomes.push(Outcome {
+            line,
+            address,
+            state,
+            detail,
+        });
+    }
+    outcomes.sort_by_key(|o| o.line);
+    report(&outcomes, message_ids.len(), args.json, false)
+}
+
+fn borrowed_rows(rows: &[HashMap<String, String>]) -> Vec<HashMap<&str, &str>> {
+    rows.iter()
+        .map(|r| r.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+        .collect()
+}
+
+/// Waits until every message is delivered, failed or cancelled, with a progress bar.
+async fn follow(
+    outbox: &OutboxProxy<'_>,
+    ids: &[String],
+    quiet: bool,
+) -> Result<HashMap<String, (String, String)>, Failure> {
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let bar = indicatif::ProgressBar::new(ids.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+                .map_err(|e| Failure(e.to_string()))?,
+        );
+        bar
+    };
+    let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+    loop {
+        let mut finals = HashMap::new();
+        let mut deferred = 0;
+        for m in outbox.list_messages().await? {
+            if !wanted.contains(m.id.as_str()) {
+                continue;
+            }
+            match m.state.as_str() {
+                "delivered" | "failed" | "cancelled" => {
+                    finals.insert(m.id.clone(), (m.state.clone(), m.last_reply.clone()));
+                }
+                "deferred" => deferred += 1,
+                _ => {}
+            }
+        }
+        bar.set_position(finals.len() as u64);
+        bar.set_message(if deferred > 0 {
+            format!("({deferred} deferred, will be retried)")
+        } else {
+            String::new()
+        });
+        if finals.len() == ids.len() {
+            bar.finish_and_clear();
+            return Ok(finals);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn report(outcomes: &[Outcome], queued: usize, json: bool, dry_run: bool) -> Result<(), Failure> {
+    let count = |s: &str| outcomes.iter().filter(|o| o.state == s).count();
+    if json {
+        let rows: Vec<_> = outcomes
+            .iter()
+            .map(|o| json!({"line": o.line, "address": o.address, "state": o.state, "detail": o.detail}))
+            .collect();
+        println!(
+            "{}",
+            json!({"dry_run": dry_run, "queued": queued, "delivered": count("delivered"),
+                   "failed": count("failed"), "refused": count("refused"), "rows": rows})
+        );
+    } else {
+        let rows: Vec<Vec<String>> = outcomes
+            .iter()
+            .filter(|o| dry_run || o.state != "delivered")
+            .map(|o| {
+                vec![
+                    o.line.to_string(),
+                    o.address.clone(),
+                    o.state.clone(),
+                    o.detail.clone(),
+                ]
+            })
+            .collect();
+        if !rows.is_empty() {
+            print!(
+                "{}",
+                crate::output::table(&["LINE", "ADDRESS", "OUTCOME", "WHY"], &rows)
+            );
+        }
+        if !dry_run {
+            println!(
+                "delivered: {}  failed: {}  refused: {}",
+                count("delivered"),
+                count("failed"),
+                count("refused")
+            );
+        }
+    }
+    if count("failed") > 0 {
+        return Err(Failure(format!("{} messages failed", count("failed"))));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_1252_and_semicolons() {
+        let bytes = b"nom;email\nL\xe9a;lea@example.org\n";
+        let text = decode(bytes);
+        assert_eq!(text, "nom;email\nLéa;lea@example.org\n");
+        assert_eq!(delimiter(&text), b';');
+        assert_eq!(decode("\u{feff}a,b".as_bytes()), "a,b");
+        assert_eq!(delimiter("a,b;c,d"), b',');
+    }
+}

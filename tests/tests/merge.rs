@@ -1,0 +1,240 @@
+//! Templates and mail-merge: one message per family, each with its own PDF, from a CSV export.
+
+use std::time::Duration;
+
+use postecole_tests::{Bus, Daemon, Smtp, active_account, mailctl, queue_json};
+
+fn setup() -> (Bus, Smtp, Daemon, String) {
+    let bus = Bus::start();
+    let smtp = Smtp::start();
+    let daemon = Daemon::start(&bus, &smtp.relay_config());
+    let account = active_account(
+        &bus,
+        &daemon,
+        Some(&smtp),
+        None,
+        "establishment",
+        "secretariat@ecole.fr",
+    );
+    (bus, smtp, daemon, account)
+}
+
+#[test]
+fn two_hundred_families_each_get_their_own_report() {
+    let (bus, smtp, _daemon, account) = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("eleve;periode;email;fichier\n");
+    for n in 0..200 {
+        let email = match n {
+            3 => String::new(),
+            7 => "pas-une-adresse".to_owned(),
+            _ => format!("famille{n}@example.org"),
+        };
+        let file = if n == 11 {
+            "absent.pdf".to_owned()
+        } else {
+            format!("bilan-{n}.pdf")
+        };
+        csv.push_str(&format!("Élève {n};du 1er trimestre;{email};{file}\n"));
+        std::fs::write(
+            dir.path().join(format!("bilan-{n}.pdf")),
+            format!("%PDF-1.4\n% BILAN-FAMILLE-{n}-FIN\n%%EOF\n"),
+        )
+        .unwrap();
+    }
+    let path = dir.path().join("familles.csv");
+    std::fs::write(&path, csv).unwrap();
+    let args = [
+        "merge",
+        "--account",
+        &account,
+        "--template",
+        "bilan",
+        "--csv",
+        path.to_str().unwrap(),
+        "--attach-column",
+        "fichier",
+        "--json",
+    ];
+
+    // Dry run: the report, nothing queued.
+    let mut dry = args.to_vec();
+    dry.push("--dry-run");
+    let report: serde_json::Value =
+        serde_json::from_str(&mailctl(&bus, None, &dry, None).out()).unwrap();
+    assert_eq!(report["refused"], 3, "{report}");
+    assert_eq!(report["queued"], 197, "{report}");
+    let before = queue_json(&bus, None).len();
+
+    let report: serde_json::Value =
+        serde_json::from_str(&mailctl(&bus, None, &args, None).out()).unwrap();
+    assert_eq!(
+        (report["delivered"].as_u64(), report["refused"].as_u64()),
+        (Some(197), Some(3)),
+        "{report}"
+    );
+    let why: Vec<(u64, String)> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "refused")
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap(),
+                r["detail"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(why[0], (5, "no address".to_owned()), "{why:?}");
+    assert!(
+        why[1].0 == 9 && why[1].1.contains("pas-une-adresse"),
+        "{why:?}"
+    );
+    assert!(why[2].0 == 13 && why[2].1.contains("absent.pdf"), "{why:?}");
+    assert_eq!(queue_json(&bus, None).len(), before + 197);
+
+    // The right file to the right family, and no family sees another's address.
+    let mails = smtp.messages();
+    let mut seen = 0;
+    for mail in &mails {
+        let Some(to) = mail
+            .lines()
+            .find_map(|l| l.strip_prefix("X-Envelope-To: famille"))
+        else {
+            continue;
+        };
+        let n: usize = to.trim_end_matches("@example.org").parse().unwrap();
+        assert!(
+            mail.contains(&format!("BILAN-FAMILLE-{n}-FIN")),
+            "family {n} got another file"
+        );
+        assert!(mail.contains(&format!("filename=\"bilan-{n}.pdf\"")));
+        assert_eq!(
+            mail.matches("@example.org").count(),
+            2,
+            "only its own address (envelope and To)"
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 197);
+}
+
+#[test]
+fn windows_1252_export_and_preview() {
+    let (bus, _smtp, _daemon, account) = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absences.csv");
+    // "Léa" and "Zoé" in Windows-1252, as a spreadsheet export writes them.
+    let mut bytes = b"eleve;classe;dates;contact;email\n".to_vec();
+    bytes.extend_from_slice(b"L\xe9a;CM2;12 mars;vie.scolaire@ecole.fr;parents.lea@example.org\n");
+    bytes.extend_from_slice(b"Zo\xe9;CM1;13 mars;vie.scolaire@ecole.fr;parents.zoe@example.org\n");
+    std::fs::write(&path, bytes).unwrap();
+    let out = mailctl(
+        &bus,
+        None,
+        &[
+            "merge",
+            "--account",
+            &account,
+            "--template",
+            "absence",
+            "--csv",
+            path.to_str().unwrap(),
+            "--dry-run",
+            "--preview",
+            "2",
+        ],
+        None,
+    )
+    .out();
+    assert!(
+        out.contains("Subject: Absence de Léa (CM2) : justificatif demandé"),
+        "{out}"
+    );
+    assert!(out.contains("Zoé") && out.contains("13 mars"), "{out}");
+    assert!(out.contains("To: parents.lea@example.org"), "{out}");
+}
+
+#[test]
+fn a_missing_variable_refuses_the_whole_batch() {
+    let (bus, smtp, _daemon, account) = setup();
+    postecole_tests::wait_for("the confirmation mail", Duration::from_secs(10), || {
+        smtp.messages().len() == 2
+    });
+    let before = smtp.messages().len();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identifiants.csv");
+    std::fs::write(
+        &path,
+        "eleve,url,identifiant,mot_de_passe,email\n\
+         Léa,https://ent.example.fr,lmartin,Xy7!pq,lea@example.org\n\
+         Tom,https://ent.example.fr,tdurand,,tom@example.org\n",
+    )
+    .unwrap();
+    let e = mailctl(
+        &bus,
+        None,
+        &[
+            "merge",
+            "--account",
+            &account,
+            "--template",
+            "identifiants",
+            "--csv",
+            path.to_str().unwrap(),
+        ],
+        None,
+    )
+    .err("InvalidInput");
+    assert!(
+        e.contains("row 2") && e.contains("mot_de_passe") && e.contains("nothing was sent"),
+        "{e}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(smtp.messages().len(), before, "nothing sent");
+    // A column the template needs is missing altogether: said before anything is asked.
+    std::fs::write(&path, "eleve,email\nLéa,lea@example.org\n").unwrap();
+    let out = mailctl(
+        &bus,
+        None,
+        &[
+            "merge",
+            "--account",
+            &account,
+            "--template",
+            "identifiants",
+            "--csv",
+            path.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        !out.ok && out.stderr.contains("no column `url`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn templates_are_listed_with_their_variables() {
+    let (bus, _smtp, _daemon, _account) = setup();
+    let list: serde_json::Value =
+        serde_json::from_str(&mailctl(&bus, None, &["template", "list", "--json"], None).out())
+            .unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["absence", "bilan", "identifiants"]);
+    assert_eq!(
+        list[2]["variables"],
+        serde_json::json!(["eleve", "url", "identifiant", "mot_de_passe"])
+    );
+    assert!(
+        mailctl(&bus, None, &["template", "show", "bilan"], None)
+            .out()
+            .contains("one per family")
+    );
+}
