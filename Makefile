@@ -10,12 +10,13 @@ BIN := target/$(PROFILE)
 GEN := target/generated
 DEBROOT := target/deb/postecole
 
-CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
+# A debug build reuses what `cargo build --workspace` (the tests) already compiled.
+CARGO_FLAGS := $(if $(filter release,$(PROFILE)),--release -p postecoled -p mailctl,--workspace)
 
 .PHONY: build install deb clean-deb
 
 build:
-	cargo build $(CARGO_PROFILE_FLAG) -p postecoled -p mailctl
+	cargo build $(CARGO_FLAGS)
 	rm -rf $(GEN) && $(BIN)/mailctl generate-files $(GEN)
 
 install: build

@@ -1,91 +1,39 @@
-//! Prints `key: value` figures for postecoled: durable enqueue (single `Send` and `SendBatch`,
-//! relay down) and delivery to a local SMTP sink. A measurement, not a test: see `bench/run`.
+//! postecoled's figures next to Postfix and msmtp, on loopback, in one run; prints `key value`
+//! lines. A measurement, not a test: see `bench/run` and BENCHMARKS.md.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod peers;
+
 use std::time::{Duration, Instant};
 
 use postecole_tests::{Bus, Daemon, active_account};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// About 20 KB, as a report letter with its text and a little markup would be.
+fn body(n: usize) -> String {
+    let line =
+        "Veuillez trouver ci-dessous le bilan détaillé de la période, matière par matière.\n";
+    format!(
+        "Bonjour famille {n},\n\n{}",
+        line.repeat(20 * 1024 / line.len())
+    )
+}
 
 fn message(n: usize) -> postecole_dbus::OutgoingMessage {
     postecole_dbus::OutgoingMessage {
         to: Some(vec![format!("famille{n}@example.org")]),
-        subject: Some(format!("Identifiants ENT — famille {n}")),
-        text: Some(format!(
-            "Bonjour,\n\nVoici vos identifiants : famille{n} / mot de passe provisoire {n:08}.\n"
-        )),
+        subject: Some(format!("Bilan du trimestre — famille {n}")),
+        text: Some(body(n)),
         ..Default::default()
     }
 }
 
-/// The smallest SMTP server that accepts everything and counts messages; it must not be the
-/// bottleneck of what it measures.
-async fn sink(count: Arc<AtomicUsize>) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            stream.set_nodelay(true).ok();
-            let count = count.clone();
-            tokio::spawn(async move {
-                let (r, mut w) = stream.into_split();
-                let mut r = BufReader::new(r);
-                w.write_all(b"220 sink ESMTP\r\n").await.ok();
-                let mut line = String::new();
-                let mut data = false;
-                loop {
-                    line.clear();
-                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if data {
-                        if line == ".\r\n" {
-                            data = false;
-                            count.fetch_add(1, Ordering::SeqCst);
-                            w.write_all(b"250 2.0.0 queued\r\n").await.ok();
-                        }
-                        continue;
-                    }
-                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
-                    let reply: &[u8] = match verb.as_str() {
-                        "EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
-                        "DATA" => {
-                            data = true;
-                            b"354 go ahead\r\n"
-                        }
-                        "QUIT" => {
-                            w.write_all(b"221 bye\r\n").await.ok();
-                            return;
-                        }
-                        _ => b"250 ok\r\n",
-                    };
-                    w.write_all(reply).await.ok();
-                }
-            });
-        }
-    });
-    port
-}
-
-/// `n` messages in `SendBatch` calls of 100.
-async fn send_batches(outbox: &postecole_dbus::OutboxProxy<'_>, account: &str, n: usize) {
-    let mut sent = 0;
-    while sent < n {
-        let batch: Vec<_> = (sent..(sent + 100).min(n))
-            .map(|i| (message(i), vec![]))
-            .collect();
-        sent += batch.len();
-        outbox.send_batch(account, batch).await.unwrap();
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
+/// The same message as a file, for sendmail and msmtp.
+fn eml() -> Vec<u8> {
+    format!(
+        "From: Secretariat <bench@ecole.fr>\nTo: famille@example.org\nSubject: Bilan du trimestre\n\
+         MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n{}",
+        body(0)
+    )
+    .into_bytes()
 }
 
 /// A daemon with one active account, set up through the embedded relay, then restarted on
@@ -107,24 +55,111 @@ fn prepared(bus: &Bus, relay_port: u16, backoff: u64) -> (Daemon, String) {
     (daemon, account)
 }
 
+/// `n` messages in `SendBatch` calls of 100.
+async fn send_batches(outbox: &postecole_dbus::OutboxProxy<'_>, account: &str, n: usize) {
+    let mut sent = 0;
+    while sent < n {
+        let batch: Vec<_> = (sent..(sent + 100).min(n))
+            .map(|i| (message(i), vec![]))
+            .collect();
+        sent += batch.len();
+        outbox.send_batch(account, batch).await.unwrap();
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn main() {
     let n: usize = std::env::var("BENCH_N")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+        .unwrap_or(5000);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let count = Arc::new(AtomicUsize::new(0));
-    let port = runtime.block_on(sink(count.clone()));
+    let work = tempfile::tempdir().unwrap();
+    let mut figures: Vec<(&str, String)> = Vec::new();
+    let mut put = |key: &'static str, value: String| {
+        println!("{key} {value}");
+        figures.push((key, value));
+    };
+    put("messages", n.to_string());
 
-    // Enqueue is measured with the relay down: a port nobody listens on, retries far away.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let sink = peers::Sink::start(work.path());
+    let ceiling = peers::smtp_source(sink.port, n, 20 * 1024);
+    put("sink_ceiling_msgs_per_s", format!("{ceiling:.0}"));
+
+    // postecole: SendBatch over D-Bus, first submit to last accepted by the sink.
     let bus = Bus::start();
-    let (daemon, account) = prepared(&bus, closed, 3600);
-    let (single, batched) = runtime.block_on(async {
+    let (daemon, account) = prepared(&bus, sink.port, 1);
+    let base = sink.count();
+    let postecole = runtime.block_on(async {
+        let conn = bus.connect().await;
+        let outbox = postecole_dbus::OutboxProxy::new(&conn).await.unwrap();
+        let start = Instant::now();
+        send_batches(&outbox, &account, n).await;
+        while sink.count() < base + n {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    });
+    drop(daemon);
+    put("postecole_msgs_per_s", format!("{postecole:.0}"));
+
+    // Postfix null client: sendmail per message while it delivers, then a filled queue drained.
+    let eml = eml();
+    let postfix = peers::Postfix::new(&work.path().join("postfix"), sink.port);
+    postfix.start();
+    let base = sink.count();
+    let start = Instant::now();
+    postfix.inject(&eml, n);
+    sink.wait_for(base + n, Duration::from_secs(1800));
+    let postfix_rate = n as f64 / start.elapsed().as_secs_f64();
+    put("postfix_msgs_per_s", format!("{postfix_rate:.0}"));
+    postfix.stop();
+    postfix.inject(&eml, n);
+    let base = sink.count();
+    let start = Instant::now();
+    postfix.start();
+    sink.wait_for(base + n, Duration::from_secs(1800));
+    let drain = n as f64 / start.elapsed().as_secs_f64();
+    put("postfix_drain_msgs_per_s", format!("{drain:.0}"));
+    let _ = postfix.queue_dir();
+    drop(postfix);
+
+    // msmtp, one process per message (fewer of them: ~20 a second).
+    let msmtp = peers::msmtp(sink.port, &eml, n.min(300));
+    put("msmtp_msgs_per_s", format!("{msmtp:.0}"));
+
+    put(
+        "ratio_vs_postfix",
+        format!("{:.1}", postecole / postfix_rate),
+    );
+    put(
+        "ratio_vs_postfix_drain",
+        format!("{:.1}", postecole / drain),
+    );
+    put("ratio_vs_msmtp", format!("{:.1}", postecole / msmtp));
+    put("fraction_of_ceiling", format!("{:.2}", postecole / ceiling));
+
+    // Enqueue with the relay down, and memory.
+    let bus = Bus::start();
+    let (daemon, account) = prepared(&bus, closed_port(), 3600);
+    std::thread::sleep(Duration::from_millis(500));
+    put(
+        "idle_rss_mib",
+        format!("{:.1}", peers::rss_mib(daemon.pid().unwrap())),
+    );
+    let (single, p50, p99, batched) = runtime.block_on(async {
         let conn = bus.connect().await;
         let outbox = postecole_dbus::OutboxProxy::new(&conn).await.unwrap();
         let singles = n.min(500);
@@ -135,41 +170,37 @@ fn main() {
             outbox.send(&account, message(i), vec![]).await.unwrap();
             latencies.push(t.elapsed());
         }
-        let single_rate = singles as f64 / start.elapsed().as_secs_f64();
+        let single = singles as f64 / start.elapsed().as_secs_f64();
         latencies.sort();
         let start = Instant::now();
         send_batches(&outbox, &account, n).await;
-        let batch_rate = n as f64 / start.elapsed().as_secs_f64();
+        let batched = n as f64 / start.elapsed().as_secs_f64();
+        // Top up to 10,000 waiting messages for the memory figure.
+        let queued = singles + n;
+        if queued < 10_000 {
+            send_batches(&outbox, &account, 10_000 - queued).await;
+        }
         (
-            (
-                single_rate,
-                percentile(&latencies, 0.5),
-                percentile(&latencies, 0.99),
-            ),
-            batch_rate,
+            single,
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            batched,
         )
     });
+    put("enqueue_single_msgs_per_s", format!("{single:.0}"));
+    put("enqueue_batch_msgs_per_s", format!("{batched:.0}"));
+    put("send_p50_ms", format!("{p50:.2}"));
+    put("send_p99_ms", format!("{p99:.2}"));
+    put(
+        "rss_10k_queued_mib",
+        format!("{:.1}", peers::rss_mib(daemon.pid().unwrap())),
+    );
     drop(daemon);
 
-    // Delivery: a fresh state pointed at the sink, first submit to last accepted.
-    let bus = Bus::start();
-    let (_daemon, account) = prepared(&bus, port, 1);
-    let delivery_rate = runtime.block_on(async {
-        let base = count.load(Ordering::SeqCst);
-        let conn = bus.connect().await;
-        let outbox = postecole_dbus::OutboxProxy::new(&conn).await.unwrap();
-        let start = Instant::now();
-        send_batches(&outbox, &account, n).await;
-        while count.load(Ordering::SeqCst) < base + n {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        n as f64 / start.elapsed().as_secs_f64()
-    });
-
     // Mail-merge: a CSV of families, each with its own 200 KB PDF, to all delivered.
-    let families = n;
+    let families = (n / 5).max(10);
     let bus = Bus::start();
-    let (_daemon, account) = prepared(&bus, port, 1);
+    let (_daemon, account) = prepared(&bus, sink.port, 1);
     let dir = tempfile::tempdir().unwrap();
     let mut csv = String::from("eleve;periode;email;fichier\n");
     let pdf: Vec<u8> = (0..200 * 1024).map(|i| (i % 251) as u8).collect();
@@ -199,18 +230,10 @@ fn main() {
         ],
         None,
     );
-    let merge_secs = start.elapsed().as_secs_f64();
     assert!(out.ok, "merge failed: {}", out.stderr);
-
-    println!("messages: {n}");
-    println!("enqueue_single_msgs_per_s: {:.0}", single.0);
-    println!("send_p50_ms: {:.2}", single.1);
-    println!("send_p99_ms: {:.2}", single.2);
-    println!("enqueue_batch_msgs_per_s: {batched:.0}");
-    println!("delivery_msgs_per_s: {delivery_rate:.0}");
-    println!("merge_families: {families}");
-    println!(
-        "merge_200k_pdf_msgs_per_s: {:.0}",
-        families as f64 / merge_secs
+    put("merge_families", families.to_string());
+    put(
+        "merge_200k_pdf_msgs_per_s",
+        format!("{:.0}", families as f64 / start.elapsed().as_secs_f64()),
     );
 }

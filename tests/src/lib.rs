@@ -424,6 +424,11 @@ impl Daemon {
         child.wait().unwrap();
     }
 
+    /// The daemon's process id (for memory figures).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }

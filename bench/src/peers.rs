@@ -1,0 +1,224 @@
+//! The mailers postecole is compared with, run here on loopback: Postfix's smtp-sink and
+//! smtp-source, a throwaway Postfix null client, and msmtp. Started and stopped by the bench.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Postfix's smtp-sink, counting what it accepts.
+pub struct Sink {
+    child: Child,
+    pub port: u16,
+    out: PathBuf,
+}
+
+impl Sink {
+    pub fn start(dir: &Path) -> Sink {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = dir.join("sink.out");
+        let child = Command::new("smtp-sink")
+            .args(["-c", "-u", "postfix", &format!("127.0.0.1:{port}"), "1024"])
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("smtp-sink (package postfix)");
+        let sink = Sink { child, port, out };
+        wait("smtp-sink", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        sink
+    }
+
+    /// Messages accepted so far (smtp-sink -c prints `... mesg=N` as it goes).
+    pub fn count(&self) -> usize {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        text.rsplit("mesg=")
+            .next()
+            .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn wait_for(&self, target: usize, timeout: Duration) {
+        let start = Instant::now();
+        while self.count() < target {
+            assert!(
+                start.elapsed() < timeout,
+                "the sink got {} of {target}",
+                self.count()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait(what: &str, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what} did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// smtp-source straight into the sink over reused connections: the ceiling here.
+pub fn smtp_source(port: u16, n: usize, size: usize) -> f64 {
+    let start = Instant::now();
+    let status = Command::new("smtp-source")
+        .args([
+            "-s",
+            "4",
+            "-l",
+            &size.to_string(),
+            "-m",
+            &n.to_string(),
+            "-f",
+            "bench@ecole.fr",
+            "-t",
+            "famille@example.org",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("smtp-source (package postfix)");
+    assert!(status.success());
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// A Postfix null client with its own configuration and queue under `dir`, relaying to `port`.
+pub struct Postfix {
+    conf: PathBuf,
+    queue: PathBuf,
+}
+
+impl Postfix {
+    pub fn new(dir: &Path, port: u16) -> Postfix {
+        let conf = dir.join("conf");
+        let queue = dir.join("queue");
+        let data = dir.join("data");
+        for d in [&conf, &queue, &data] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        Command::new("chown")
+            .arg("postfix")
+            .arg(&data)
+            .status()
+            .unwrap();
+        std::fs::copy("/etc/postfix/master.cf", conf.join("master.cf"))
+            .expect("Postfix's master.cf");
+        std::fs::write(
+            conf.join("main.cf"),
+            format!(
+                "compatibility_level = 3.6\nqueue_directory = {q}\ndata_directory = {d}\nmail_owner = postfix\n\
+                 setgid_group = postdrop\ninet_interfaces = loopback-only\ninet_protocols = ipv4\n\
+                 myhostname = bench.localdomain\nmydestination =\nlocal_transport = error:no local mail\n\
+                 relayhost = [127.0.0.1]:{port}\nsmtp_tls_security_level = none\nmaster_service_disable = inet\n\
+                 maillog_file = {dir}/maillog\nmaillog_file_prefixes = {dir}\nalternate_config_directories = {c}\n",
+                q = queue.display(),
+                d = data.display(),
+                dir = dir.display(),
+                c = conf.display(),
+            ),
+        )
+        .unwrap();
+        Postfix { conf, queue }
+    }
+
+    fn postfix(&self, verb: &str) {
+        let status = Command::new("postfix")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg(verb)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("postfix");
+        assert!(status.success(), "postfix {verb}");
+    }
+
+    pub fn start(&self) {
+        self.postfix("start");
+    }
+
+    pub fn stop(&self) {
+        self.postfix("stop");
+    }
+
+    /// One `sendmail` process per message, as a script or a web application would.
+    pub fn inject(&self, message: &[u8], n: usize) {
+        for _ in 0..n {
+            let mut child = Command::new("sendmail")
+                .arg("-C")
+                .arg(&self.conf)
+                .arg("-t")
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("sendmail");
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), message).unwrap();
+            drop(child.stdin.take());
+            assert!(child.wait().unwrap().success());
+        }
+    }
+
+    pub fn queue_dir(&self) -> &Path {
+        &self.queue
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new("postfix")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// One msmtp process per message.
+pub fn msmtp(port: u16, message: &[u8], n: usize) -> f64 {
+    let start = Instant::now();
+    for _ in 0..n {
+        let mut child = Command::new("msmtp")
+            .args([
+                "--host=127.0.0.1",
+                &format!("--port={port}"),
+                "--from=bench@ecole.fr",
+                "--",
+                "famille@example.org",
+            ])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("msmtp");
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), message).unwrap();
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Resident memory of a process, MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,43 @@
+//! Keeps `bench/run` from rotting: a tiny run that must print every figure. Not a measurement.
+
+use postecole_tests::workspace_root;
+
+#[test]
+fn bench_run_prints_every_figure() {
+    let out = std::process::Command::new(workspace_root().join("bench/run"))
+        .arg("--quick")
+        .env("BENCH_N", "30")
+        .env("BENCH_PROFILE", "debug")
+        .output()
+        .expect("bench/run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for key in [
+        "postecole_msgs_per_s",
+        "postfix_msgs_per_s",
+        "postfix_drain_msgs_per_s",
+        "msmtp_msgs_per_s",
+        "sink_ceiling_msgs_per_s",
+        "ratio_vs_postfix",
+        "ratio_vs_postfix_drain",
+        "ratio_vs_msmtp",
+        "fraction_of_ceiling",
+        "enqueue_batch_msgs_per_s",
+        "send_p50_ms",
+        "send_p99_ms",
+        "idle_rss_mib",
+        "rss_10k_queued_mib",
+        "merge_200k_pdf_msgs_per_s",
+    ] {
+        let value = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("{key} missing:\n{stdout}"));
+        let number: f64 = value.parse().unwrap_or_else(|_| panic!("{key}: {value}"));
+        assert!(number > 0.0, "{key} is {number}");
+    }
+}
