@@ -200,7 +200,8 @@ impl Archive {
         self.dir.join(account).join(format!("{id}.age"))
     }
 
-    /// Encrypts `bytes` to `recipient` and syncs the file before returning.
+    /// Encrypts `bytes` to `recipient`. Not synced: the queue syncs a whole group of delivered
+    /// messages at once before their clear copies leave the spool.
     pub fn store(
         &self,
         account: &str,

@@ -286,6 +286,10 @@ fn classify(e: lettre::transport::smtp::Error) -> Error {
 /// at a time (lettre's pool size bounds idle connections, not concurrent sends).
 pub async fn run(queue: Arc<Queue>, relay: Arc<Relay>, concurrency: usize) {
     let permits = Arc::new(Semaphore::new(concurrency));
+    // Outcomes are recorded by one task, in groups sharing a single sync, so that a slot is
+    // free for the next send as soon as the relay has answered.
+    let (done, outcomes) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(record_outcomes(queue.clone(), outcomes));
     loop {
         let permit = permits
             .clone()
@@ -296,27 +300,11 @@ pub async fn run(queue: Arc<Queue>, relay: Arc<Relay>, concurrency: usize) {
             Ok(Some(record)) => {
                 let queue = queue.clone();
                 let relay = relay.clone();
+                let done = done.clone();
                 tokio::spawn(async move {
                     let outcome = attempt(&queue, &relay, &record).await;
-                    let id = record.id.clone();
-                    let finished =
-                        tokio::task::spawn_blocking(move || queue.finish(record, outcome)).await;
-                    match finished {
-                        Ok(Ok(r)) => tracing::info!(
-                            message = %r.id,
-                            state = r.state.as_str(),
-                            attempts = r.attempts,
-                            reply = %r.last_reply,
-                            "delivery attempt"
-                        ),
-                        Ok(Err(e)) => {
-                            tracing::error!(message = %id, error = %e, "cannot record delivery outcome")
-                        }
-                        Err(e) => {
-                            tracing::error!(message = %id, error = %e, "delivery task failed")
-                        }
-                    }
                     drop(permit);
+                    let _ = done.send((record, outcome));
                 });
             }
             Ok(None) => {
@@ -332,6 +320,42 @@ pub async fn run(queue: Arc<Queue>, relay: Arc<Relay>, concurrency: usize) {
                 tracing::error!(error = %e, "cannot read the queue; retrying in 5 s");
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
+        }
+    }
+}
+
+/// Takes every outcome waiting, records them with one sync, and goes again.
+async fn record_outcomes(
+    queue: Arc<Queue>,
+    mut outcomes: tokio::sync::mpsc::UnboundedReceiver<(Record, Outcome)>,
+) {
+    while let Some(first) = outcomes.recv().await {
+        let mut group = vec![first];
+        while group.len() < 512 {
+            match outcomes.try_recv() {
+                Ok(item) => group.push(item),
+                Err(_) => break,
+            }
+        }
+        let ids: Vec<String> = group.iter().map(|(r, _)| r.id.clone()).collect();
+        let queue = queue.clone();
+        match tokio::task::spawn_blocking(move || queue.finish_batch(group)).await {
+            Ok(Ok(records)) => {
+                for r in records {
+                    tracing::info!(
+                        message = %r.id,
+                        state = r.state.as_str(),
+                        attempts = r.attempts,
+                        reply = %r.last_reply,
+                        "delivery attempt"
+                    );
+                }
+            }
+            // Left `sending`: sent again after a restart, as after a crash.
+            Ok(Err(e)) => {
+                tracing::error!(messages = ?ids, error = %e, "cannot record delivery outcomes")
+            }
+            Err(e) => tracing::error!(messages = ?ids, error = %e, "recording task failed"),
         }
     }
 }

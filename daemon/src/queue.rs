@@ -409,15 +409,56 @@ impl Queue {
         std::fs::read(self.path(id))
     }
 
-    /// Records how an attempt ended and plans the next one. A delivered message is sealed into
-    /// its account's archive before it leaves the spool.
-    pub fn finish(&self, mut r: Record, outcome: Outcome) -> Result<Record> {
-        if let (Outcome::Delivered(_), Some(recipient)) = (&outcome, &r.archive_to) {
-            let bytes = self.body(&r.id)?;
-            self.archive.store(&r.account, &r.id, recipient, &bytes)?;
+    /// Records how one attempt ended and plans the next one.
+    #[cfg(test)]
+    pub fn finish(&self, r: Record, outcome: Outcome) -> Result<Record> {
+        Ok(self.finish_batch(vec![(r, outcome)])?.remove(0))
+    }
+
+    /// Records how a group of attempts ended, with one sync for the whole group: delivered mail
+    /// is sealed into its account's archive, the records are written, the file system and the
+    /// store are synced once, and only then do delivered messages leave the spool. A crash
+    /// before the sync leaves them `sending`, to be sent again (at least once).
+    pub fn finish_batch(&self, items: Vec<(Record, Outcome)>) -> Result<Vec<Record>> {
+        for (r, outcome) in &items {
+            if let (Outcome::Delivered(_), Some(recipient)) = (outcome, &r.archive_to) {
+                let bytes = self.body(&r.id)?;
+                self.archive.store(&r.account, &r.id, recipient, &bytes)?;
+            }
         }
         let now = self.now();
-        let _guard = self.transitions.lock().unwrap();
+        let records: Vec<Record> = {
+            let _guard = self.transitions.lock().unwrap();
+            let records: Vec<Record> = items
+                .into_iter()
+                .map(|(r, outcome)| self.apply(r, outcome, now))
+                .collect();
+            let refs: Vec<&Record> = records.iter().collect();
+            self.store.put_messages(&refs, false)?;
+            records
+        };
+        let spool = std::fs::File::open(&self.spool)?;
+        nix::unistd::syncfs(&spool).map_err(std::io::Error::from)?;
+        self.store.flush()?;
+        for r in &records {
+            match r.state {
+                MsgState::Deferred => {
+                    self.due.lock().unwrap().insert(due_key(r));
+                    // The dispatcher may be sleeping past this new due time.
+                    self.wake.notify_one();
+                }
+                MsgState::Delivered => std::fs::remove_file(self.path(&r.id))?,
+                MsgState::Failed if r.notice => {
+                    let _ = std::fs::remove_file(self.path(&r.id));
+                }
+                _ => {}
+            }
+            self.emit(r);
+        }
+        Ok(records)
+    }
+
+    fn apply(&self, mut r: Record, outcome: Outcome, now: u64) -> Record {
         r.attempts += 1;
         match outcome {
             Outcome::Delivered(reply) => {
@@ -450,23 +491,7 @@ impl Queue {
                 }
             }
         }
-        self.store.put_messages(&[&r], true)?;
-        match r.state {
-            MsgState::Deferred => {
-                self.due.lock().unwrap().insert(due_key(&r));
-                // The dispatcher may be sleeping past this new due time.
-                self.wake.notify_one();
-            }
-            MsgState::Delivered => {
-                std::fs::remove_file(self.path(&r.id))?;
-            }
-            MsgState::Failed if r.notice => {
-                let _ = std::fs::remove_file(self.path(&r.id));
-            }
-            _ => {}
-        }
-        self.emit(&r);
-        Ok(r)
+        r
     }
 }
 

@@ -608,9 +608,10 @@ fn kill9_during_bulk_delivery_loses_nothing() {
         by_id.len()
     );
     assert_eq!(by_id.len(), N);
+    // Sent again: those in flight and those sent but not yet recorded by the last group sync.
     assert!(
-        duplicates <= 2,
-        "at most the in-flight messages are sent twice: {duplicates}"
+        duplicates <= 50,
+        "only messages caught between send and record are sent twice: {duplicates}"
     );
     let states: Vec<_> = queue_json(&bus, None)
         .into_iter()
