@@ -22,7 +22,8 @@ Setting up an address takes four steps, as in the \"e-mail sending\" dialog:\n  
 (prints the account id and e-mails a code to the address)\n  \
 2. mailctl account verify ID CODE      (type back the code from the e-mail)\n  \
 3. mailctl account secure ID --question 'Nom de ma première école ?'\n     \
-(asks for the answer without showing it)\n  \
+(asks for the answer without showing it; the confirmation e-mail then brings\n     \
+the recovery file cleRecuperation.crbee: keep it, it is the only way back in)\n  \
 4. for an establishment address, an administrator names the staff:\n     \
 mailctl account staff ID --add jdupont"
 )]

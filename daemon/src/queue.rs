@@ -235,10 +235,6 @@ impl Queue {
                     .open(&path)?;
                 written.push(path);
                 file.write_all(&item.bytes)?;
-                if records.is_empty() {
-                    // Single messages pay one fsync; a batch is synced once below.
-                    file.sync_data()?;
-                }
                 records.push(Record {
                     id,
                     seq: self.store.next_sequence()?,
@@ -258,12 +254,9 @@ impl Queue {
                     last_reply: String::new(),
                 });
             }
-            if records.len() > 1 {
-                let dir = std::fs::File::open(&self.spool)?;
-                nix::unistd::syncfs(&dir).map_err(std::io::Error::from)?;
-            } else {
-                std::fs::File::open(&self.spool)?.sync_all()?;
-            }
+            // One sync for every file of the call and their directory entries.
+            let dir = std::fs::File::open(&self.spool)?;
+            nix::unistd::syncfs(&dir).map_err(std::io::Error::from)?;
             let refs: Vec<&Record> = records.iter().collect();
             self.store.put_messages(&refs, true)?;
             Ok(())
