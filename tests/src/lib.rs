@@ -585,6 +585,25 @@ fn shared_mailctl() -> PathBuf {
     shared_bin("mailctl")
 }
 
+/// `mailctl account create` as `user`.
+pub fn create(bus: &Bus, user: Option<&str>, kind: &str, label: &str, address: &str) -> Ctl {
+    mailctl(
+        bus,
+        user,
+        &[
+            "account",
+            "create",
+            "--kind",
+            kind,
+            "--label",
+            label,
+            "--address",
+            address,
+        ],
+        None,
+    )
+}
+
 /// Creates the test users and admin group once. Needs root (CI runs as root).
 pub fn ensure_users() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -763,22 +782,7 @@ pub fn active_account(
     kind: &str,
     address: &str,
 ) -> String {
-    let id = mailctl(
-        bus,
-        user,
-        &[
-            "account",
-            "create",
-            "--kind",
-            kind,
-            "--label",
-            "Secrétariat",
-            "--address",
-            address,
-        ],
-        None,
-    )
-    .out();
+    let id = create(bus, user, kind, "Secrétariat", address).out();
     let mails = match smtp {
         Some(s) => s.messages(),
         None => daemon.local_mail(),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use base64::Engine;
-use postecole_tests::{Bus, Daemon, Smtp, code_in, mailctl, wait_for, wait_state};
+use postecole_tests::{Bus, Daemon, Smtp, code_in, create, mailctl, wait_for, wait_state};
 
 const ANSWER: &str = "Clermont-Ferrand";
 const LONG: Duration = Duration::from_secs(30);
@@ -45,20 +45,12 @@ fn setup() -> Setup {
     let bus = Bus::start();
     let smtp = Smtp::start();
     let daemon = Daemon::start(&bus, &smtp.relay_config());
-    let account = mailctl(
+    let account = create(
         &bus,
         None,
-        &[
-            "account",
-            "create",
-            "--kind",
-            "establishment",
-            "--label",
-            "Secrétariat",
-            "--address",
-            "secretariat@ecole.fr",
-        ],
-        None,
+        "establishment",
+        "Secrétariat",
+        "secretariat@ecole.fr",
     )
     .out();
     let code = code_in(&smtp.messages(), &account).unwrap();

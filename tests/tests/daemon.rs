@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use postecole_tests::{Bus, Daemon, code_in, mailctl};
+use postecole_tests::{Bus, Daemon, code_in, create, mailctl};
 
 fn run_with_config(bus: &Bus, config: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -77,22 +77,7 @@ fn second_daemon_cannot_take_the_name() {
 fn sigterm_stops_cleanly_and_state_survives_restarts_and_kill9() {
     let bus = Bus::start();
     let mut daemon = Daemon::start(&bus, "");
-    let id = mailctl(
-        &bus,
-        None,
-        &[
-            "account",
-            "create",
-            "--kind",
-            "establishment",
-            "--label",
-            "S",
-            "--address",
-            "s@ecole.fr",
-        ],
-        None,
-    )
-    .out();
+    let id = create(&bus, None, "establishment", "S", "s@ecole.fr").out();
     let code = code_in(&daemon.local_mail(), &id).unwrap();
     let status = daemon.stop();
     assert!(status.success(), "exit status after SIGTERM: {status}");

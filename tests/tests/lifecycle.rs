@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use postecole_tests::{Bus, Daemon, Smtp, api, code_in, mailctl, wait_for};
+use postecole_tests::{Bus, Daemon, Smtp, api, code_in, create, mailctl, wait_for};
 
 #[test]
 fn establishment_address_set_up_through_a_real_relay() {
@@ -10,20 +10,12 @@ fn establishment_address_set_up_through_a_real_relay() {
     let smtp = Smtp::start();
     let daemon = Daemon::start(&bus, &smtp.relay_config());
 
-    let id = mailctl(
+    let id = create(
         &bus,
         None,
-        &[
-            "account",
-            "create",
-            "--kind",
-            "establishment",
-            "--label",
-            "Secrétariat Jules Ferry",
-            "--address",
-            "secretariat@ecole.fr",
-        ],
-        None,
+        "establishment",
+        "Secrétariat Jules Ferry",
+        "secretariat@ecole.fr",
     )
     .out();
     assert_eq!(id.len(), 8, "id {id:?}");
@@ -176,22 +168,7 @@ fn establishment_address_set_up_through_a_real_relay() {
 fn personal_address_through_the_embedded_default() {
     let bus = Bus::start();
     let daemon = Daemon::start(&bus, "");
-    let id = mailctl(
-        &bus,
-        None,
-        &[
-            "account",
-            "create",
-            "--kind",
-            "personal",
-            "--label",
-            "Mme Martin",
-            "--address",
-            "martin@ecole.fr",
-        ],
-        None,
-    )
-    .out();
+    let id = create(&bus, None, "personal", "Mme Martin", "martin@ecole.fr").out();
     let code = code_in(&daemon.local_mail(), &id).expect("code in local-mail");
     mailctl(
         &bus,
@@ -243,40 +220,10 @@ fn bad_input_is_named_and_creates_nothing() {
         ("personal", "", "a@ecole.fr"),
         ("personal", "L\nX-Evil: 1", "a@ecole.fr"),
     ] {
-        mailctl(
-            &bus,
-            None,
-            &[
-                "account",
-                "create",
-                "--kind",
-                kind,
-                "--label",
-                label,
-                "--address",
-                address,
-            ],
-            None,
-        )
-        .err("InvalidInput");
+        create(&bus, None, kind, label, address).err("InvalidInput");
     }
     let long = format!("{}@ecole.fr", "a".repeat(260));
-    mailctl(
-        &bus,
-        None,
-        &[
-            "account",
-            "create",
-            "--kind",
-            "personal",
-            "--label",
-            "L",
-            "--address",
-            &long,
-        ],
-        None,
-    )
-    .err("InvalidInput");
+    create(&bus, None, "personal", "L", &long).err("InvalidInput");
     assert!(smtp.messages().is_empty());
     assert_eq!(
         mailctl(&bus, None, &["account", "list", "--json"], None).out(),
@@ -303,62 +250,17 @@ fn resend_is_rate_limited_and_relay_failures_are_named() {
     let bus = Bus::start();
     let smtp = Smtp::start();
     let _daemon = Daemon::start(&bus, &smtp.relay_config());
-    let id = mailctl(
-        &bus,
-        None,
-        &[
-            "account",
-            "create",
-            "--kind",
-            "personal",
-            "--label",
-            "L",
-            "--address",
-            "l@ecole.fr",
-        ],
-        None,
-    )
-    .out();
+    let id = create(&bus, None, "personal", "L", "l@ecole.fr").out();
     let e = mailctl(&bus, None, &["account", "resend", &id], None).err("RateLimited");
     assert!(e.contains("wait"), "{e}");
     assert_eq!(smtp.messages().len(), 1);
 
     // The relay refuses: the account is not created and the reason is shown.
     smtp.set_reply("550 5.7.1 Relaying denied");
-    let e = mailctl(
-        &bus,
-        None,
-        &[
-            "account",
-            "create",
-            "--kind",
-            "personal",
-            "--label",
-            "M",
-            "--address",
-            "m@ecole.fr",
-        ],
-        None,
-    )
-    .err("RelayUnavailable");
+    let e = create(&bus, None, "personal", "M", "m@ecole.fr").err("RelayUnavailable");
     assert!(e.contains("m@ecole.fr") && e.contains("550"), "{e}");
     smtp.set_reply("451 4.3.0 Try again later");
-    mailctl(
-        &bus,
-        None,
-        &[
-            "account",
-            "create",
-            "--kind",
-            "personal",
-            "--label",
-            "M",
-            "--address",
-            "m@ecole.fr",
-        ],
-        None,
-    )
-    .err("RelayUnavailable");
+    create(&bus, None, "personal", "M", "m@ecole.fr").err("RelayUnavailable");
     // The refused one (550) was not kept; the deferred one (451) is, its code to be retried.
     let list: serde_json::Value =
         serde_json::from_str(&mailctl(&bus, None, &["account", "list", "--json"], None).out())
@@ -371,22 +273,7 @@ fn five_wrong_codes_void_the_code() {
     let bus = Bus::start();
     let smtp = Smtp::start();
     let _daemon = Daemon::start(&bus, &smtp.relay_config());
-    let id = mailctl(
-        &bus,
-        None,
-        &[
-            "account",
-            "create",
-            "--kind",
-            "personal",
-            "--label",
-            "L",
-            "--address",
-            "l@ecole.fr",
-        ],
-        None,
-    )
-    .out();
+    let id = create(&bus, None, "personal", "L", "l@ecole.fr").out();
     let code = code_in(&smtp.messages(), &id).unwrap();
     let wrong = if code == "000000" { "111111" } else { "000000" };
     for _ in 0..4 {

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use postecole_tests::{
-    Bus, Daemon, Smtp, TestCa, USER_ALICE, USER_BOB, active_account, api, ensure_users, mailctl,
-    queue_json, wait_for, wait_state,
+    Bus, Daemon, Smtp, TestCa, USER_ALICE, USER_BOB, active_account, api, create, ensure_users,
+    mailctl, queue_json, wait_for, wait_state,
 };
 
 const FAST_RETRY: &str = "[queue]\nmin_backoff_secs = 1\nmax_backoff_secs = 2\n";
@@ -225,21 +225,7 @@ fn relay_down_at_submit_then_delivered_when_it_returns() {
     mailctl(&bus, None, &["relay", "test"], None).err("RelayUnavailable");
 
     // A code e-mail while the relay is down: the account is kept, the code retried.
-    let out = mailctl(
-        &bus,
-        None,
-        &[
-            "account",
-            "create",
-            "--kind",
-            "personal",
-            "--label",
-            "L",
-            "--address",
-            "l@ecole.fr",
-        ],
-        None,
-    );
+    let out = create(&bus, None, "personal", "L", "l@ecole.fr");
     let e = out.err("RelayUnavailable");
     assert!(e.contains("again automatically"), "{e}");
 
@@ -448,22 +434,7 @@ fn who_may_send_and_see_messages() {
         "personal",
         "alice@ecole.fr",
     );
-    let pending = mailctl(
-        &bus,
-        Some(USER_BOB),
-        &[
-            "account",
-            "create",
-            "--kind",
-            "personal",
-            "--label",
-            "B",
-            "--address",
-            "bob@ecole.fr",
-        ],
-        None,
-    )
-    .out();
+    let pending = create(&bus, Some(USER_BOB), "personal", "B", "bob@ecole.fr").out();
 
     let send = |user: Option<&str>, account: &str| {
         mailctl(

@@ -6,8 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use postecole_tests::{
-    Bus, Daemon, SERVICE_USER, USER_ADMIN, USER_BOB, api, bin, ensure_users, mailctl, wait_for,
-    workspace_root,
+    Bus, Daemon, SERVICE_USER, USER_ADMIN, USER_BOB, api, bin, create, ensure_users, mailctl,
+    wait_for, workspace_root,
 };
 
 /// The shipped unit with ExecStart pointing at the binary just built.
@@ -214,22 +214,7 @@ fn service_user_serves_requests_under_the_shipped_policy() {
     ensure_users();
     let bus = Bus::start();
     let daemon = Daemon::start_as(&bus, "", Some(SERVICE_USER));
-    let id = mailctl(
-        &bus,
-        Some(USER_BOB),
-        &[
-            "account",
-            "create",
-            "--kind",
-            "personal",
-            "--label",
-            "Bob",
-            "--address",
-            "bob@ecole.fr",
-        ],
-        None,
-    )
-    .out();
+    let id = create(&bus, Some(USER_BOB), "personal", "Bob", "bob@ecole.fr").out();
     let code = postecole_tests::code_in(&daemon.local_mail(), &id)
         .expect("the daemon wrote the code as postecole");
     mailctl(
@@ -315,23 +300,8 @@ fn polkit_mode_asks_polkit_instead_of_the_group() {
     let bus = Bus::start_with_policy(MOCK_POLKIT_POLICY);
     let polkit = MockPolkit::start(&bus);
     let daemon = Daemon::start(&bus, "authorization = \"polkit\"\n");
-    let create = |user: &str, address: &str| {
-        mailctl(
-            &bus,
-            Some(user),
-            &[
-                "account",
-                "create",
-                "--kind",
-                "establishment",
-                "--label",
-                "S",
-                "--address",
-                address,
-            ],
-            None,
-        )
-    };
+    let create =
+        |user: &str, address: &str| create(&bus, Some(user), "establishment", "S", address);
     // Nothing allowed: membership of the admin group no longer counts.
     polkit.allow(&bus, &[]);
     create(USER_ADMIN, "s1@ecole.fr").err("NotAuthorized");

@@ -2,7 +2,7 @@
 //! credentials of each call.
 
 use postecole_tests::{
-    Bus, Daemon, USER_ADMIN, USER_ALICE, USER_BOB, code_in, ensure_users, mailctl,
+    Bus, Daemon, USER_ADMIN, USER_ALICE, USER_BOB, code_in, create, ensure_users, mailctl,
 };
 
 /// Creates and activates an account as `user`; returns its id.
@@ -14,22 +14,7 @@ fn activate(
     label: &str,
     address: &str,
 ) -> String {
-    let id = mailctl(
-        bus,
-        user,
-        &[
-            "account",
-            "create",
-            "--kind",
-            kind,
-            "--label",
-            label,
-            "--address",
-            address,
-        ],
-        None,
-    )
-    .out();
+    let id = create(bus, user, kind, label, address).out();
     let code = code_in(&daemon.local_mail(), &id).unwrap();
     mailctl(bus, user, &["account", "verify", &id, &code], None).out();
     mailctl(
@@ -66,22 +51,7 @@ fn staff_administrators_and_owners() {
     let admin = Some(USER_ADMIN);
 
     // A non-administrator cannot add an establishment address.
-    let e = mailctl(
-        &bus,
-        alice,
-        &[
-            "account",
-            "create",
-            "--kind",
-            "establishment",
-            "--label",
-            "S",
-            "--address",
-            "s@ecole.fr",
-        ],
-        None,
-    )
-    .err("NotAuthorized");
+    let e = create(&bus, alice, "establishment", "S", "s@ecole.fr").err("NotAuthorized");
     assert!(e.contains("postecole-test-admin"), "names the group: {e}");
 
     // A member of the admin group can, and names alice as staff.
