@@ -219,10 +219,11 @@ impl Relay {
         if self.port == 0 {
             return Err(("relay.port", "must be between 1 and 65535".into()));
         }
-        if self.username.is_some() && self.password_file.is_none() {
+        if self.username.is_some() && self.password_file.is_none() && credential_path().is_none() {
             return Err((
                 "relay.password_file",
-                "is required when relay.username is set".into(),
+                "is required when relay.username is set (or the systemd credential relay-password)"
+                    .into(),
             ));
         }
         if let Some(sender) = &self.sender
@@ -247,10 +248,7 @@ impl Relay {
         if self.username.is_none() {
             return Ok(None);
         }
-        let from_credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
-            .map(|dir| PathBuf::from(dir).join(PASSWORD_CREDENTIAL))
-            .filter(|p| p.exists());
-        let Some(path) = from_credentials.or_else(|| self.password_file.clone()) else {
+        let Some(path) = credential_path().or_else(|| self.password_file.clone()) else {
             return Ok(None);
         };
         let text = std::fs::read_to_string(&path)
@@ -266,6 +264,13 @@ impl Relay {
         let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
         domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
     }
+}
+
+/// `$CREDENTIALS_DIRECTORY/relay-password`, when systemd handed it over (LoadCredential=).
+fn credential_path() -> Option<PathBuf> {
+    std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(|dir| PathBuf::from(dir).join(PASSWORD_CREDENTIAL))
+        .filter(|p| p.exists())
 }
 
 #[cfg(test)]
