@@ -159,9 +159,19 @@ fn main() {
         "idle_rss_mib",
         format!("{:.1}", peers::rss_mib(daemon.pid().unwrap())),
     );
-    let (single, p50, p99, batched) = runtime.block_on(async {
+    let (single, p50, p99, batched, call_p50) = runtime.block_on(async {
         let conn = bus.connect().await;
         let outbox = postecole_dbus::OutboxProxy::new(&conn).await.unwrap();
+        // A call that only resolves the caller and reads the store: the floor under Send.
+        let accounts = postecole_dbus::AccountsProxy::new(&conn).await.unwrap();
+        let mut calls = Vec::with_capacity(200);
+        for _ in 0..200 {
+            let t = Instant::now();
+            accounts.get_default_account().await.unwrap();
+            calls.push(t.elapsed());
+        }
+        calls.sort();
+        let call_p50 = percentile(&calls, 0.5);
         let singles = n.min(500);
         let mut latencies = Vec::with_capacity(singles);
         let start = Instant::now();
@@ -185,12 +195,14 @@ fn main() {
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.99),
             batched,
+            call_p50,
         )
     });
     put("enqueue_single_msgs_per_s", format!("{single:.0}"));
     put("enqueue_batch_msgs_per_s", format!("{batched:.0}"));
     put("send_p50_ms", format!("{p50:.2}"));
     put("send_p99_ms", format!("{p99:.2}"));
+    put("call_p50_ms", format!("{call_p50:.2}"));
     put(
         "rss_10k_queued_mib",
         format!("{:.1}", peers::rss_mib(daemon.pid().unwrap())),
