@@ -763,7 +763,7 @@ impl Accounts {
             .into_iter()
             .filter(|r| r.account == account.id && !r.notice && r.state == MsgState::Delivered)
             .collect();
-        let archive = Archive::new(&self.config.state_dir);
+        let archive = self.archive.clone();
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             for r in records {

@@ -185,6 +185,7 @@ pub fn parse_recovery_file(text: &str) -> Result<(String, [u8; 32]), String> {
 }
 
 /// Sealed copies of delivered messages, one age file each, under `state_dir/archive/<account>/`.
+#[derive(Clone)]
 pub struct Archive {
     dir: PathBuf,
 }

@@ -3,7 +3,7 @@
 
 use lettre::Message;
 use lettre::message::header::ContentType;
-use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::message::{Attachment, Mailbox, MessageBuilder, MultiPart, SinglePart};
 
 use crate::accounts::Account;
 use crate::config::Config;
@@ -18,7 +18,7 @@ pub struct Error(String);
 /// From and Reply-To for mail sent in the account's name. A relay that only accepts some
 /// sender domains gets its own sender address, with the account's address as Reply-To, so that
 /// DMARC does not discard the message.
-pub fn sender(config: &Config, account: &Account) -> Result<(Mailbox, Option<Mailbox>), Error> {
+fn sender(config: &Config, account: &Account) -> Result<(Mailbox, Option<Mailbox>), Error> {
     let own: Mailbox = Mailbox::new(
         Some(account.label.clone()),
         account.address.parse().map_err(|e| Error(format!("{e}")))?,
@@ -37,6 +37,21 @@ pub fn sender(config: &Config, account: &Account) -> Result<(Mailbox, Option<Mai
 }
 
 /// A mail to the account's own address, in its name; `attachment` is (file name, content).
+/// A message in the account's name: From (and Reply-To), subject, a stable Message-ID and our
+/// User-Agent. Every mail postecole sends starts here.
+pub fn builder(config: &Config, account: &Account, subject: &str) -> Result<MessageBuilder, Error> {
+    let (from, reply_to) = sender(config, account)?;
+    let builder = Message::builder()
+        .from(from)
+        .subject(subject)
+        .message_id(None)
+        .user_agent(format!("postecole {}", env!("CARGO_PKG_VERSION")));
+    Ok(match reply_to {
+        Some(reply_to) => builder.reply_to(reply_to),
+        None => builder,
+    })
+}
+
 fn letter(
     config: &Config,
     account: &Account,
@@ -44,20 +59,11 @@ fn letter(
     body: String,
     attachment: Option<(&str, &str)>,
 ) -> Result<Message, Error> {
-    let (from, reply_to) = sender(config, account)?;
     let to = Mailbox::new(
         None,
         account.address.parse().map_err(|e| Error(format!("{e}")))?,
     );
-    let mut builder = Message::builder()
-        .from(from)
-        .to(to)
-        .subject(subject)
-        .message_id(None)
-        .user_agent(format!("postecole {}", env!("CARGO_PKG_VERSION")));
-    if let Some(reply_to) = reply_to {
-        builder = builder.reply_to(reply_to);
-    }
+    let builder = builder(config, account, subject)?.to(to);
     let built = match attachment {
         None => builder.singlepart(SinglePart::plain(body)),
         Some((name, content)) => builder.multipart(

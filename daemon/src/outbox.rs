@@ -296,16 +296,8 @@ pub fn build(config: &Config, account: &Account, r: Request) -> Result<Message> 
             "the body contains a NUL character".into(),
         ));
     }
-    let (from, reply_to) =
-        notices::sender(config, account).map_err(|e| Error::Internal(e.to_string()))?;
-    let mut builder = Message::builder()
-        .from(from)
-        .subject(subject)
-        .message_id(None)
-        .user_agent(format!("postecole {}", env!("CARGO_PKG_VERSION")));
-    if let Some(reply_to) = reply_to {
-        builder = builder.reply_to(reply_to);
-    }
+    let mut builder =
+        notices::builder(config, account, &subject).map_err(|e| Error::Internal(e.to_string()))?;
     for m in to {
         builder = builder.to(m);
     }
