@@ -103,6 +103,21 @@ fn send(s: &Setup, subject: &str, body: &str) -> String {
     id
 }
 
+fn list_with_key(s: &Setup, key: &std::path::Path) -> postecole_tests::Ctl {
+    mailctl(
+        &s.bus,
+        None,
+        &[
+            "archive",
+            "list",
+            &s.account,
+            "--key",
+            key.to_str().unwrap(),
+        ],
+        None,
+    )
+}
+
 fn list_with_answer(s: &Setup, answer: &str) -> postecole_tests::Ctl {
     mailctl(
         &s.bus,
@@ -201,19 +216,7 @@ fn sent_mail_is_sealed_and_opens_with_answer_or_key_file() {
     let text = std::fs::read_to_string(s.key_file.path()).unwrap();
     let truncated = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(truncated.path(), &text[..text.len() / 2]).unwrap();
-    let e = mailctl(
-        &s.bus,
-        None,
-        &[
-            "archive",
-            "list",
-            &s.account,
-            "--key",
-            truncated.path().to_str().unwrap(),
-        ],
-        None,
-    )
-    .err("InvalidInput");
+    let e = list_with_key(&s, truncated.path()).err("InvalidInput");
     assert!(e.contains("truncated") || e.contains("checksum"), "{e}");
     let typo = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
@@ -225,19 +228,7 @@ fn sent_mail_is_sealed_and_opens_with_answer_or_key_file() {
         ),
     )
     .unwrap();
-    let e = mailctl(
-        &s.bus,
-        None,
-        &[
-            "archive",
-            "list",
-            &s.account,
-            "--key",
-            typo.path().to_str().unwrap(),
-        ],
-        None,
-    )
-    .err("InvalidInput");
+    let e = list_with_key(&s, typo.path()).err("InvalidInput");
     assert!(e.contains("checksum"), "{e}");
 }
 
@@ -274,13 +265,7 @@ fn recovery_sets_a_new_secret_and_keeps_old_mail_readable() {
         serde_json::from_str(&list_with_answer(&s, "Vercingétorix 52").out()).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2);
     // The file stays valid; changing the secret needs the current answer.
-    mailctl(
-        &s.bus,
-        None,
-        &["archive", "list", &s.account, "--key", key],
-        None,
-    )
-    .out();
+    list_with_key(&s, s.key_file.path()).out();
     mailctl(
         &s.bus,
         None,
@@ -318,14 +303,7 @@ fn wrong_answers_lock_the_archive_across_restarts_and_are_audited() {
     }
     let e = list_with_answer(&s, ANSWER).err("TooManyAttempts");
     assert!(e.contains("locked"), "{e}");
-    let key = s.key_file.path().to_str().unwrap().to_owned();
-    mailctl(
-        &s.bus,
-        None,
-        &["archive", "list", &s.account, "--key", &key],
-        None,
-    )
-    .err("TooManyAttempts");
+    list_with_key(&s, s.key_file.path()).err("TooManyAttempts");
     s.daemon.stop();
     s.daemon.restart();
     list_with_answer(&s, ANSWER).err("TooManyAttempts");

@@ -2,30 +2,8 @@
 //! credentials of each call.
 
 use postecole_tests::{
-    Bus, Daemon, USER_ADMIN, USER_ALICE, USER_BOB, code_in, create, ensure_users, mailctl,
+    Bus, Daemon, USER_ADMIN, USER_ALICE, USER_BOB, active_account, create, ensure_users, mailctl,
 };
-
-/// Creates and activates an account as `user`; returns its id.
-fn activate(
-    bus: &Bus,
-    daemon: &Daemon,
-    user: Option<&str>,
-    kind: &str,
-    label: &str,
-    address: &str,
-) -> String {
-    let id = create(bus, user, kind, label, address).out();
-    let code = code_in(&daemon.local_mail(), &id).unwrap();
-    mailctl(bus, user, &["account", "verify", &id, &code], None).out();
-    mailctl(
-        bus,
-        user,
-        &["account", "secure", &id, "--question", "Question ?"],
-        Some("une réponse solide\n"),
-    )
-    .out();
-    id
-}
 
 fn ids(bus: &Bus, user: Option<&str>) -> Vec<String> {
     let list: serde_json::Value =
@@ -55,12 +33,12 @@ fn staff_administrators_and_owners() {
     assert!(e.contains("postecole-test-admin"), "names the group: {e}");
 
     // A member of the admin group can, and names alice as staff.
-    let shared = activate(
+    let shared = active_account(
         &bus,
         &daemon,
+        None,
         admin,
         "establishment",
-        "Secrétariat",
         "secretariat@ecole.fr",
     );
     assert_eq!(
@@ -110,8 +88,8 @@ fn staff_administrators_and_owners() {
     .err("NotAuthorized");
 
     // Personal accounts: their owner's alone, administrators included.
-    let mine = activate(&bus, &daemon, alice, "personal", "Alice", "alice@ecole.fr");
-    let his = activate(&bus, &daemon, bob, "personal", "Bob", "bob@ecole.fr");
+    let mine = active_account(&bus, &daemon, None, alice, "personal", "alice@ecole.fr");
+    let his = active_account(&bus, &daemon, None, bob, "personal", "bob@ecole.fr");
     let mut expected = vec![shared.clone(), mine.clone()];
     expected.sort();
     assert_eq!(ids(&bus, alice), expected);
