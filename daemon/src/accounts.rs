@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::archive::{self, Archive, KeyRing, Unlocked};
+use crate::archive::{self, KeyRing, Unlocked};
 use crate::audit;
 use crate::authz::{self, Caller};
 use crate::clock::Clock;
@@ -141,7 +141,6 @@ pub struct Accounts {
     config: Arc<Config>,
     store: Store,
     queue: Arc<Queue>,
-    archive: Archive,
     relay_name: String,
     host: String,
     clock: Clock,
@@ -160,7 +159,6 @@ impl Accounts {
         clock: Clock,
     ) -> Self {
         Accounts {
-            archive: Archive::new(&config.state_dir),
             config,
             store,
             queue,
@@ -488,7 +486,7 @@ impl Accounts {
         let _guard = self.write.lock().await;
         let account = self.managed(caller, id)?;
         self.store.remove_account(&account.id)?;
-        if let Err(e) = self.archive.remove_account(&account.id) {
+        if let Err(e) = self.queue.archive().remove_account(&account.id) {
             tracing::error!(account = %id, error = %e, "archive not removed");
         }
         self.audit(caller, "delete", id, "ok");
@@ -761,13 +759,14 @@ impl Accounts {
             .queue
             .list()?
             .into_iter()
-            .filter(|r| r.account == account.id && !r.notice && r.state == MsgState::Delivered)
+            .filter(|r| r.account == account.id && r.state == MsgState::Delivered)
+            .filter_map(|r| Some((r.archived.clone()?, r)))
             .collect();
-        let archive = self.archive.clone();
+        let archive = self.queue.archive().clone();
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            for r in records {
-                match archive.read(&account.id, &r.id, &key) {
+            for (slot, r) in records {
+                match archive.read(&account.id, &slot, &key) {
                     Ok(Some(bytes)) => out.push(Archived {
                         id: r.id,
                         created: r.created,

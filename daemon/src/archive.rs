@@ -6,8 +6,12 @@
 //! random recovery key that exists only in `cleRecuperation.crbee`. Lose both and the archive
 //! is unreadable: that is the promise of the recovery file.
 
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use age::secrecy::ExposeSecret;
 use chacha20poly1305::aead::{Aead, KeyInit};
@@ -16,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::secret;
+use crate::spool::Slot;
 
 pub const RECOVERY_FILE_NAME: &str = "cleRecuperation.crbee";
 const RECOVERY_FORMAT: &str = "postecole-recovery-key";
@@ -184,65 +189,142 @@ pub fn parse_recovery_file(text: &str) -> Result<(String, [u8; 32]), String> {
     Ok((account.to_owned(), key))
 }
 
-/// Sealed copies of delivered messages, one age file each, under `state_dir/archive/<account>/`.
+/// Sealed copies of delivered messages, appended to per-account logs under
+/// `state_dir/archive/<account>/NNNNNN.log`; the queue record of each message says where its
+/// copy is. One log file takes a whole term of mail: no inode to create per message, one sync
+/// per group of deliveries. A copy written but never recorded (a crash in between) is dead
+/// weight in the log, sealed like the rest.
 #[derive(Clone)]
 pub struct Archive {
     dir: PathBuf,
+    logs: Arc<Mutex<Logs>>,
 }
+
+#[derive(Default)]
+struct Logs {
+    /// Account → the log it appends to now.
+    open: HashMap<String, Log>,
+    /// Accounts written to since the last sync.
+    unsynced: HashSet<String>,
+}
+
+struct Log {
+    name: String,
+    number: u32,
+    file: File,
+    len: u64,
+}
+
+/// A log stops growing past this size and the next one is started.
+const LOG_BYTES: u64 = 256 * 1024 * 1024;
 
 impl Archive {
     pub fn new(state_dir: &Path) -> Archive {
         Archive {
             dir: state_dir.join("archive"),
+            logs: Arc::default(),
         }
     }
 
-    fn path(&self, account: &str, id: &str) -> PathBuf {
-        self.dir.join(account).join(format!("{id}.age"))
-    }
-
-    /// Encrypts `bytes` to `recipient`. Not synced: the queue syncs a whole group of delivered
-    /// messages at once before their clear copies leave the spool.
-    pub fn store(
-        &self,
-        account: &str,
-        id: &str,
-        recipient: &str,
-        bytes: &[u8],
-    ) -> std::io::Result<()> {
+    /// Encrypts `bytes` to `recipient` and appends it to the account's log. Not synced: the
+    /// queue syncs a whole group of delivered messages at once (`sync`) before their records
+    /// say they are archived.
+    pub fn store(&self, account: &str, recipient: &str, bytes: &[u8]) -> std::io::Result<Slot> {
         let recipient: age::x25519::Recipient = recipient
             .parse()
             .map_err(|e: &str| std::io::Error::other(format!("bad archive key: {e}")))?;
-        let dir = self.dir.join(account);
-        std::fs::create_dir_all(&dir)?;
-        let path = self.path(account, id);
-        let tmp = dir.join(format!(".{id}.tmp"));
-        let file = std::fs::File::create(&tmp)?;
         let encryptor =
             age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
                 .map_err(std::io::Error::other)?;
-        let mut writer = encryptor.wrap_output(std::io::BufWriter::new(file))?;
+        let mut sealed = Vec::with_capacity(bytes.len() + 512);
+        let mut writer = encryptor.wrap_output(&mut sealed)?;
         writer.write_all(bytes)?;
-        let file = writer.finish()?.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&dir)?.sync_all()
+        writer.finish()?;
+
+        let mut logs = self.logs.lock().unwrap();
+        let full = logs.open.get(account).is_none_or(|l| l.len >= LOG_BYTES);
+        if full {
+            let log = self.next_log(account, logs.open.get(account).map(|l| l.number))?;
+            logs.open.insert(account.to_owned(), log);
+        }
+        let log = logs.open.get_mut(account).expect("just opened");
+        log.file.write_all_at(&sealed, log.len)?;
+        let slot = Slot {
+            segment: log.name.clone(),
+            offset: log.len,
+            len: sealed.len() as u64,
+        };
+        log.len += sealed.len() as u64;
+        logs.unsynced.insert(account.to_owned());
+        Ok(slot)
     }
 
-    /// The clear message, or None if it is not in the archive.
+    /// Syncs every log written to since the last call.
+    pub fn sync(&self) -> std::io::Result<()> {
+        let mut logs = self.logs.lock().unwrap();
+        let unsynced = std::mem::take(&mut logs.unsynced);
+        for account in &unsynced {
+            if let Some(log) = logs.open.get(account) {
+                log.file.sync_data()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The account's log after `after` (or its newest one when the daemon has not written
+    /// to it yet), created if needed with its directory entries synced.
+    fn next_log(&self, account: &str, after: Option<u32>) -> std::io::Result<Log> {
+        let dir = self.dir.join(account);
+        let number = match after {
+            Some(n) => n + 1,
+            None => {
+                create_synced_dir(&self.dir)?;
+                create_synced_dir(&dir)?;
+                std::fs::read_dir(&dir)?
+                    .filter_map(|e| {
+                        let name = e.ok()?.file_name().into_string().ok()?;
+                        name.strip_suffix(".log")?.parse::<u32>().ok()
+                    })
+                    .max()
+                    .unwrap_or(1)
+            }
+        };
+        let name = format!("{number:06}.log");
+        let path = dir.join(&name);
+        let existed = path.exists();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)?;
+        if !existed {
+            File::open(&dir)?.sync_all()?;
+        }
+        let len = file.metadata()?.len();
+        Ok(Log {
+            name,
+            number,
+            file,
+            len,
+        })
+    }
+
+    /// The clear message, or None if its log is gone.
     pub fn read(
         &self,
         account: &str,
-        id: &str,
+        slot: &Slot,
         key: &Unlocked,
     ) -> std::io::Result<Option<Vec<u8>>> {
-        let file = match std::fs::File::open(self.path(account, id)) {
+        let file = match File::open(self.dir.join(account).join(&slot.segment)) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let decryptor =
-            age::Decryptor::new(std::io::BufReader::new(file)).map_err(std::io::Error::other)?;
+        let mut sealed = vec![0; slot.len as usize];
+        file.read_exact_at(&mut sealed, slot.offset)?;
+        let decryptor = age::Decryptor::new(&sealed[..]).map_err(std::io::Error::other)?;
         let mut reader = decryptor
             .decrypt(std::iter::once(&key.0 as &dyn age::Identity))
             .map_err(std::io::Error::other)?;
@@ -253,10 +335,21 @@ impl Archive {
 
     /// Removes an account's archive (when the account is deleted).
     pub fn remove_account(&self, account: &str) -> std::io::Result<()> {
+        let mut logs = self.logs.lock().unwrap();
+        logs.open.remove(account);
+        logs.unsynced.remove(account);
         match std::fs::remove_dir_all(self.dir.join(account)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+fn create_synced_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => File::open(dir.parent().unwrap_or(dir))?.sync_all(),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -427,17 +520,33 @@ mod tests {
         let (ring, recovery) = KeyRing::create("le chat noir");
         let archive = Archive::new(dir.path());
         let message = b"Subject: MARQUEUR-UNIQUE-42\r\n\r\nIdentifiants: famille / secret\r\n";
-        archive
-            .store("acct", "m1", &ring.recipient, message)
-            .unwrap();
-        let on_disk = std::fs::read(dir.path().join("archive/acct/m1.age")).unwrap();
+        let first = archive.store("acct", &ring.recipient, message).unwrap();
+        let second = archive.store("acct", &ring.recipient, b"second").unwrap();
+        archive.sync().unwrap();
+        assert_eq!(first.segment, second.segment, "one log per account");
+        let on_disk = std::fs::read(dir.path().join("archive/acct/000001.log")).unwrap();
         assert!(!on_disk.windows(8).any(|w| w == b"MARQUEUR"));
         let key = ring.unlock_with_recovery(&recovery).unwrap();
-        assert_eq!(archive.read("acct", "m1", &key).unwrap().unwrap(), message);
-        assert!(archive.read("acct", "nope", &key).unwrap().is_none());
+        assert_eq!(
+            archive.read("acct", &first, &key).unwrap().unwrap(),
+            message
+        );
+        assert_eq!(
+            archive.read("acct", &second, &key).unwrap().unwrap(),
+            b"second"
+        );
+        // A daemon started later appends to the same log.
+        let later = Archive::new(dir.path());
+        let third = later.store("acct", &ring.recipient, b"third").unwrap();
+        assert_eq!(
+            (third.segment.as_str(), third.offset),
+            ("000001.log", second.offset + second.len)
+        );
         let (other, _) = KeyRing::create("autre réponse");
         let other_key = other.unlock_with_answer("autre réponse").unwrap();
-        assert!(archive.read("acct", "m1", &other_key).is_err());
+        assert!(archive.read("acct", &first, &other_key).is_err());
+        archive.remove_account("acct").unwrap();
+        assert!(archive.read("acct", &first, &key).unwrap().is_none());
     }
 
     #[test]

@@ -361,7 +361,7 @@ async fn record_outcomes(
 }
 
 async fn attempt(queue: &Queue, relay: &Relay, record: &Record) -> Outcome {
-    let bytes = match queue.body(&record.id) {
+    let bytes = match queue.body(record) {
         Ok(b) => b,
         Err(e) => return Outcome::Permanent(format!("the message file is unreadable: {e}")),
     };

@@ -13,6 +13,7 @@ mod notices;
 mod outbox;
 mod queue;
 mod secret;
+mod spool;
 mod store;
 mod templates;
 mod validate;

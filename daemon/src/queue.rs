@@ -1,14 +1,12 @@
 //! The durable outgoing queue. A message is accepted only once its bytes are synced in the
-//! spool directory and its status record is flushed to the store; it leaves the spool when
+//! spool and its status record is flushed to the store; its bytes leave the spool when it is
 //! delivered or cancelled. Status records stay, without subject or body.
 //!
-//! Spool files rather than store values: bodies can be megabytes, deleting a file really
-//! removes the clear text from the state directory, and the store stays small.
+//! Bytes in the spool rather than in store values: bodies can be megabytes, freeing them
+//! really removes the clear text from the state directory, and the store stays small.
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +15,7 @@ use tokio::sync::{Notify, broadcast};
 use crate::archive::Archive;
 use crate::clock::Clock;
 use crate::config;
+use crate::spool::{Slot, Spool};
 use crate::store::{self, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +71,13 @@ pub struct Record {
     pub attempts: u32,
     pub next_attempt: u64,
     pub last_reply: String,
+    /// Where its bytes are, while it may still be sent; None once delivered or cancelled, and
+    /// for a failed notice (its code or key is not kept).
+    #[serde(default)]
+    pub slot: Option<Slot>,
+    /// Where its sealed copy is in the account's archive, once delivered.
+    #[serde(default)]
+    pub archived: Option<Slot>,
 }
 
 /// A finished message handed to the queue.
@@ -116,7 +122,7 @@ pub enum Outcome {
 
 pub struct Queue {
     store: Store,
-    spool: PathBuf,
+    spool: Spool,
     archive: Archive,
     policy: config::Queue,
     clock: Clock,
@@ -138,56 +144,55 @@ impl Queue {
         policy: config::Queue,
         clock: Clock,
     ) -> Result<Queue> {
-        let spool = state_dir.join("spool");
-        std::fs::create_dir_all(&spool)?;
-        let queue = Queue {
+        let mut records = store.messages()?;
+        let mut requeued = 0;
+        let mut due = BTreeSet::new();
+        for r in &mut records {
+            let waiting = !matches!(
+                r.state,
+                MsgState::Delivered | MsgState::Cancelled | MsgState::Failed
+            );
+            if waiting && r.slot.is_none() {
+                r.state = MsgState::Failed;
+                r.last_reply = "its content is missing from the spool".into();
+                store.put_messages(&[r], false)?;
+            } else if r.state == MsgState::Sending {
+                r.state = MsgState::Queued;
+                r.last_reply = "interrupted while sending; will be sent again".into();
+                store.put_messages(&[r], false)?;
+                requeued += 1;
+            }
+            if matches!(r.state, MsgState::Queued | MsgState::Deferred) {
+                due.insert(due_key(r));
+            }
+        }
+        store.flush()?;
+        // A submission that crashed before its record was written was never accepted.
+        let spool = Spool::open(
+            &state_dir.join("spool"),
+            records.iter().filter_map(|r| r.slot.as_ref()),
+        )?;
+        tracing::info!(waiting = due.len(), requeued, "queue opened");
+        Ok(Queue {
             store,
             spool,
             archive: Archive::new(state_dir),
             policy,
             clock,
-            due: Mutex::new(BTreeSet::new()),
+            due: Mutex::new(due),
             transitions: Mutex::new(()),
             wake: Notify::new(),
             events: broadcast::channel(4096).0,
-        };
-        let mut records = queue.store.messages()?;
-        let mut requeued = 0;
-        let mut keep = std::collections::HashSet::new();
-        for r in &mut records {
-            if r.state == MsgState::Sending {
-                r.state = MsgState::Queued;
-                r.last_reply = "interrupted while sending; will be sent again".into();
-                queue.store.put_messages(&[r], false)?;
-                requeued += 1;
-            }
-            if !matches!(r.state, MsgState::Delivered | MsgState::Cancelled) {
-                keep.insert(format!("{}.eml", r.id));
-            }
-            if matches!(r.state, MsgState::Queued | MsgState::Deferred) {
-                queue.due.lock().unwrap().insert(due_key(r));
-            }
-        }
-        queue.store.flush()?;
-        for entry in std::fs::read_dir(&queue.spool)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !keep.contains(&name) {
-                // A submission that crashed before its record was written was never accepted.
-                std::fs::remove_file(entry.path())?;
-            }
-        }
-        let waiting = queue.due.lock().unwrap().len();
-        tracing::info!(waiting, requeued, "queue opened");
-        Ok(queue)
+        })
     }
 
     fn now(&self) -> u64 {
         (self.clock)()
     }
 
-    fn path(&self, id: &str) -> PathBuf {
-        self.spool.join(format!("{id}.eml"))
+    /// The archive delivered mail is sealed into.
+    pub fn archive(&self) -> &Archive {
+        &self.archive
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -222,50 +227,44 @@ impl Queue {
 
     fn commit(&self, items: Vec<Outgoing>) -> Result<Vec<Record>> {
         let now = self.now();
-        let mut records = Vec::with_capacity(items.len());
-        let mut written = Vec::with_capacity(items.len());
-        let result = (|| -> Result<()> {
-            for item in items {
-                let id = new_id();
-                let path = self.path(&id);
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)?;
-                written.push(path);
-                file.write_all(&item.bytes)?;
-                records.push(Record {
-                    id,
-                    seq: self.store.next_sequence()?,
-                    account: item.account,
-                    submitter: item.submitter,
-                    notice: item.notice,
-                    archive_to: item.archive_to,
-                    message_id: item.message_id,
-                    envelope_from: item.envelope_from,
-                    recipients: item.recipients,
-                    to: item.to,
-                    size: item.bytes.len() as u64,
-                    created: now,
-                    state: MsgState::Queued,
-                    attempts: 0,
-                    next_attempt: now,
-                    last_reply: String::new(),
-                });
+        let seqs = (0..items.len())
+            .map(|_| self.store.next_sequence())
+            .collect::<store::Result<Vec<u64>>>()?;
+        let bytes: Vec<&[u8]> = items.iter().map(|i| i.bytes.as_slice()).collect();
+        let slots = self.spool.append(&bytes)?;
+        let records: Vec<Record> = items
+            .into_iter()
+            .zip(slots)
+            .zip(seqs)
+            .map(|((item, slot), seq)| Record {
+                id: new_id(),
+                seq,
+                account: item.account,
+                submitter: item.submitter,
+                notice: item.notice,
+                archive_to: item.archive_to,
+                message_id: item.message_id,
+                envelope_from: item.envelope_from,
+                recipients: item.recipients,
+                to: item.to,
+                size: slot.len,
+                created: now,
+                state: MsgState::Queued,
+                attempts: 0,
+                next_attempt: now,
+                last_reply: String::new(),
+                slot: Some(slot),
+                archived: None,
+            })
+            .collect();
+        let refs: Vec<&Record> = records.iter().collect();
+        if let Err(e) = self.store.put_messages(&refs, true) {
+            // Not accepted: neither the records (if the write got that far) nor the bytes stay.
+            let _ = self.store.remove_messages(&refs);
+            for r in &records {
+                let _ = self.spool.release(r.slot.as_ref().expect("just set"));
             }
-            // One sync for every file of the call and their directory entries.
-            let dir = std::fs::File::open(&self.spool)?;
-            nix::unistd::syncfs(&dir).map_err(std::io::Error::from)?;
-            let refs: Vec<&Record> = records.iter().collect();
-            self.store.put_messages(&refs, true)?;
-            Ok(())
-        })();
-        if let Err(e) = result {
-            for path in written {
-                let _ = std::fs::remove_file(path);
-            }
-            return Err(e);
+            return Err(e.into());
         }
         Ok(records)
     }
@@ -300,13 +299,18 @@ impl Queue {
         }
         self.due.lock().unwrap().remove(&due_key(&r));
         change(&mut r);
+        let freed = if r.state == MsgState::Cancelled {
+            r.slot.take()
+        } else {
+            None
+        };
         self.store.put_messages(&[&r], true)?;
         if matches!(r.state, MsgState::Queued | MsgState::Deferred) {
             self.due.lock().unwrap().insert(due_key(&r));
             self.wake.notify_one();
         }
-        if r.state == MsgState::Cancelled {
-            let _ = std::fs::remove_file(self.path(id));
+        if let Some(slot) = freed {
+            self.free(&slot);
         }
         self.emit(&r);
         Ok(r)
@@ -323,7 +327,7 @@ impl Queue {
     pub fn retry(&self, id: &str) -> Result<Record> {
         use MsgState::*;
         let now = self.now();
-        if self.get(id)?.notice && !self.path(id).exists() {
+        if self.get(id)?.slot.is_none() {
             return Err(Error::InvalidState(format!(
                 "message {id} was written by postecole and its content is not kept: ask for it again (e.g. `mailctl account resend`)"
             )));
@@ -398,8 +402,19 @@ impl Queue {
         self.wake.notified().await
     }
 
-    pub fn body(&self, id: &str) -> std::io::Result<Vec<u8>> {
-        std::fs::read(self.path(id))
+    pub fn body(&self, r: &Record) -> std::io::Result<Vec<u8>> {
+        let slot = r.slot.as_ref().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "its content is not kept")
+        })?;
+        self.spool.read(slot)
+    }
+
+    /// Frees a finished message's bytes. A failure here loses nothing: the segment is not
+    /// needed by any record and goes when the queue is next opened.
+    fn free(&self, slot: &Slot) {
+        if let Err(e) = self.spool.release(slot) {
+            tracing::warn!(segment = %slot.segment, error = %e, "cannot free spooled bytes");
+        }
     }
 
     /// Records how one attempt ended and plans the next one.
@@ -412,39 +427,44 @@ impl Queue {
     /// is sealed into its account's archive, the records are written, the file system and the
     /// store are synced once, and only then do delivered messages leave the spool. A crash
     /// before the sync leaves them `sending`, to be sent again (at least once).
-    pub fn finish_batch(&self, items: Vec<(Record, Outcome)>) -> Result<Vec<Record>> {
-        for (r, outcome) in &items {
-            if let (Outcome::Delivered(_), Some(recipient)) = (outcome, &r.archive_to) {
-                let bytes = self.body(&r.id)?;
-                self.archive.store(&r.account, &r.id, recipient, &bytes)?;
+    pub fn finish_batch(&self, mut items: Vec<(Record, Outcome)>) -> Result<Vec<Record>> {
+        for (r, outcome) in &mut items {
+            if let (Outcome::Delivered(_), Some(recipient)) = (&*outcome, &r.archive_to) {
+                let bytes = self.body(r)?;
+                r.archived = Some(self.archive.store(&r.account, recipient, &bytes)?);
             }
         }
         let now = self.now();
+        let mut freed = Vec::new();
         let records: Vec<Record> = {
             let _guard = self.transitions.lock().unwrap();
             let records: Vec<Record> = items
                 .into_iter()
-                .map(|(r, outcome)| self.apply(r, outcome, now))
+                .map(|(r, outcome)| {
+                    let mut r = self.apply(r, outcome, now);
+                    let done =
+                        r.state == MsgState::Delivered || (r.state == MsgState::Failed && r.notice);
+                    if done {
+                        freed.extend(r.slot.take());
+                    }
+                    r
+                })
                 .collect();
             let refs: Vec<&Record> = records.iter().collect();
             self.store.put_messages(&refs, false)?;
             records
         };
-        let spool = std::fs::File::open(&self.spool)?;
-        nix::unistd::syncfs(&spool).map_err(std::io::Error::from)?;
+        // The archive's new files, then the records that say they are there.
+        self.archive.sync()?;
         self.store.flush()?;
+        for slot in &freed {
+            self.free(slot);
+        }
         for r in &records {
-            match r.state {
-                MsgState::Deferred => {
-                    self.due.lock().unwrap().insert(due_key(r));
-                    // The dispatcher may be sleeping past this new due time.
-                    self.wake.notify_one();
-                }
-                MsgState::Delivered => std::fs::remove_file(self.path(&r.id))?,
-                MsgState::Failed if r.notice => {
-                    let _ = std::fs::remove_file(self.path(&r.id));
-                }
-                _ => {}
+            if r.state == MsgState::Deferred {
+                self.due.lock().unwrap().insert(due_key(r));
+                // The dispatcher may be sleeping past this new due time.
+                self.wake.notify_one();
             }
             self.emit(r);
         }
@@ -576,7 +596,8 @@ mod tests {
             .collect();
         assert_eq!(
             std::fs::read_dir(dir.path().join("spool")).unwrap().count(),
-            3
+            1,
+            "one segment for the call"
         );
 
         let a = q.take_due().unwrap().unwrap();
@@ -605,17 +626,13 @@ mod tests {
         let c = q.take_due().unwrap().unwrap();
         let c = q.finish(c, Outcome::Delivered("250 ok".into())).unwrap();
         assert_eq!(c.state, MsgState::Delivered);
-        assert!(
-            !dir.path()
-                .join("spool")
-                .join(format!("{}.eml", c.id))
-                .exists()
-        );
+        assert!(c.slot.is_none(), "a delivered message's bytes are freed");
+        assert!(q.body(&c).is_err());
 
         now.fetch_add(300, Ordering::SeqCst);
         let a = q.take_due().unwrap().unwrap();
         assert_eq!(a.id, ids[0]);
-        assert_eq!(q.body(&a.id).unwrap(), b"Subject: 0\r\n\r\nbody 0\r\n");
+        assert_eq!(q.body(&a).unwrap(), b"Subject: 0\r\n\r\nbody 0\r\n");
         q.finish(a, Outcome::Transient("451".into())).unwrap();
         assert!(
             matches!(q.hold(&ids[2]), Err(Error::InvalidState(_))),
@@ -629,12 +646,16 @@ mod tests {
         q.retry(&ids[1]).unwrap();
         q.cancel(&ids[1]).unwrap();
         assert!(q.take_due().unwrap().is_none(), "cancelled is not sent");
-        assert!(
-            !dir.path()
+        assert!(q.get(&ids[1]).unwrap().slot.is_none());
+        // ids[0] is still waiting: its segment stays, with only its bytes readable.
+        let segment = std::fs::read(
+            dir.path()
                 .join("spool")
-                .join(format!("{}.eml", ids[1]))
-                .exists()
-        );
+                .join(&q.get(&ids[0]).unwrap().slot.unwrap().segment),
+        )
+        .unwrap();
+        let text = String::from_utf8_lossy(&segment);
+        assert!(text.contains("body 0") && !text.contains("body 1") && !text.contains("body 2"));
     }
 
     #[tokio::test]
@@ -666,8 +687,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let now = Arc::new(AtomicU64::new(1_000_000));
         drop(open(dir.path(), &now));
-        std::fs::write(dir.path().join("spool/orphan.eml"), "x").unwrap();
+        std::fs::write(dir.path().join("spool/orphan.spool"), "x").unwrap();
         let _q = open(dir.path(), &now);
-        assert!(!dir.path().join("spool/orphan.eml").exists());
+        assert!(!dir.path().join("spool/orphan.spool").exists());
     }
 }

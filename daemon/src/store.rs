@@ -146,6 +146,15 @@ impl Store {
         Ok(())
     }
 
+    pub fn remove_messages(&self, records: &[&Record]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for r in records {
+            batch.remove(r.id.as_bytes());
+        }
+        self.messages.apply_batch(batch)?;
+        Ok(())
+    }
+
     pub fn append_audit(&self, entry: &audit::Entry) -> Result<()> {
         let key = self.db.generate_id()?.to_be_bytes();
         self.audit.insert(key, encode(entry))?;
