@@ -80,29 +80,12 @@ fn closed_port() -> u16 {
         .port()
 }
 
-fn main() {
-    let n: usize = std::env::var("BENCH_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5000);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let mut figures: Vec<(&str, String)> = Vec::new();
-    let mut put = |key: &'static str, value: String| {
-        println!("{key} {value}");
-        figures.push((key, value));
-    };
-    put("messages", n.to_string());
-
-    let sink = peers::Sink::start(work.path());
-    let ceiling = peers::smtp_source(sink.port, n, 20 * 1024);
-    put("sink_ceiling_msgs_per_s", format!("{ceiling:.0}"));
-
-    // postecole: SendBatch over D-Bus, first submit to last accepted by the sink.
+/// SendBatch over D-Bus, first submit to last message accepted by the sink.
+fn delivery(runtime: &tokio::runtime::Runtime, sink: &peers::Sink, n: usize) -> f64 {
     let bus = Bus::start();
-    let (daemon, account) = prepared(&bus, sink.port, 1);
+    let (_daemon, account) = prepared(&bus, sink.port, 1);
     let base = sink.count();
-    let postecole = runtime.block_on(async {
+    runtime.block_on(async {
         let conn = bus.connect().await;
         let outbox = postecole_dbus::OutboxProxy::new(&conn).await.unwrap();
         let start = Instant::now();
@@ -111,47 +94,35 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         n as f64 / start.elapsed().as_secs_f64()
-    });
-    drop(daemon);
-    put("postecole_msgs_per_s", format!("{postecole:.0}"));
+    })
+}
 
-    // Postfix null client: sendmail per message while it delivers, then a filled queue drained.
-    let eml = eml();
-    let postfix = peers::Postfix::new(&work.path().join("postfix"), sink.port);
+/// Postfix null client: sendmail per message while it delivers, then a filled queue drained.
+fn postfix(work: &std::path::Path, sink: &peers::Sink, eml: &[u8], n: usize) -> (f64, f64) {
+    let postfix = peers::Postfix::new(&work.join("postfix"), sink.port);
     postfix.start();
     let base = sink.count();
     let start = Instant::now();
-    postfix.inject(&eml, n);
+    postfix.inject(eml, n);
     sink.wait_for(base + n, Duration::from_secs(1800));
-    let postfix_rate = n as f64 / start.elapsed().as_secs_f64();
-    put("postfix_msgs_per_s", format!("{postfix_rate:.0}"));
+    let rate = n as f64 / start.elapsed().as_secs_f64();
     postfix.stop();
-    postfix.inject(&eml, n);
+    postfix.inject(eml, n);
     let base = sink.count();
     let start = Instant::now();
     postfix.start();
     sink.wait_for(base + n, Duration::from_secs(1800));
     let drain = n as f64 / start.elapsed().as_secs_f64();
-    put("postfix_drain_msgs_per_s", format!("{drain:.0}"));
     let _ = postfix.queue_dir();
-    drop(postfix);
+    (rate, drain)
+}
 
-    // msmtp, one process per message (fewer of them: ~20 a second).
-    let msmtp = peers::msmtp(sink.port, &eml, n.min(300));
-    put("msmtp_msgs_per_s", format!("{msmtp:.0}"));
-
-    put(
-        "ratio_vs_postfix",
-        format!("{:.1}", postecole / postfix_rate),
-    );
-    put(
-        "ratio_vs_postfix_drain",
-        format!("{:.1}", postecole / drain),
-    );
-    put("ratio_vs_msmtp", format!("{:.1}", postecole / msmtp));
-    put("fraction_of_ceiling", format!("{:.2}", postecole / ceiling));
-
-    // Enqueue with the relay down, and memory.
+/// Enqueue with the relay down, and memory.
+fn enqueue(
+    runtime: &tokio::runtime::Runtime,
+    n: usize,
+    put: &mut impl FnMut(&'static str, String),
+) {
     let bus = Bus::start();
     let (daemon, account) = prepared(&bus, closed_port(), 3600);
     std::thread::sleep(Duration::from_millis(500));
@@ -207,10 +178,10 @@ fn main() {
         "rss_10k_queued_mib",
         format!("{:.1}", peers::rss_mib(daemon.pid().unwrap())),
     );
-    drop(daemon);
+}
 
-    // Mail-merge: a CSV of families, each with its own 200 KB PDF, to all delivered.
-    let families = (n / 5).max(10);
+/// Mail-merge: a CSV of families, each with its own 200 KB PDF, to all delivered.
+fn merge(sink: &peers::Sink, families: usize, put: &mut impl FnMut(&'static str, String)) {
     let bus = Bus::start();
     let (_daemon, account) = prepared(&bus, sink.port, 1);
     let dir = tempfile::tempdir().unwrap();
@@ -248,4 +219,51 @@ fn main() {
         "merge_200k_pdf_msgs_per_s",
         format!("{:.0}", families as f64 / start.elapsed().as_secs_f64()),
     );
+}
+
+fn main() {
+    let n: usize = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    // BENCH_ONLY=delivery (or peers, enqueue, merge; comma-separated) runs only those parts,
+    // e.g. under a profiler.
+    let only = std::env::var("BENCH_ONLY").ok();
+    let part = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|p| p == name))
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut put = |key: &'static str, value: String| println!("{key} {value}");
+    put("messages", n.to_string());
+
+    let sink = peers::Sink::start(work.path());
+    let postecole = part("delivery").then(|| delivery(&runtime, &sink, n));
+    if let Some(rate) = postecole {
+        put("postecole_msgs_per_s", format!("{rate:.0}"));
+    }
+    if part("peers") {
+        let ceiling = peers::smtp_source(sink.port, n, 20 * 1024);
+        put("sink_ceiling_msgs_per_s", format!("{ceiling:.0}"));
+        let eml = eml();
+        let (rate, drain) = postfix(work.path(), &sink, &eml, n);
+        put("postfix_msgs_per_s", format!("{rate:.0}"));
+        put("postfix_drain_msgs_per_s", format!("{drain:.0}"));
+        // One process per message: ~20 a second, so fewer of them.
+        let msmtp = peers::msmtp(sink.port, &eml, n.min(300));
+        put("msmtp_msgs_per_s", format!("{msmtp:.0}"));
+        if let Some(ours) = postecole {
+            put("ratio_vs_postfix", format!("{:.1}", ours / rate));
+            put("ratio_vs_postfix_drain", format!("{:.1}", ours / drain));
+            put("ratio_vs_msmtp", format!("{:.1}", ours / msmtp));
+            put("fraction_of_ceiling", format!("{:.2}", ours / ceiling));
+        }
+    }
+    if part("enqueue") {
+        enqueue(&runtime, n, &mut put);
+    }
+    if part("merge") {
+        merge(&sink, (n / 5).max(10), &mut put);
+    }
 }
