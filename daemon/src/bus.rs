@@ -35,6 +35,42 @@ impl AccountsService {
 pub struct Policy {
     pub admin_group: String,
     pub polkit: bool,
+    /// Unique bus name → uid. The bus never gives a unique name to a second connection, and a
+    /// connection's uid cannot change, so asking the bus once per client is enough.
+    uids: std::sync::Mutex<HashMap<String, u32>>,
+}
+
+impl Policy {
+    pub fn new(admin_group: String, polkit: bool) -> Policy {
+        Policy {
+            admin_group,
+            polkit,
+            uids: Default::default(),
+        }
+    }
+
+    async fn uid(&self, conn: &Connection, sender: &str) -> Result<u32, BusError> {
+        if let Some(uid) = self.uids.lock().unwrap().get(sender) {
+            return Ok(*uid);
+        }
+        let dbus = zbus::fdo::DBusProxy::builder(conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(internal)?;
+        let name = zbus::names::UniqueName::try_from(sender).map_err(internal)?;
+        let uid = dbus
+            .get_connection_unix_user(name.into())
+            .await
+            .map_err(internal)?;
+        let mut uids = self.uids.lock().unwrap();
+        // Gone clients are not tracked; a bound keeps the map small on a long-lived bus.
+        if uids.len() >= 1024 {
+            uids.clear();
+        }
+        uids.insert(sender.to_owned(), uid);
+        Ok(uid)
+    }
 }
 
 /// Asks polkit about `action` for the sender of this call (its bus name: polkit then checks
@@ -89,15 +125,7 @@ pub async fn caller(
     let sender = hdr
         .sender()
         .ok_or_else(|| BusError::NotAuthorized("the call has no sender".into()))?;
-    let dbus = zbus::fdo::DBusProxy::builder(conn)
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await
-        .map_err(internal)?;
-    let uid = dbus
-        .get_connection_unix_user(sender.clone().into())
-        .await
-        .map_err(internal)?;
+    let uid = policy.uid(conn, sender.as_str()).await?;
     let group = policy.admin_group.to_owned();
     // NSS look-ups may block (LDAP, SSSD).
     let mut caller = tokio::task::spawn_blocking(move || Caller::from_uid(uid, &group))

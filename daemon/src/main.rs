@@ -121,10 +121,10 @@ async fn run(args: Args) -> Result<(), String> {
         relay.clone(),
     ));
     let events = queue.subscribe();
-    let policy = Arc::new(bus::Policy {
-        admin_group: config.admin_group.clone(),
-        polkit: config.authorization == config::Authorization::Polkit,
-    });
+    let policy = Arc::new(bus::Policy::new(
+        config.admin_group.clone(),
+        config.authorization == config::Authorization::Polkit,
+    ));
 
     let builder = if args.session {
         zbus::connection::Builder::session()
