@@ -178,6 +178,7 @@ fn enqueue(
         "rss_10k_queued_mib",
         format!("{:.1}", peers::rss_mib(daemon.pid().unwrap())),
     );
+    std::fs::write("/tmp/daemon.log", daemon.log()).unwrap();
 }
 
 /// Mail-merge: a CSV of families, each with its own 200 KB PDF, to all delivered.

@@ -25,6 +25,9 @@ pub enum Error {
     Permanent(String),
     #[error("relay configuration: {0}")]
     Setup(String),
+    /// No session could be opened (connection, greeting, TLS): true of every message alike.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 pub enum Relay {
@@ -199,6 +202,13 @@ impl Relay {
 
 impl Smtp {
     async fn connect(&self) -> Result<AsyncSmtpConnection, Error> {
+        self.open().await.map_err(|e| match e {
+            Error::Transient(m) => Error::Unreachable(m),
+            other => other,
+        })
+    }
+
+    async fn open(&self) -> Result<AsyncSmtpConnection, Error> {
         let mut conn = if self.mode == TlsMode::Tls {
             // Implicit TLS goes through lettre's own socket (no TCP_NODELAY there).
             AsyncSmtpConnection::connect_tokio1(
@@ -370,8 +380,15 @@ async fn attempt(queue: &Queue, relay: &Relay, record: &Record) -> Outcome {
         Err(e) => return Outcome::Permanent(e),
     };
     match relay.send(&envelope, &record.message_id, &bytes).await {
-        Ok(reply) => Outcome::Delivered(reply),
+        Ok(reply) => {
+            queue.relay_reachable();
+            Outcome::Delivered(reply)
+        }
         Err(Error::Permanent(reply)) => Outcome::Permanent(reply),
+        Err(Error::Unreachable(reply)) => {
+            queue.relay_unreachable(&reply);
+            Outcome::Transient(reply)
+        }
         Err(Error::Transient(reply)) | Err(Error::Setup(reply)) => Outcome::Transient(reply),
     }
 }

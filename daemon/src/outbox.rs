@@ -85,26 +85,39 @@ impl Outbox {
                 crate::authz::ACTION_SEND_ESTABLISHMENT
             )));
         }
-        let config = self.config.clone();
         let submitter = caller.uid;
         let batch = requests.len() > 1;
-        let outgoing = tokio::task::spawn_blocking(move || {
-            requests
-                .into_iter()
-                .enumerate()
-                .map(|(n, r)| {
-                    build(&config, &account, r)
-                        .map(|m| {
-                            let mut out = package(&m, &account.id, submitter, false);
-                            out.archive_to = account.keys.as_ref().map(|k| k.recipient.clone());
-                            out
-                        })
-                        .map_err(|e| if batch { in_batch(e, n) } else { e })
-                })
-                .collect::<Result<Vec<Outgoing>>>()
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+        // Building (MIME, quoted-printable) is most of a batch's time: one share per core.
+        let shares = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(requests.len().div_ceil(16));
+        let per_share = requests.len().div_ceil(shares);
+        let mut requests = requests.into_iter().enumerate().peekable();
+        let mut tasks = Vec::with_capacity(shares);
+        while requests.peek().is_some() {
+            let share: Vec<(usize, Request)> = requests.by_ref().take(per_share).collect();
+            let config = self.config.clone();
+            let account = account.clone();
+            tasks.push(tokio::task::spawn_blocking(move || {
+                share
+                    .into_iter()
+                    .map(|(n, r)| {
+                        build(&config, &account, r)
+                            .map(|m| {
+                                let mut out = package(&m, &account.id, submitter, false);
+                                out.archive_to = account.keys.as_ref().map(|k| k.recipient.clone());
+                                out
+                            })
+                            .map_err(|e| if batch { in_batch(e, n) } else { e })
+                    })
+                    .collect::<Result<Vec<Outgoing>>>()
+            }));
+        }
+        let mut outgoing = Vec::new();
+        for task in tasks {
+            // Shares are in order, so the first error met is the first refused message.
+            outgoing.extend(task.await.map_err(|e| Error::Internal(e.to_string()))??);
+        }
         let count = outgoing.len();
         let records = self.queue.enqueue(outgoing).await?;
         tracing::info!(uid = caller.uid, count, "messages queued");
@@ -242,7 +255,10 @@ impl Outbox {
 
     pub async fn test_relay(&self, caller: &Caller) -> Result<String> {
         tracing::info!(uid = caller.uid, "relay test");
-        self.relay.test().await.map_err(Error::RelayUnavailable)
+        let report = self.relay.test().await.map_err(Error::RelayUnavailable)?;
+        // Somebody checked the relay: waiting mail need not sit out the pause.
+        self.queue.relay_reachable();
+        Ok(report)
     }
 }
 

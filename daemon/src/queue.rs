@@ -130,6 +130,11 @@ pub struct Queue {
     due: Mutex<BTreeSet<(u64, u64, String)>>,
     /// Serialises state transitions of records, so that a cancel cannot cross a pick-up.
     transitions: Mutex<()>,
+    /// Until when (clock seconds) the relay is taken for unreachable. Like Postfix's dead
+    /// host: mail keeps its place instead of failing one connection after another, each
+    /// recorded with a sync. A fresh notice still gets its first attempt, so that whoever
+    /// waits for a code hears at once that the relay is down.
+    paused_until: Mutex<Option<u64>>,
     wake: Notify,
     events: broadcast::Sender<Event>,
 }
@@ -181,6 +186,7 @@ impl Queue {
             clock,
             due: Mutex::new(due),
             transitions: Mutex::new(()),
+            paused_until: Mutex::new(None),
             wake: Notify::new(),
             events: broadcast::channel(4096).0,
         })
@@ -332,6 +338,7 @@ impl Queue {
                 "message {id} was written by postecole and its content is not kept: ask for it again (e.g. `mailctl account resend`)"
             )));
         }
+        self.relay_reachable();
         self.transition(id, &[Queued, Deferred, Failed], "retried", |r| {
             r.state = Queued;
             r.next_attempt = now;
@@ -352,6 +359,7 @@ impl Queue {
     pub fn release(&self, id: &str) -> Result<Record> {
         use MsgState::*;
         let now = self.now();
+        self.relay_reachable();
         self.transition(id, &[Held], "released", |r| {
             r.state = Queued;
             r.next_attempt = now;
@@ -363,10 +371,16 @@ impl Queue {
         let now = self.now();
         let _guard = self.transitions.lock().unwrap();
         loop {
+            let paused = self.paused(now);
             let next = {
                 let mut due = self.due.lock().unwrap();
                 match due.first() {
-                    Some((at, _, _)) if *at <= now => due.pop_first(),
+                    Some((at, _, id)) if *at <= now => {
+                        if paused && !self.store.message(id)?.is_some_and(|r| fresh_notice(&r)) {
+                            return Ok(None);
+                        }
+                        due.pop_first()
+                    }
                     _ => None,
                 }
             };
@@ -390,11 +404,37 @@ impl Queue {
     /// Seconds until the earliest waiting message is due, if any.
     pub fn next_due_in(&self) -> Option<u64> {
         let now = self.now();
+        let pause = self.paused_until.lock().unwrap().unwrap_or(0);
         self.due
             .lock()
             .unwrap()
             .first()
-            .map(|(at, _, _)| at.saturating_sub(now))
+            .map(|(at, _, _)| (*at).max(pause).saturating_sub(now))
+    }
+
+    fn paused(&self, now: u64) -> bool {
+        self.paused_until.lock().unwrap().is_some_and(|t| now < t)
+    }
+
+    /// The relay could not be reached: new attempts wait for the shortest back-off.
+    pub fn relay_unreachable(&self, reason: &str) {
+        let until = self.now() + self.policy.min_backoff_secs;
+        let was = self.paused_until.lock().unwrap().replace(until);
+        if was.is_none() {
+            tracing::warn!(
+                reason,
+                seconds = self.policy.min_backoff_secs,
+                "relay unreachable: waiting mail keeps its place until the next try"
+            );
+        }
+    }
+
+    /// The relay answered, or somebody asked for mail to be tried now.
+    pub fn relay_reachable(&self) {
+        if self.paused_until.lock().unwrap().take().is_some() {
+            tracing::info!("relay reachable again");
+            self.wake.notify_one();
+        }
     }
 
     /// Wakes when a message is queued, released or retried.
@@ -508,11 +548,15 @@ impl Queue {
     }
 }
 
+fn fresh_notice(r: &Record) -> bool {
+    r.notice && r.attempts == 0
+}
+
 /// Where a message sits in the dispatch order. A fresh notice (a verification code somebody
 /// is waiting for at the keyboard) goes ahead of a bulk send already in the queue.
 fn due_key(r: &Record) -> (u64, u64, String) {
     const NOTICE_HEAD_START: u64 = 86_400;
-    let at = if r.notice && r.attempts == 0 {
+    let at = if fresh_notice(r) {
         r.next_attempt.saturating_sub(NOTICE_HEAD_START)
     } else {
         r.next_attempt
@@ -656,6 +700,46 @@ mod tests {
         .unwrap();
         let text = String::from_utf8_lossy(&segment);
         assert!(text.contains("body 0") && !text.contains("body 1") && !text.contains("body 2"));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_relay_pauses_all_but_a_fresh_notice() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Arc::new(AtomicU64::new(1_000_000));
+        let q = open(dir.path(), &now);
+        let bulk = q.enqueue(vec![outgoing(0), outgoing(1)]).await.unwrap();
+        let first = q.take_due().unwrap().unwrap();
+        q.relay_unreachable("connection refused");
+        q.finish(first, Outcome::Transient("connection refused".into()))
+            .unwrap();
+        assert!(q.take_due().unwrap().is_none(), "bulk mail waits");
+        assert_eq!(q.get(&bulk[1].id).unwrap().state, MsgState::Queued);
+        assert_eq!(q.next_due_in(), Some(300));
+
+        let mut notice = outgoing(2);
+        notice.notice = true;
+        let notice = q.enqueue(vec![notice]).await.unwrap().remove(0);
+        let taken = q.take_due().unwrap().unwrap();
+        assert_eq!(
+            taken.id, notice.id,
+            "a code e-mail still gets its first try"
+        );
+        q.finish(taken, Outcome::Transient("connection refused".into()))
+            .unwrap();
+        assert!(q.take_due().unwrap().is_none());
+
+        now.fetch_add(300, Ordering::SeqCst);
+        assert_eq!(
+            q.take_due().unwrap().unwrap().id,
+            bulk[1].id,
+            "tried again after the pause"
+        );
+        q.relay_unreachable("connection refused");
+        q.retry(&bulk[0].id).unwrap();
+        assert!(
+            q.take_due().unwrap().is_some(),
+            "a retry asked by a person resumes at once"
+        );
     }
 
     #[tokio::test]
