@@ -103,8 +103,8 @@ impl Outbox {
                     .into_iter()
                     .map(|(n, r)| {
                         build(&config, &account, r)
-                            .map(|m| {
-                                let mut out = package(&m, &account.id, submitter, false);
+                            .map(|(m, bytes)| {
+                                let mut out = packaged(&m, bytes, &account.id, submitter, false);
                                 out.archive_to = account.keys.as_ref().map(|k| k.recipient.clone());
                                 out
                             })
@@ -291,7 +291,9 @@ fn addresses(what: &str, list: &[String]) -> Result<Vec<Mailbox>> {
 }
 
 /// The exact message that will be sent, every header checked.
-pub fn build(config: &Config, account: &Account, r: Request) -> Result<Message> {
+/// The message and its bytes as they will be sent (formatted once: a 20 KB copy per message
+/// is not free in a batch of thousands).
+pub fn build(config: &Config, account: &Account, r: Request) -> Result<(Message, Vec<u8>)> {
     let max = config.queue.max_message_bytes;
     let to = addresses("To", &r.to)?;
     let cc = addresses("Cc", &r.cc)?;
@@ -365,12 +367,13 @@ pub fn build(config: &Config, account: &Account, r: Request) -> Result<Message> 
 fn check_size(
     built: std::result::Result<Message, lettre::error::Error>,
     max: u64,
-) -> Result<Message> {
+) -> Result<(Message, Vec<u8>)> {
     let message = built.map_err(|e| Error::InvalidInput(e.to_string()))?;
-    if message.formatted().len() as u64 > max {
+    let bytes = message.formatted();
+    if bytes.len() as u64 > max {
         return Err(too_large(max));
     }
-    Ok(message)
+    Ok((message, bytes))
 }
 
 fn too_large(max: u64) -> Error {
@@ -382,6 +385,16 @@ fn too_large(max: u64) -> Error {
 
 /// What the queue keeps of a built message: its bytes as sent and its envelope.
 pub fn package(message: &Message, account: &str, submitter: u32, notice: bool) -> Outgoing {
+    packaged(message, message.formatted(), account, submitter, notice)
+}
+
+fn packaged(
+    message: &Message,
+    bytes: Vec<u8>,
+    account: &str,
+    submitter: u32,
+    notice: bool,
+) -> Outgoing {
     let envelope = message.envelope();
     let header = |name: &str| {
         message
@@ -409,6 +422,6 @@ pub fn package(message: &Message, account: &str, submitter: u32, notice: bool) -
         envelope_from: envelope.from().map(|a| a.to_string()).unwrap_or_default(),
         recipients: envelope.to().iter().map(|a| a.to_string()).collect(),
         to,
-        bytes: message.formatted(),
+        bytes,
     }
 }
