@@ -373,7 +373,9 @@ async fn record_outcomes(
 async fn attempt(queue: &Queue, relay: &Relay, record: &Record) -> Outcome {
     let bytes = match queue.body(record) {
         Ok(b) => b,
-        Err(e) => return Outcome::Permanent(format!("the message file is unreadable: {e}")),
+        Err(e) => {
+            return Outcome::Permanent(format!("cannot read the message from the spool: {e}"));
+        }
     };
     let envelope = match envelope(record) {
         Ok(e) => e,

@@ -1,6 +1,6 @@
-//! The durable outgoing queue. A message is accepted only once its bytes are synced in the
-//! spool and its status record is flushed to the store; its bytes leave the spool when it is
-//! delivered or cancelled. Status records stay, without subject or body.
+//! The durable outgoing queue. A message is accepted once its first record and its bytes are
+//! synced in the spool, which the store is rebuilt from after a crash; its bytes leave the
+//! spool when it is delivered or cancelled. Status records stay, without subject or body.
 //!
 //! Bytes in the spool rather than in store values: bodies can be megabytes, freeing them
 //! really removes the clear text from the state directory, and the store stays small.
@@ -150,6 +150,21 @@ impl Queue {
         clock: Clock,
     ) -> Result<Queue> {
         let mut records = store.messages()?;
+        let known: std::collections::HashSet<String> =
+            records.iter().map(|r| r.id.clone()).collect();
+        // Accepted messages whose record had not reached the store's disk yet.
+        let (spool, recovered) = Spool::open(&state_dir.join("spool"), |record| {
+            serde_json::from_slice::<Record>(record).is_ok_and(|r| !known.contains(&r.id))
+        })?;
+        let restored = recovered.len();
+        for entry in recovered {
+            let Ok(mut r) = serde_json::from_slice::<Record>(&entry.record) else {
+                continue;
+            };
+            r.slot = Some(entry.slot);
+            store.put_messages(&[&r], false)?;
+            records.push(r);
+        }
         let mut requeued = 0;
         let mut due = BTreeSet::new();
         for r in &mut records {
@@ -172,12 +187,8 @@ impl Queue {
             }
         }
         store.flush()?;
-        // A submission that crashed before its record was written was never accepted.
-        let spool = Spool::open(
-            &state_dir.join("spool"),
-            records.iter().filter_map(|r| r.slot.as_ref()),
-        )?;
-        tracing::info!(waiting = due.len(), requeued, "queue opened");
+        spool.retain(records.iter().filter_map(|r| r.slot.as_ref()))?;
+        tracing::info!(waiting = due.len(), requeued, restored, "queue opened");
         Ok(Queue {
             store,
             spool,
@@ -231,20 +242,16 @@ impl Queue {
         Ok(records)
     }
 
+    /// One spool append synced: that is the commit. The records then go to the store without
+    /// waiting for its flush; the spool has them if the store loses them in a crash.
     fn commit(&self, items: Vec<Outgoing>) -> Result<Vec<Record>> {
         let now = self.now();
-        let seqs = (0..items.len())
-            .map(|_| self.store.next_sequence())
-            .collect::<store::Result<Vec<u64>>>()?;
-        let bytes: Vec<&[u8]> = items.iter().map(|i| i.bytes.as_slice()).collect();
-        let slots = self.spool.append(&bytes)?;
-        let records: Vec<Record> = items
-            .into_iter()
-            .zip(slots)
-            .zip(seqs)
-            .map(|((item, slot), seq)| Record {
+        let mut records = Vec::with_capacity(items.len());
+        let mut bytes = Vec::with_capacity(items.len());
+        for item in items {
+            records.push(Record {
                 id: new_id(),
-                seq,
+                seq: self.store.next_sequence()?,
                 account: item.account,
                 submitter: item.submitter,
                 notice: item.notice,
@@ -253,22 +260,35 @@ impl Queue {
                 envelope_from: item.envelope_from,
                 recipients: item.recipients,
                 to: item.to,
-                size: slot.len,
+                size: item.bytes.len() as u64,
                 created: now,
                 state: MsgState::Queued,
                 attempts: 0,
                 next_attempt: now,
                 last_reply: String::new(),
-                slot: Some(slot),
+                slot: None,
                 archived: None,
-            })
+            });
+            bytes.push(item.bytes);
+        }
+        let firsts: Vec<Vec<u8>> = records
+            .iter()
+            .map(|r| serde_json::to_vec(r).expect("records serialise to JSON"))
             .collect();
+        let entries: Vec<(&[u8], &[u8])> = firsts
+            .iter()
+            .zip(&bytes)
+            .map(|(r, b)| (r.as_slice(), b.as_slice()))
+            .collect();
+        let slots = self.spool.append(&entries)?;
+        for (r, slot) in records.iter_mut().zip(slots) {
+            r.slot = Some(slot);
+        }
         let refs: Vec<&Record> = records.iter().collect();
-        if let Err(e) = self.store.put_messages(&refs, true) {
-            // Not accepted: neither the records (if the write got that far) nor the bytes stay.
-            let _ = self.store.remove_messages(&refs);
+        if let Err(e) = self.store.put_messages(&refs, false) {
+            // Not accepted after all: punched out, the entries are not read back either.
             for r in &records {
-                let _ = self.spool.release(r.slot.as_ref().expect("just set"));
+                self.free(r.slot.as_ref().expect("just set"));
             }
             return Err(e.into());
         }
@@ -700,6 +720,36 @@ mod tests {
         .unwrap();
         let text = String::from_utf8_lossy(&segment);
         assert!(text.contains("body 0") && !text.contains("body 1") && !text.contains("body 2"));
+    }
+
+    #[tokio::test]
+    async fn records_the_store_lost_in_a_crash_come_back_from_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Arc::new(AtomicU64::new(1_000_000));
+        let q = open(dir.path(), &now);
+        let sent = q.enqueue(vec![outgoing(6)]).await.unwrap().remove(0);
+        let taken = q.take_due().unwrap().unwrap();
+        q.finish(taken, Outcome::Delivered("250 ok".into()))
+            .unwrap();
+        let lost = q.enqueue(vec![outgoing(7)]).await.unwrap().remove(0);
+        q.store.remove_messages(&[&lost]).unwrap();
+        q.store.flush().unwrap();
+        drop(q);
+
+        let q = open(dir.path(), &now);
+        let back = q.get(&lost.id).unwrap();
+        assert_eq!(
+            (back.state, back.message_id.as_str()),
+            (MsgState::Queued, "<7@test>")
+        );
+        assert_eq!(q.body(&back).unwrap(), b"Subject: 7\r\n\r\nbody 7\r\n");
+        assert_eq!(q.get(&sent.id).unwrap().state, MsgState::Delivered);
+        assert_eq!(
+            q.list().unwrap().len(),
+            2,
+            "the delivered one is not read back"
+        );
+        assert_eq!(q.take_due().unwrap().unwrap().id, lost.id);
     }
 
     #[tokio::test]

@@ -1,7 +1,12 @@
-//! The clear-text bytes of waiting messages, on disk. Each accepted call appends its messages
-//! to the current segment file and syncs that one file; a message's bytes are punched out of
-//! the segment (the blocks freed, reads return zeros) as soon as it no longer needs them, and a
-//! segment is deleted once none of its messages does.
+//! The clear-text bytes of waiting messages, on disk, and the write-ahead log of the queue.
+//! Each accepted call appends one entry per message — its status record as first written, then
+//! its bytes — to the current segment file and syncs that one file: that sync is what accepts
+//! the call. The store is written after it without waiting for its own flush; after a crash,
+//! entries whose record the store lost are read back from here.
+//!
+//! A message's record and bytes are punched out of the segment (the blocks freed, reads return
+//! zeros) as soon as it no longer needs them, and a segment is deleted once none of its
+//! messages does.
 //!
 //! Segments rather than a file per message: creating an inode costs about 1 ms on a busy ext4
 //! directory — more than syncing the data — so a batch of a hundred paid a tenth of a second
@@ -22,7 +27,13 @@ use serde::{Deserialize, Serialize};
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 const SUFFIX: &str = ".spool";
 
-/// Where a message's bytes are.
+/// An entry: magic, record length (u32), bytes length (u64), digest (u64), all little-endian,
+/// then the record, then the bytes. The header stays when an entry is punched out, so that a
+/// scan can step over it; it says nothing about the message.
+const MAGIC: &[u8; 4] = b"PCQ1";
+const HEADER: u64 = 24;
+
+/// Where something is in a segment or log file: for the spool, a whole entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Slot {
     pub segment: String,
@@ -47,38 +58,77 @@ pub struct Spool {
     state: Mutex<State>,
 }
 
+/// An entry found on disk whose record the store did not have.
+pub struct Recovered {
+    pub record: Vec<u8>,
+    pub slot: Slot,
+}
+
 impl Spool {
-    /// Opens the spool knowing which slots are still needed; every other file in it is left
-    /// over from a submission that was never accepted, or from messages already finished, and
-    /// is removed.
-    pub fn open<'a>(
+    /// Opens the spool and reads back the entries `lost` says the store does not know
+    /// (given each entry's record). Call `retain` next.
+    pub fn open(
         dir: &Path,
-        needed: impl IntoIterator<Item = &'a Slot>,
-    ) -> std::io::Result<Spool> {
+        mut lost: impl FnMut(&[u8]) -> bool,
+    ) -> std::io::Result<(Spool, Vec<Recovered>)> {
         std::fs::create_dir_all(dir)?;
-        let mut live = HashMap::new();
-        for slot in needed {
-            *live.entry(slot.segment.clone()).or_insert(0) += 1;
-        }
+        let mut recovered = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !live.contains_key(&name) {
-                std::fs::remove_file(entry.path())?;
+            if !name.ends_with(SUFFIX) {
+                continue;
+            }
+            let file = File::open(entry.path())?;
+            let end = file.metadata()?.len();
+            let mut offset = 0;
+            // A torn tail (a call that never got its answer) ends the scan.
+            while let Some((record_len, bytes_len)) = header(&file, offset, end)? {
+                let slot = Slot {
+                    segment: name.clone(),
+                    offset,
+                    len: HEADER + record_len + bytes_len,
+                };
+                let mut record = vec![0; record_len as usize];
+                file.read_exact_at(&mut record, offset + HEADER)?;
+                let next = offset + slot.len;
+                // A punched entry reads as zeros: finished, and its digest no longer matches.
+                if lost(&record) && read_entry(&file, &slot).is_ok() {
+                    recovered.push(Recovered { record, slot });
+                }
+                offset = next;
             }
         }
-        Ok(Spool {
+        let spool = Spool {
             dir: dir.to_owned(),
             state: Mutex::new(State {
                 current: None,
-                live,
+                live: HashMap::new(),
             }),
-        })
+        };
+        Ok((spool, recovered))
     }
 
-    /// Appends messages and syncs them; the slots are valid once this returns. On error
-    /// nothing was accepted and the segment is cut back to where it was.
-    pub fn append(&self, messages: &[&[u8]]) -> std::io::Result<Vec<Slot>> {
+    /// Keeps the segments holding these slots, counted, and removes every other file: left
+    /// over from a call that was never accepted, or from messages already finished.
+    pub fn retain<'a>(&self, needed: impl IntoIterator<Item = &'a Slot>) -> std::io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        for slot in needed {
+            *state.live.entry(slot.segment.clone()).or_insert(0) += 1;
+        }
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !state.live.contains_key(&name) {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends one entry per (record, bytes) and syncs them; the slots are valid once this
+    /// returns. On error nothing was accepted and the segment is cut back to where it was.
+    pub fn append(&self, entries: &[(&[u8], &[u8])]) -> std::io::Result<Vec<Slot>> {
         let mut state = self.state.lock().unwrap();
         if state
             .current
@@ -93,17 +143,28 @@ impl Spool {
         }
         let current = state.current.as_mut().expect("just created");
         let start = current.len;
-        let mut slots = Vec::with_capacity(messages.len());
+        let mut slots = Vec::with_capacity(entries.len());
         let written = (|| {
             let mut offset = start;
-            for bytes in messages {
-                current.file.write_all_at(bytes, offset)?;
+            let mut buf = Vec::new();
+            for (record, bytes) in entries {
+                buf.clear();
+                buf.extend_from_slice(MAGIC);
+                buf.extend_from_slice(&(record.len() as u32).to_le_bytes());
+                buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+                buf.extend_from_slice(&digest(record, bytes).to_le_bytes());
+                buf.extend_from_slice(record);
+                current.file.write_all_at(&buf, offset)?;
+                current
+                    .file
+                    .write_all_at(bytes, offset + buf.len() as u64)?;
+                let len = (buf.len() + bytes.len()) as u64;
                 slots.push(Slot {
                     segment: current.name.clone(),
                     offset,
-                    len: bytes.len() as u64,
+                    len,
                 });
-                offset += bytes.len() as u64;
+                offset += len;
             }
             // fdatasync covers the new length, which is all the metadata a reader needs.
             current.file.sync_data()?;
@@ -123,15 +184,13 @@ impl Spool {
         }
     }
 
+    /// The message's bytes.
     pub fn read(&self, slot: &Slot) -> std::io::Result<Vec<u8>> {
-        let file = File::open(self.dir.join(&slot.segment))?;
-        let mut bytes = vec![0; slot.len as usize];
-        file.read_exact_at(&mut bytes, slot.offset)?;
-        Ok(bytes)
+        read_entry(&File::open(self.dir.join(&slot.segment))?, slot)
     }
 
-    /// The message no longer needs its bytes: they are punched out at once, and the segment
-    /// goes when its last message does.
+    /// The message no longer needs its entry: its record and bytes are punched out at once,
+    /// and the segment goes when its last message does.
     pub fn release(&self, slot: &Slot) -> std::io::Result<()> {
         let mut state = self.state.lock().unwrap();
         let path = self.dir.join(&slot.segment);
@@ -157,8 +216,8 @@ impl Spool {
         fallocate(
             &file,
             FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
-            slot.offset as i64,
-            slot.len as i64,
+            (slot.offset + HEADER) as i64,
+            (slot.len - HEADER) as i64,
         )
         .map_err(std::io::Error::from)
     }
@@ -181,25 +240,86 @@ impl Spool {
         File::open(&self.dir)?.sync_all()?;
         Ok(Current { name, file, len: 0 })
     }
+}
 
-    /// Segment files on disk, for tests.
-    #[cfg(test)]
-    pub fn files(&self) -> usize {
-        std::fs::read_dir(&self.dir).unwrap().count()
+/// The lengths in the entry header at `offset`, or None at the end of what was written.
+fn header(file: &File, offset: u64, end: u64) -> std::io::Result<Option<(u64, u64)>> {
+    if offset + HEADER > end {
+        return Ok(None);
     }
+    let mut head = [0; HEADER as usize];
+    file.read_exact_at(&mut head, offset)?;
+    if &head[..4] != MAGIC {
+        return Ok(None);
+    }
+    let record = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes")) as u64;
+    let bytes = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
+    match (offset + HEADER)
+        .checked_add(record)
+        .and_then(|n| n.checked_add(bytes))
+    {
+        Some(entry_end) if entry_end <= end => Ok(Some((record, bytes))),
+        _ => Ok(None),
+    }
+}
+
+/// The bytes of the entry in `slot`, checked against its digest.
+fn read_entry(file: &File, slot: &Slot) -> std::io::Result<Vec<u8>> {
+    let lost = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "its content was lost in a crash before it was accepted",
+        )
+    };
+    let mut entry = vec![0; slot.len as usize];
+    file.read_exact_at(&mut entry, slot.offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            lost()
+        } else {
+            e
+        }
+    })?;
+    if slot.len < HEADER || &entry[..4] != MAGIC {
+        return Err(lost());
+    }
+    let record_len = u32::from_le_bytes(entry[4..8].try_into().expect("4 bytes")) as usize;
+    let stored = u64::from_le_bytes(entry[16..24].try_into().expect("8 bytes"));
+    let body = HEADER as usize + record_len;
+    if body > entry.len() || digest(&entry[HEADER as usize..body], &entry[body..]) != stored {
+        return Err(lost());
+    }
+    entry.drain(..body);
+    Ok(entry)
+}
+
+/// The first 8 bytes of the SHA-256 of an entry's record and bytes: tells a torn or punched
+/// entry from a whole one.
+fn digest(record: &[u8], bytes: &[u8]) -> u64 {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update((record.len() as u64).to_le_bytes());
+    hash.update(record);
+    hash.update(bytes);
+    u64::from_le_bytes(hash.finalize()[..8].try_into().expect("8 bytes"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn files(dir: &Path) -> usize {
+        std::fs::read_dir(dir).unwrap().count()
+    }
+
     #[test]
     fn append_read_release() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path(), []).unwrap();
-        let slots = spool.append(&[b"first secret", b"second"]).unwrap();
-        let more = spool.append(&[b"third"]).unwrap();
-        assert_eq!(spool.files(), 1, "one segment for both calls");
+        let (spool, _) = Spool::open(dir.path(), |_| true).unwrap();
+        let slots = spool
+            .append(&[(b"r1", b"first secret"), (b"r2", b"second")])
+            .unwrap();
+        let more = spool.append(&[(b"r3", b"third")]).unwrap();
+        assert_eq!(files(dir.path()), 1, "one segment for both calls");
         assert_eq!(spool.read(&slots[1]).unwrap(), b"second");
         assert_eq!(spool.read(&more[0]).unwrap(), b"third");
 
@@ -212,27 +332,57 @@ mod tests {
         assert_eq!(spool.read(&slots[1]).unwrap(), b"second");
         spool.release(&slots[1]).unwrap();
         spool.release(&more[0]).unwrap();
-        assert_eq!(spool.files(), 0, "the last release removes the segment");
+        assert_eq!(files(dir.path()), 0, "the last release removes the segment");
 
-        let again = spool.append(&[b"fourth"]).unwrap();
+        let again = spool.append(&[(b"r4", b"fourth")]).unwrap();
         assert_ne!(again[0].segment, slots[0].segment);
         assert_eq!(spool.read(&again[0]).unwrap(), b"fourth");
     }
 
     #[test]
-    fn reopening_keeps_needed_segments_only() {
+    fn reopening_recovers_what_the_store_lost_and_keeps_needed_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path(), []).unwrap();
-        let kept = spool.append(&[b"kept"]).unwrap();
+        let (spool, _) = Spool::open(dir.path(), |_| true).unwrap();
+        let slots = spool
+            .append(&[(b"known", b"a"), (b"lost", b"b"), (b"done", b"c")])
+            .unwrap();
+        spool.release(&slots[2]).unwrap();
         drop(spool);
         std::fs::write(dir.path().join("orphan.spool"), "never accepted").unwrap();
-        let spool = Spool::open(dir.path(), &kept).unwrap();
-        assert_eq!(spool.files(), 1);
-        assert_eq!(spool.read(&kept[0]).unwrap(), b"kept");
+
+        let (spool, recovered) = Spool::open(dir.path(), |r| r != b"known").unwrap();
+        assert_eq!(recovered.len(), 1, "the punched entry is not read back");
+        assert_eq!(recovered[0].record, b"lost");
+        assert_eq!(recovered[0].slot, slots[1]);
+        spool.retain([&slots[0], &slots[1]]).unwrap();
+        assert_eq!(files(dir.path()), 1, "the orphan is removed");
+        assert_eq!(spool.read(&slots[1]).unwrap(), b"b");
         // New messages go to a new segment; the old one goes with its last message.
-        let new = spool.append(&[b"new"]).unwrap();
-        spool.release(&kept[0]).unwrap();
-        assert_eq!(spool.files(), 1);
-        assert_eq!(spool.read(&new[0]).unwrap(), b"new");
+        let new = spool.append(&[(b"new", b"d")]).unwrap();
+        spool.release(&slots[0]).unwrap();
+        spool.release(&slots[1]).unwrap();
+        assert_eq!(files(dir.path()), 1);
+        assert_eq!(spool.read(&new[0]).unwrap(), b"d");
+    }
+
+    #[test]
+    fn a_torn_entry_is_named_lost_and_ends_the_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), |_| true).unwrap();
+        let slots = spool.append(&[(b"r1", b"kept"), (b"r2", b"torn")]).unwrap();
+        let path = dir.path().join(&slots[1].segment);
+        // As after a crash: the header reached the disk, the end of the entry did not.
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(slots[1].offset + slots[1].len - 2).unwrap();
+        let err = spool.read(&slots[1]).unwrap_err();
+        assert!(err.to_string().contains("lost in a crash"), "{err}");
+        file.set_len(slots[1].offset + slots[1].len).unwrap();
+        let err = spool.read(&slots[1]).unwrap_err();
+        assert!(err.to_string().contains("lost in a crash"), "{err}");
+        assert_eq!(spool.read(&slots[0]).unwrap(), b"kept");
+        drop(spool);
+        let (_, recovered) = Spool::open(dir.path(), |_| true).unwrap();
+        assert_eq!(recovered.len(), 1);
+        assert_eq!(recovered[0].record, b"r1");
     }
 }
