@@ -257,7 +257,7 @@ impl Smtp {
     }
 
     /// One transaction, on an idle connection when there is one. A reused connection that the
-    /// relay closed meanwhile fails before any reply: then once more on a fresh one.
+    /// relay closed meanwhile fails without a reply code: then once more on a fresh one.
     async fn send(
         &self,
         envelope: &Envelope,
@@ -268,7 +268,9 @@ impl Smtp {
             None => (self.connect().await?, false),
         };
         let mut result = conn.send(envelope, bytes).await;
-        if reused && matches!(&result, Err(e) if !e.is_response()) {
+        // No reply code at all (a reset, or the end of the stream read as an incomplete
+        // response): the relay had closed the idle session.
+        if reused && matches!(&result, Err(e) if e.status().is_none()) {
             conn = self.connect().await?;
             result = conn.send(envelope, bytes).await;
         }

@@ -244,6 +244,82 @@ fn relay_down_at_submit_then_delivered_when_it_returns() {
 }
 
 #[test]
+fn unreachable_relay_pauses_bulk_mail_but_not_a_code() {
+    let bus = Bus::start();
+    let smtp = Smtp::start();
+    // A long back-off, so that nothing but the pause itself can explain what waits.
+    let daemon = Daemon::start(&bus, &config(&smtp, "[queue]\nmin_backoff_secs = 3600\n"));
+    let account = active_account(&bus, &daemon, Some(&smtp), None, "personal", "moi@ecole.fr");
+    // The confirmation e-mail must be out first: failing, it would pause the queue itself.
+    wait_for("the set-up mail to be delivered", LONG, || {
+        queue_json(&bus, None)
+            .iter()
+            .all(|m| m["state"] == "delivered")
+    });
+    let port = smtp.stop();
+    let send = |subject: &str| {
+        mailctl(
+            &bus,
+            None,
+            &[
+                "send",
+                "--account",
+                &account,
+                "--to",
+                "a@example.org",
+                "--subject",
+                subject,
+                "--body",
+                "B",
+            ],
+            None,
+        )
+        .out()
+    };
+    let first = send("Premier");
+    let deferred = wait_state(&bus, &first, "deferred", LONG);
+    assert!(
+        deferred["last_reply"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{deferred}"
+    );
+    let waiting = [send("Deuxième"), send("Troisième")];
+    std::thread::sleep(Duration::from_millis(1500));
+    for id in &waiting {
+        let m = wait_state(&bus, id, "queued", LONG);
+        assert_eq!(
+            m["attempts"], 0,
+            "tried while the relay was known down: {m}"
+        );
+    }
+    assert!(daemon.log().contains("relay unreachable"));
+
+    // The code e-mail still gets its first attempt: the person hears at once.
+    let started = std::time::Instant::now();
+    let e = create(&bus, None, "personal", "L", "l@ecole.fr").err("RelayUnavailable");
+    assert!(e.contains("again automatically"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // Back up, and somebody checks it: the waiting mail goes without waiting out the pause.
+    let smtp = Smtp::start_on(port, &[]);
+    assert!(
+        mailctl(&bus, None, &["relay", "test"], None)
+            .out()
+            .contains("connected")
+    );
+    for id in &waiting {
+        wait_state(&bus, id, "delivered", LONG);
+    }
+    assert_eq!(wait_state(&bus, &first, "deferred", LONG)["attempts"], 1);
+    mailctl(&bus, None, &["queue", "retry", &first], None).out();
+    wait_state(&bus, &first, "delivered", LONG);
+    // The code e-mail, deferred by its own attempt, waits for its back-off or a resend.
+    assert_eq!(smtp.messages().len(), 3);
+}
+
+#[test]
 fn hold_release_cancel() {
     let bus = Bus::start();
     let smtp = Smtp::start();
