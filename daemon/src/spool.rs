@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 const SUFFIX: &str = ".spool";
 
-/// An entry: magic, record length (u32), bytes length (u64), digest (u64), all little-endian,
-/// then the record, then the bytes. The header stays when an entry is punched out, so that a
+/// An entry: magic, record length (u32), bytes length (u64), CRC-32 of the record and bytes
+/// (u32), 4 zero bytes, all little-endian, then the record, then the bytes. The header stays when an entry is punched out, so that a
 /// scan can step over it; it says nothing about the message.
 const MAGIC: &[u8; 4] = b"PCQ1";
 const HEADER: u64 = 24;
@@ -153,6 +153,7 @@ impl Spool {
                 buf.extend_from_slice(&(record.len() as u32).to_le_bytes());
                 buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
                 buf.extend_from_slice(&digest(record, bytes).to_le_bytes());
+                buf.extend_from_slice(&[0; 4]);
                 buf.extend_from_slice(record);
                 current.file.write_all_at(&buf, offset)?;
                 current
@@ -283,7 +284,7 @@ fn read_entry(file: &File, slot: &Slot) -> std::io::Result<Vec<u8>> {
         return Err(lost());
     }
     let record_len = u32::from_le_bytes(entry[4..8].try_into().expect("4 bytes")) as usize;
-    let stored = u64::from_le_bytes(entry[16..24].try_into().expect("8 bytes"));
+    let stored = u32::from_le_bytes(entry[16..20].try_into().expect("4 bytes"));
     let body = HEADER as usize + record_len;
     if body > entry.len() || digest(&entry[HEADER as usize..body], &entry[body..]) != stored {
         return Err(lost());
@@ -292,15 +293,13 @@ fn read_entry(file: &File, slot: &Slot) -> std::io::Result<Vec<u8>> {
     Ok(entry)
 }
 
-/// The first 8 bytes of the SHA-256 of an entry's record and bytes: tells a torn or punched
-/// entry from a whole one.
-fn digest(record: &[u8], bytes: &[u8]) -> u64 {
-    use sha2::Digest;
-    let mut hash = sha2::Sha256::new();
-    hash.update((record.len() as u64).to_le_bytes());
-    hash.update(record);
-    hash.update(bytes);
-    u64::from_le_bytes(hash.finalize()[..8].try_into().expect("8 bytes"))
+/// Tells a torn or punched entry from a whole one, as sled's own log does: a check against
+/// accidents, not against anybody (the spool is the daemon's alone).
+fn digest(record: &[u8], bytes: &[u8]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(record);
+    crc.update(bytes);
+    crc.finalize()
 }
 
 #[cfg(test)]
