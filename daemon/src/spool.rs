@@ -5,8 +5,8 @@
 //! entries whose record the store lost are read back from here.
 //!
 //! A message's record and bytes are punched out of the segment (the blocks freed, reads return
-//! zeros) as soon as it no longer needs them, and a segment is deleted once none of its
-//! messages does.
+//! zeros) as soon as it no longer needs them, and a segment no longer written to is deleted
+//! once none of its messages does.
 //!
 //! Segments rather than a file per message: creating an inode costs about 1 ms on a busy ext4
 //! directory — more than syncing the data — so a batch of a hundred paid a tenth of a second
@@ -27,6 +27,12 @@ use serde::{Deserialize, Serialize};
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 const SUFFIX: &str = ".spool";
 
+/// A small call writes into blocks zero-filled ahead of it: overwriting allocated blocks lets
+/// fdatasync skip the file system's journal (0.11 ms instead of 0.23 ms here for 20 KB). A
+/// batch writes enough to pay for its own allocation, and is not doubled by zeros.
+const ZERO_AHEAD: u64 = 4 * 1024 * 1024;
+const SMALL_CALL: u64 = 256 * 1024;
+
 /// An entry: magic, record length (u32), bytes length (u64), CRC-32 of the record and bytes
 /// (u32), 4 zero bytes, all little-endian, then the record, then the bytes. The header stays when an entry is punched out, so that a
 /// scan can step over it; it says nothing about the message.
@@ -45,6 +51,8 @@ struct Current {
     name: String,
     file: File,
     len: u64,
+    /// Up to here the file's blocks are allocated and written (entries or zeros).
+    zeroed: u64,
 }
 
 struct State {
@@ -143,8 +151,20 @@ impl Spool {
         }
         let current = state.current.as_mut().expect("just created");
         let start = current.len;
+        let total: u64 = entries
+            .iter()
+            .map(|(r, b)| HEADER + (r.len() + b.len()) as u64)
+            .sum();
         let mut slots = Vec::with_capacity(entries.len());
         let written = (|| {
+            if total <= SMALL_CALL && start + total > current.zeroed {
+                let from = current.zeroed.max(start);
+                let to = start + ZERO_AHEAD;
+                current
+                    .file
+                    .write_all_at(&vec![0; (to - from) as usize], from)?;
+                current.zeroed = to;
+            }
             let mut offset = start;
             let mut buf = Vec::new();
             for (record, bytes) in entries {
@@ -174,12 +194,14 @@ impl Spool {
         match written {
             Ok(end) => {
                 current.len = end;
+                current.zeroed = current.zeroed.max(end);
                 let name = current.name.clone();
                 *state.live.entry(name).or_insert(0) += slots.len();
                 Ok(slots)
             }
             Err(e) => {
                 let _ = current.file.set_len(start);
+                current.zeroed = current.zeroed.min(start);
                 Err(e)
             }
         }
@@ -191,7 +213,7 @@ impl Spool {
     }
 
     /// The message no longer needs its entry: its record and bytes are punched out at once,
-    /// and the segment goes when its last message does.
+    /// and a segment no longer written to goes with its last message.
     pub fn release(&self, slot: &Slot) -> std::io::Result<()> {
         let mut state = self.state.lock().unwrap();
         let path = self.dir.join(&slot.segment);
@@ -202,14 +224,12 @@ impl Spool {
             }
             None => return Ok(()),
         };
-        if remaining == 0 {
-            if state
-                .current
-                .as_ref()
-                .is_some_and(|c| c.name == slot.segment)
-            {
-                state.current = None;
-            }
+        let current = state
+            .current
+            .as_ref()
+            .is_some_and(|c| c.name == slot.segment);
+        // The current segment stays, punched: creating a file costs more than a sync here.
+        if remaining == 0 && !current {
             state.live.remove(&slot.segment);
             return std::fs::remove_file(path);
         }
@@ -239,7 +259,12 @@ impl Spool {
             .mode(0o600)
             .open(self.dir.join(&name))?;
         File::open(&self.dir)?.sync_all()?;
-        Ok(Current { name, file, len: 0 })
+        Ok(Current {
+            name,
+            file,
+            len: 0,
+            zeroed: 0,
+        })
     }
 }
 
@@ -331,10 +356,12 @@ mod tests {
         assert_eq!(spool.read(&slots[1]).unwrap(), b"second");
         spool.release(&slots[1]).unwrap();
         spool.release(&more[0]).unwrap();
-        assert_eq!(files(dir.path()), 0, "the last release removes the segment");
+        assert_eq!(files(dir.path()), 1, "the segment written to stays");
+        let on_disk = std::fs::read(dir.path().join(&slots[0].segment)).unwrap();
+        assert!(!on_disk.windows(5).any(|w| w == b"third" || w == b"secon"));
 
         let again = spool.append(&[(b"r4", b"fourth")]).unwrap();
-        assert_ne!(again[0].segment, slots[0].segment);
+        assert_eq!(again[0].segment, slots[0].segment);
         assert_eq!(spool.read(&again[0]).unwrap(), b"fourth");
     }
 
