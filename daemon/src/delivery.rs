@@ -270,7 +270,7 @@ impl Smtp {
         let mut result = conn.send(envelope, bytes).await;
         // No reply code at all (a reset, or the end of the stream read as an incomplete
         // response): the relay had closed the idle session.
-        if reused && matches!(&result, Err(e) if e.status().is_none()) {
+        if reused && matches!(&result, Err(e) if e.status().is_none() && !e.is_client()) {
             conn = self.connect().await?;
             result = conn.send(envelope, bytes).await;
         }
@@ -280,7 +280,15 @@ impl Smtp {
                 idle.push((conn, Instant::now()));
             }
         }
-        result.map_err(classify)
+        result.map_err(|e| {
+            // lettre refuses before sending what this relay cannot take (8-bit text without
+            // 8BITMIME, a non-ASCII address without SMTPUTF8): no later attempt would differ.
+            if e.is_client() {
+                Error::Permanent(format!("the relay cannot take this message: {e}"))
+            } else {
+                classify(e)
+            }
+        })
     }
 }
 

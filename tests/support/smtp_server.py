@@ -54,6 +54,9 @@ def main():
     p.add_argument("--key")
     p.add_argument("--tls", action="store_true", help="implicit TLS instead of STARTTLS")
     p.add_argument("--auth", help="user:password required before MAIL FROM")
+    p.add_argument(
+        "--no-8bitmime", action="store_true", help="do not announce 8BITMIME (an old relay)"
+    )
     args = p.parse_args()
 
     os.makedirs(args.maildir, exist_ok=True)
@@ -83,6 +86,9 @@ def main():
         # aiosmtpd only knows of STARTTLS: with implicit TLS the session is already encrypted,
         # and without TLS the test wants AUTH over plain text.
         kwargs["auth_require_tls"] = context is not None and not args.tls
+    if args.no_8bitmime:
+        # aiosmtpd announces 8BITMIME only when it hands over undecoded bytes.
+        kwargs["decode_data"] = True
     controller = Controller(
         handler,
         hostname="127.0.0.1",

@@ -248,6 +248,60 @@ fn relay_down_at_submit_then_delivered_when_it_returns() {
 }
 
 #[test]
+fn accented_text_goes_in_8_bits_and_fails_at_once_where_8bitmime_is_missing() {
+    let bus = Bus::start();
+    let modern = Smtp::start();
+    let daemon = Daemon::start(&bus, &config(&modern, ""));
+    let account = active_account(
+        &bus,
+        &daemon,
+        Some(&modern),
+        None,
+        "personal",
+        "moi@ecole.fr",
+    );
+    let send = |account: &str, body: &str| {
+        mailctl(
+            &bus,
+            None,
+            &[
+                "send",
+                "--account",
+                account,
+                "--to",
+                "a@example.org",
+                "--subject",
+                "Bilan",
+                "--body",
+                body,
+            ],
+            None,
+        )
+        .out()
+    };
+    let id = send(&account, "Le bilan de Léa est joint.");
+    wait_state(&bus, &id, "delivered", LONG);
+    let sent = modern.messages().pop().unwrap();
+    assert!(sent.contains("Content-Transfer-Encoding: 8bit"), "{sent}");
+    assert!(sent.contains("Le bilan de Léa est joint."), "{sent}");
+    drop(daemon);
+
+    // The same on a relay that does not announce 8BITMIME.
+    let old = Smtp::start_with(&["--no-8bitmime"]);
+    let daemon = Daemon::start(&bus, &config(&old, ""));
+    let account = active_account(&bus, &daemon, Some(&old), None, "personal", "moi@ecole.fr");
+    let id = send(&account, "Le bilan de Léa est joint.");
+    let failed = wait_state(&bus, &id, "failed", LONG);
+    assert_eq!(failed["attempts"], 1);
+    assert!(
+        failed["last_reply"].as_str().unwrap().contains("8BITMIME"),
+        "{failed}"
+    );
+    let id = send(&account, "Plain ASCII goes through.");
+    wait_state(&bus, &id, "delivered", LONG);
+}
+
+#[test]
 fn unreachable_relay_pauses_bulk_mail_but_not_a_code() {
     let bus = Bus::start();
     let smtp = Smtp::start();
