@@ -1,6 +1,7 @@
 //! The sender-account lifecycle: create → code e-mailed → code typed back → secret set →
 //! staff named. Plain async Rust; the D-Bus layer in `bus` is a thin skin over it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::notices::{self, CODE_LIFETIME_MINUTES};
 use crate::queue::{MsgState, Queue};
+use crate::spool::Slot;
 use crate::store::Store;
 use crate::{outbox, secret, validate};
 
@@ -764,19 +766,27 @@ impl Accounts {
             .collect();
         let archive = self.queue.archive().clone();
         tokio::task::spawn_blocking(move || {
+            // Messages delivered together are sealed together: each group is opened once.
+            let mut groups: HashMap<Slot, HashMap<String, Vec<u8>>> = HashMap::new();
             let mut out = Vec::new();
             for (slot, r) in records {
-                match archive.read(&account.id, &slot, &key) {
-                    Ok(Some(bytes)) => out.push(Archived {
+                if !groups.contains_key(&slot) {
+                    let group = match archive.read(&account.id, &slot, &key) {
+                        Ok(group) => group.unwrap_or_default().into_iter().collect(),
+                        Err(e) => {
+                            tracing::error!(message = %r.id, error = %e, "archived message unreadable");
+                            HashMap::new()
+                        }
+                    };
+                    groups.insert(slot.clone(), group);
+                }
+                if let Some(bytes) = groups.get_mut(&slot).and_then(|g| g.remove(&r.id)) {
+                    out.push(Archived {
                         id: r.id,
                         created: r.created,
                         sender: r.envelope_from,
                         bytes,
-                    }),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::error!(message = %r.id, error = %e, "archived message unreadable")
-                    }
+                    });
                 }
             }
             out

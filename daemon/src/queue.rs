@@ -488,12 +488,7 @@ impl Queue {
     /// store are synced once, and only then do delivered messages leave the spool. A crash
     /// before the sync leaves them `sending`, to be sent again (at least once).
     pub fn finish_batch(&self, mut items: Vec<(Record, Outcome)>) -> Result<Vec<Record>> {
-        for (r, outcome) in &mut items {
-            if let (Outcome::Delivered(_), Some(recipient)) = (&*outcome, &r.archive_to) {
-                let bytes = self.body(r)?;
-                r.archived = Some(self.archive.store(&r.account, recipient, &bytes)?);
-            }
-        }
+        self.seal_delivered(&mut items)?;
         let now = self.now();
         let mut freed = Vec::new();
         let records: Vec<Record> = {
@@ -529,6 +524,50 @@ impl Queue {
             self.emit(r);
         }
         Ok(records)
+    }
+
+    /// Seals the delivered messages of a group into their accounts' archives, those of one
+    /// account together, in chunks of a few MiB of clear text.
+    fn seal_delivered(&self, items: &mut [(Record, Outcome)]) -> Result<()> {
+        const CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+        let mut groups: std::collections::BTreeMap<(String, String), Vec<usize>> =
+            Default::default();
+        for (i, (r, outcome)) in items.iter().enumerate() {
+            if let (Outcome::Delivered(_), Some(recipient)) = (outcome, &r.archive_to) {
+                groups
+                    .entry((r.account.clone(), recipient.clone()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        for ((account, recipient), members) in groups {
+            let mut chunks: Vec<Vec<usize>> = vec![Vec::new()];
+            let mut size = 0;
+            for i in members {
+                if size > 0 && size + items[i].0.size > CHUNK_BYTES {
+                    chunks.push(Vec::new());
+                    size = 0;
+                }
+                size += items[i].0.size;
+                chunks.last_mut().expect("never empty").push(i);
+            }
+            for chunk in chunks {
+                let bodies = chunk
+                    .iter()
+                    .map(|&i| self.body(&items[i].0))
+                    .collect::<std::io::Result<Vec<_>>>()?;
+                let messages: Vec<(&str, &[u8])> = chunk
+                    .iter()
+                    .zip(&bodies)
+                    .map(|(&i, b)| (items[i].0.id.as_str(), b.as_slice()))
+                    .collect();
+                let slot = self.archive.store(&account, &recipient, &messages)?;
+                for &i in &chunk {
+                    items[i].0.archived = Some(slot.clone());
+                }
+            }
+        }
+        Ok(())
     }
 
     fn apply(&self, mut r: Record, outcome: Outcome, now: u64) -> Record {

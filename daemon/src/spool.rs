@@ -41,7 +41,7 @@ const MAGIC: &[u8; 4] = b"PCQ1";
 const HEADER: u64 = 24;
 
 /// Where something is in a segment or log file: for the spool, a whole entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Slot {
     pub segment: String,
     pub offset: u64,
