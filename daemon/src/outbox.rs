@@ -127,18 +127,20 @@ impl Outbox {
     pub fn get(&self, caller: &Caller, id: &str) -> Result<Record> {
         let r = self.queue.get(id)?;
         if may_see(caller, &r) {
-            Ok(r)
+            Ok(shown(r, self.queue.pause().as_ref()))
         } else {
             Err(crate::queue::Error::NotFound(id.to_owned()).into())
         }
     }
 
     pub fn list(&self, caller: &Caller) -> Result<Vec<Record>> {
+        let pause = self.queue.pause();
         Ok(self
             .queue
             .list()?
             .into_iter()
             .filter(|r| may_see(caller, r))
+            .map(|r| shown(r, pause.as_ref()))
             .collect())
     }
 
@@ -260,6 +262,20 @@ impl Outbox {
         self.queue.relay_reachable();
         Ok(report)
     }
+}
+
+/// A message waiting out a relay pause says why, though nothing was tried for it.
+fn shown(mut r: Record, pause: Option<&(String, u64)>) -> Record {
+    if let Some((reason, seconds)) = pause
+        && r.state == crate::queue::MsgState::Queued
+        && r.last_reply.is_empty()
+    {
+        r.last_reply = format!(
+            "waiting: the relay is unreachable ({reason}); next try in {} min",
+            seconds.div_ceil(60)
+        );
+    }
+    r
 }
 
 /// Submitters see their own messages; administrators manage the whole queue.

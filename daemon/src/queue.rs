@@ -80,6 +80,13 @@ pub struct Record {
     pub archived: Option<Slot>,
 }
 
+/// Why and until when (clock seconds) delivery waits for the relay.
+#[derive(Debug, Clone)]
+struct Pause {
+    until: u64,
+    reason: String,
+}
+
 /// A finished message handed to the queue.
 pub struct Outgoing {
     pub account: String,
@@ -134,7 +141,7 @@ pub struct Queue {
     /// host: mail keeps its place instead of failing one connection after another, each
     /// recorded with a sync. A fresh notice still gets its first attempt, so that whoever
     /// waits for a code hears at once that the relay is down.
-    paused_until: Mutex<Option<u64>>,
+    paused_until: Mutex<Option<Pause>>,
     wake: Notify,
     events: broadcast::Sender<Event>,
 }
@@ -424,7 +431,12 @@ impl Queue {
     /// Seconds until the earliest waiting message is due, if any.
     pub fn next_due_in(&self) -> Option<u64> {
         let now = self.now();
-        let pause = self.paused_until.lock().unwrap().unwrap_or(0);
+        let pause = self
+            .paused_until
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map_or(0, |p| p.until);
         self.due
             .lock()
             .unwrap()
@@ -433,13 +445,30 @@ impl Queue {
     }
 
     fn paused(&self, now: u64) -> bool {
-        self.paused_until.lock().unwrap().is_some_and(|t| now < t)
+        self.pause_at(now).is_some()
+    }
+
+    /// Why delivery is paused and for how many more seconds, if it is.
+    pub fn pause(&self) -> Option<(String, u64)> {
+        let now = self.now();
+        self.pause_at(now).map(|p| (p.reason, p.until - now))
+    }
+
+    fn pause_at(&self, now: u64) -> Option<Pause> {
+        self.paused_until
+            .lock()
+            .unwrap()
+            .clone()
+            .filter(|p| now < p.until)
     }
 
     /// The relay could not be reached: new attempts wait for the shortest back-off.
     pub fn relay_unreachable(&self, reason: &str) {
         let until = self.now() + self.policy.min_backoff_secs;
-        let was = self.paused_until.lock().unwrap().replace(until);
+        let was = self.paused_until.lock().unwrap().replace(Pause {
+            until,
+            reason: reason.to_owned(),
+        });
         if was.is_none() {
             tracing::warn!(
                 reason,

@@ -351,6 +351,12 @@ fn unreachable_relay_pauses_bulk_mail_but_not_a_code() {
             m["attempts"], 0,
             "tried while the relay was known down: {m}"
         );
+        // Nothing was tried, but the listing says why it waits.
+        let why = m["last_reply"].as_str().unwrap();
+        assert!(
+            why.contains("relay is unreachable") && why.contains("next try in 60 min"),
+            "{why}"
+        );
     }
     assert!(daemon.log().contains("relay unreachable"));
 
