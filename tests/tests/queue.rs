@@ -15,6 +15,35 @@ fn config(smtp: &Smtp, extra: &str) -> String {
     format!("{}{extra}", smtp.relay_config())
 }
 
+/// A bus, a daemon relaying to `smtp`, and a personal account ready to send.
+fn with_account(smtp: &Smtp, extra: &str) -> (Bus, Daemon, String) {
+    let bus = Bus::start();
+    let daemon = Daemon::start(&bus, &config(smtp, extra));
+    let account = active_account(&bus, &daemon, Some(smtp), None, "personal", "moi@ecole.fr");
+    (bus, daemon, account)
+}
+
+/// `mailctl send` of a one-line message to a@example.org; its id.
+fn send(bus: &Bus, account: &str, subject: &str, body: &str) -> String {
+    mailctl(
+        bus,
+        None,
+        &[
+            "send",
+            "--account",
+            account,
+            "--to",
+            "a@example.org",
+            "--subject",
+            subject,
+            "--body",
+            body,
+        ],
+        None,
+    )
+    .out()
+}
+
 #[test]
 fn message_with_pdf_is_delivered_and_bcc_stays_hidden() {
     let bus = Bus::start();
@@ -119,29 +148,11 @@ fn message_with_pdf_is_delivered_and_bcc_stays_hidden() {
 
 #[test]
 fn temporary_failure_is_retried_and_permanent_failure_keeps_the_reply() {
-    let bus = Bus::start();
     let smtp = Smtp::start();
-    let daemon = Daemon::start(&bus, &config(&smtp, FAST_RETRY));
-    let account = active_account(&bus, &daemon, Some(&smtp), None, "personal", "moi@ecole.fr");
+    let (bus, _daemon, account) = with_account(&smtp, FAST_RETRY);
 
     smtp.set_reply("451 4.3.0 Mailbox busy, try later");
-    let id = mailctl(
-        &bus,
-        None,
-        &[
-            "send",
-            "--account",
-            &account,
-            "--to",
-            "a@example.org",
-            "--subject",
-            "S",
-            "--body",
-            "B",
-        ],
-        None,
-    )
-    .out();
+    let id = send(&bus, &account, "S", "B");
     let deferred = wait_state(&bus, &id, "deferred", LONG);
     assert!(
         deferred["last_reply"].as_str().unwrap().contains("451"),
@@ -201,29 +212,11 @@ fn temporary_failure_is_retried_and_permanent_failure_keeps_the_reply() {
 
 #[test]
 fn relay_down_at_submit_then_delivered_when_it_returns() {
-    let bus = Bus::start();
     let smtp = Smtp::start();
-    let daemon = Daemon::start(&bus, &config(&smtp, FAST_RETRY));
-    let account = active_account(&bus, &daemon, Some(&smtp), None, "personal", "moi@ecole.fr");
+    let (bus, _daemon, account) = with_account(&smtp, FAST_RETRY);
     let port = smtp.stop();
 
-    let id = mailctl(
-        &bus,
-        None,
-        &[
-            "send",
-            "--account",
-            &account,
-            "--to",
-            "a@example.org",
-            "--subject",
-            "S",
-            "--body",
-            "B",
-        ],
-        None,
-    )
-    .out();
+    let id = send(&bus, &account, "S", "B");
     let deferred = wait_state(&bus, &id, "deferred", LONG);
     assert!(!deferred["last_reply"].as_str().unwrap().is_empty());
     mailctl(&bus, None, &["relay", "test"], None).err("RelayUnavailable");
@@ -249,65 +242,33 @@ fn relay_down_at_submit_then_delivered_when_it_returns() {
 
 #[test]
 fn accented_text_goes_in_8_bits_and_fails_at_once_where_8bitmime_is_missing() {
-    let bus = Bus::start();
     let modern = Smtp::start();
-    let daemon = Daemon::start(&bus, &config(&modern, ""));
-    let account = active_account(
-        &bus,
-        &daemon,
-        Some(&modern),
-        None,
-        "personal",
-        "moi@ecole.fr",
-    );
-    let send = |account: &str, body: &str| {
-        mailctl(
-            &bus,
-            None,
-            &[
-                "send",
-                "--account",
-                account,
-                "--to",
-                "a@example.org",
-                "--subject",
-                "Bilan",
-                "--body",
-                body,
-            ],
-            None,
-        )
-        .out()
-    };
-    let id = send(&account, "Le bilan de Léa est joint.");
+    let (bus, _daemon, account) = with_account(&modern, "");
+    let id = send(&bus, &account, "Bilan", "Le bilan de Léa est joint.");
     wait_state(&bus, &id, "delivered", LONG);
     let sent = modern.messages().pop().unwrap();
     assert!(sent.contains("Content-Transfer-Encoding: 8bit"), "{sent}");
     assert!(sent.contains("Le bilan de Léa est joint."), "{sent}");
-    drop(daemon);
 
     // The same on a relay that does not announce 8BITMIME.
     let old = Smtp::start_with(&["--no-8bitmime"]);
-    let daemon = Daemon::start(&bus, &config(&old, ""));
-    let account = active_account(&bus, &daemon, Some(&old), None, "personal", "moi@ecole.fr");
-    let id = send(&account, "Le bilan de Léa est joint.");
+    let (bus, _daemon, account) = with_account(&old, "");
+    let id = send(&bus, &account, "Bilan", "Le bilan de Léa est joint.");
     let failed = wait_state(&bus, &id, "failed", LONG);
     assert_eq!(failed["attempts"], 1);
     assert!(
         failed["last_reply"].as_str().unwrap().contains("8BITMIME"),
         "{failed}"
     );
-    let id = send(&account, "Plain ASCII goes through.");
+    let id = send(&bus, &account, "Bilan", "Plain ASCII goes through.");
     wait_state(&bus, &id, "delivered", LONG);
 }
 
 #[test]
 fn unreachable_relay_pauses_bulk_mail_but_not_a_code() {
-    let bus = Bus::start();
     let smtp = Smtp::start();
     // A long back-off, so that nothing but the pause itself can explain what waits.
-    let daemon = Daemon::start(&bus, &config(&smtp, "[queue]\nmin_backoff_secs = 3600\n"));
-    let account = active_account(&bus, &daemon, Some(&smtp), None, "personal", "moi@ecole.fr");
+    let (bus, daemon, account) = with_account(&smtp, "[queue]\nmin_backoff_secs = 3600\n");
     // The confirmation e-mail must be out first: failing, it would pause the queue itself.
     wait_for("the set-up mail to be delivered", LONG, || {
         queue_json(&bus, None)
@@ -315,26 +276,7 @@ fn unreachable_relay_pauses_bulk_mail_but_not_a_code() {
             .all(|m| m["state"] == "delivered")
     });
     let port = smtp.stop();
-    let send = |subject: &str| {
-        mailctl(
-            &bus,
-            None,
-            &[
-                "send",
-                "--account",
-                &account,
-                "--to",
-                "a@example.org",
-                "--subject",
-                subject,
-                "--body",
-                "B",
-            ],
-            None,
-        )
-        .out()
-    };
-    let first = send("Premier");
+    let first = send(&bus, &account, "Premier", "B");
     let deferred = wait_state(&bus, &first, "deferred", LONG);
     assert!(
         deferred["last_reply"]
@@ -343,7 +285,10 @@ fn unreachable_relay_pauses_bulk_mail_but_not_a_code() {
             .contains("cannot connect"),
         "{deferred}"
     );
-    let waiting = [send("Deuxième"), send("Troisième")];
+    let waiting = [
+        send(&bus, &account, "Deuxième", "B"),
+        send(&bus, &account, "Troisième", "B"),
+    ];
     std::thread::sleep(Duration::from_millis(1500));
     for id in &waiting {
         let m = wait_state(&bus, id, "queued", LONG);
@@ -385,31 +330,11 @@ fn unreachable_relay_pauses_bulk_mail_but_not_a_code() {
 
 #[test]
 fn hold_release_cancel() {
-    let bus = Bus::start();
     let smtp = Smtp::start();
-    let daemon = Daemon::start(&bus, &config(&smtp, FAST_RETRY));
-    let account = active_account(&bus, &daemon, Some(&smtp), None, "personal", "moi@ecole.fr");
+    let (bus, _daemon, account) = with_account(&smtp, FAST_RETRY);
     smtp.set_reply("421 4.7.0 Too busy");
-    let send = || {
-        mailctl(
-            &bus,
-            None,
-            &[
-                "send",
-                "--account",
-                &account,
-                "--to",
-                "a@example.org",
-                "--subject",
-                "S",
-                "--body",
-                "B",
-            ],
-            None,
-        )
-        .out()
-    };
-    let (a, b) = (send(), send());
+    let queue_one = || send(&bus, &account, "S", "B");
+    let (a, b) = (queue_one(), queue_one());
     wait_state(&bus, &a, "deferred", LONG);
     wait_state(&bus, &b, "deferred", LONG);
     mailctl(&bus, None, &["queue", "hold", &a], None).out();
@@ -434,10 +359,8 @@ fn hold_release_cancel() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_refused_and_nothing_is_queued() {
-    let bus = Bus::start();
     let smtp = Smtp::start();
-    let daemon = Daemon::start(&bus, &config(&smtp, "[queue]\nmax_message_bytes = 4096\n"));
-    let account = active_account(&bus, &daemon, Some(&smtp), None, "personal", "moi@ecole.fr");
+    let (bus, daemon, account) = with_account(&smtp, "[queue]\nmax_message_bytes = 4096\n");
     let conn = bus.connect().await;
     let outbox = api::OutboxProxy::new(&conn).await.unwrap();
     let message = |to: &[&str], subject: &str| api::OutgoingMessage {
@@ -835,10 +758,8 @@ fn implicit_tls_with_auth_and_a_school_ca() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_state_change_is_signalled() {
     use futures_util::StreamExt;
-    let bus = Bus::start();
     let smtp = Smtp::start();
-    let daemon = Daemon::start(&bus, &config(&smtp, FAST_RETRY));
-    let account = active_account(&bus, &daemon, Some(&smtp), None, "personal", "moi@ecole.fr");
+    let (bus, _daemon, account) = with_account(&smtp, FAST_RETRY);
     let conn = bus.connect().await;
     let outbox = api::OutboxProxy::new(&conn).await.unwrap();
     let mut changes = outbox.receive_message_changed().await.unwrap();
@@ -878,29 +799,11 @@ async fn every_state_change_is_signalled() {
 
 #[test]
 fn kill9_right_after_the_reply_loses_nothing() {
-    let bus = Bus::start();
     let smtp = Smtp::start();
-    let mut daemon = Daemon::start(&bus, &config(&smtp, ""));
-    let account = active_account(&bus, &daemon, Some(&smtp), None, "personal", "moi@ecole.fr");
+    let (bus, mut daemon, account) = with_account(&smtp, "");
     // Relay refusing for now, so that only the store can remember the message.
     smtp.set_reply("421 4.3.2 Shutting down");
-    let id = mailctl(
-        &bus,
-        None,
-        &[
-            "send",
-            "--account",
-            &account,
-            "--to",
-            "a@example.org",
-            "--subject",
-            "Gardé",
-            "--body",
-            "B",
-        ],
-        None,
-    )
-    .out();
+    let id = send(&bus, &account, "Gardé", "B");
     daemon.kill9();
     smtp.set_reply("");
     daemon.restart();
