@@ -161,13 +161,13 @@ impl Queue {
             records.iter().map(|r| r.id.clone()).collect();
         // Accepted messages whose record had not reached the store's disk yet.
         let (spool, recovered) = Spool::open(&state_dir.join("spool"), |record| {
-            serde_json::from_slice::<Record>(record).is_ok_and(|r| !known.contains(&r.id))
+            serde_json::from_slice::<Record>(record)
+                .ok()
+                .filter(|r| !known.contains(&r.id))
         })?;
         let restored = recovered.len();
         for entry in recovered {
-            let Ok(mut r) = serde_json::from_slice::<Record>(&entry.record) else {
-                continue;
-            };
+            let mut r = entry.record;
             r.slot = Some(entry.slot);
             store.put_messages(&[&r], false)?;
             records.push(r);

@@ -67,19 +67,19 @@ pub struct Spool {
     state: Mutex<State>,
 }
 
-/// An entry found on disk whose record the store did not have.
-pub struct Recovered {
-    pub record: Vec<u8>,
+/// An entry found on disk whose record the store did not have, as `lost` read it.
+pub struct Recovered<T> {
+    pub record: T,
     pub slot: Slot,
 }
 
 impl Spool {
-    /// Opens the spool and reads back the entries `lost` says the store does not know
-    /// (given each entry's record). Call `retain` next.
-    pub fn open(
+    /// Opens the spool and reads back the entries whose record `lost` returns: those the
+    /// store does not know (given each entry's record). Call `retain` next.
+    pub fn open<T>(
         dir: &Path,
-        mut lost: impl FnMut(&[u8]) -> bool,
-    ) -> std::io::Result<(Spool, Vec<Recovered>)> {
+        mut lost: impl FnMut(&[u8]) -> Option<T>,
+    ) -> std::io::Result<(Spool, Vec<Recovered<T>>)> {
         std::fs::create_dir_all(dir)?;
         let mut recovered = Vec::new();
         for entry in std::fs::read_dir(dir)? {
@@ -102,7 +102,9 @@ impl Spool {
                 file.read_exact_at(&mut record, offset + HEADER)?;
                 let next = offset + slot.len;
                 // A punched entry reads as zeros: finished, and its digest no longer matches.
-                if lost(&record) && read_entry(&file, &slot).is_ok() {
+                if let Some(record) = lost(&record)
+                    && read_entry(&file, &slot).is_ok()
+                {
                     recovered.push(Recovered { record, slot });
                 }
                 offset = next;
@@ -339,7 +341,7 @@ mod tests {
     #[test]
     fn append_read_release() {
         let dir = tempfile::tempdir().unwrap();
-        let (spool, _) = Spool::open(dir.path(), |_| true).unwrap();
+        let (spool, _) = Spool::open(dir.path(), |r| Some(r.to_vec())).unwrap();
         let slots = spool
             .append(&[(b"r1", b"first secret"), (b"r2", b"second")])
             .unwrap();
@@ -369,7 +371,7 @@ mod tests {
     #[test]
     fn reopening_recovers_what_the_store_lost_and_keeps_needed_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let (spool, _) = Spool::open(dir.path(), |_| true).unwrap();
+        let (spool, _) = Spool::open(dir.path(), |r| Some(r.to_vec())).unwrap();
         let slots = spool
             .append(&[(b"known", b"a"), (b"lost", b"b"), (b"done", b"c")])
             .unwrap();
@@ -377,7 +379,8 @@ mod tests {
         drop(spool);
         std::fs::write(dir.path().join("orphan.spool"), "never accepted").unwrap();
 
-        let (spool, recovered) = Spool::open(dir.path(), |r| r != b"known").unwrap();
+        let (spool, recovered) =
+            Spool::open(dir.path(), |r| (r != b"known").then(|| r.to_vec())).unwrap();
         assert_eq!(recovered.len(), 1, "the punched entry is not read back");
         assert_eq!(recovered[0].record, b"lost");
         assert_eq!(recovered[0].slot, slots[1]);
@@ -395,7 +398,7 @@ mod tests {
     #[test]
     fn a_torn_entry_is_named_lost_and_ends_the_scan() {
         let dir = tempfile::tempdir().unwrap();
-        let (spool, _) = Spool::open(dir.path(), |_| true).unwrap();
+        let (spool, _) = Spool::open(dir.path(), |r| Some(r.to_vec())).unwrap();
         let slots = spool.append(&[(b"r1", b"kept"), (b"r2", b"torn")]).unwrap();
         let path = dir.path().join(&slots[1].segment);
         // As after a crash: the header reached the disk, the end of the entry did not.
@@ -408,7 +411,7 @@ mod tests {
         assert!(err.to_string().contains("lost in a crash"), "{err}");
         assert_eq!(spool.read(&slots[0]).unwrap(), b"kept");
         drop(spool);
-        let (_, recovered) = Spool::open(dir.path(), |_| true).unwrap();
+        let (_, recovered) = Spool::open(dir.path(), |r| Some(r.to_vec())).unwrap();
         assert_eq!(recovered.len(), 1);
         assert_eq!(recovered[0].record, b"r1");
     }
