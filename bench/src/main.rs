@@ -217,22 +217,12 @@ fn merge(sink: &peers::Sink, families: usize, put: &mut impl FnMut(&'static str,
     let csv_path = dir.path().join("familles.csv");
     std::fs::write(&csv_path, csv).unwrap();
     let start = Instant::now();
-    let out = postecole_tests::mailctl(
+    let out = postecole_tests::merge(
         &bus,
-        None,
-        &[
-            "merge",
-            "--account",
-            &account,
-            "--template",
-            "bilan",
-            "--csv",
-            csv_path.to_str().unwrap(),
-            "--attach-column",
-            "fichier",
-            "--json",
-        ],
-        None,
+        &account,
+        "bilan",
+        &csv_path,
+        &["--attach-column", "fichier", "--json"],
     );
     assert!(out.ok, "merge failed: {}", out.stderr);
     put("merge_families", families.to_string());

@@ -798,3 +798,32 @@ pub fn active_account(
     .out();
     id
 }
+
+/// A private bus, a daemon relaying to `smtp` (with `extra_config` after the relay section),
+/// and an active account of `kind` at `address`.
+pub fn relayed_account(
+    smtp: &Smtp,
+    extra_config: &str,
+    kind: &str,
+    address: &str,
+) -> (Bus, Daemon, String) {
+    let bus = Bus::start();
+    let daemon = Daemon::start(&bus, &format!("{}{extra_config}", smtp.relay_config()));
+    let account = active_account(&bus, &daemon, Some(smtp), None, kind, address);
+    (bus, daemon, account)
+}
+
+/// `mailctl merge` of `csv` into `template` for `account`, then any further arguments.
+pub fn merge(bus: &Bus, account: &str, template: &str, csv: &Path, extra: &[&str]) -> Ctl {
+    let mut args = vec![
+        "merge",
+        "--account",
+        account,
+        "--template",
+        template,
+        "--csv",
+        csv.to_str().expect("a UTF-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    mailctl(bus, None, &args, None)
+}

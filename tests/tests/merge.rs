@@ -2,20 +2,12 @@
 
 use std::time::Duration;
 
-use postecole_tests::{Bus, Daemon, Smtp, active_account, mailctl, queue_json};
+use postecole_tests::{Bus, Daemon, Smtp, mailctl, merge, queue_json, relayed_account};
 
 fn setup() -> (Bus, Smtp, Daemon, String) {
-    let bus = Bus::start();
     let smtp = Smtp::start();
-    let daemon = Daemon::start(&bus, &smtp.relay_config());
-    let account = active_account(
-        &bus,
-        &daemon,
-        Some(&smtp),
-        None,
-        "establishment",
-        "secretariat@ecole.fr",
-    );
+    let (bus, daemon, account) =
+        relayed_account(&smtp, "", "establishment", "secretariat@ecole.fr");
     (bus, smtp, daemon, account)
 }
 
@@ -44,30 +36,18 @@ fn two_hundred_families_each_get_their_own_report() {
     }
     let path = dir.path().join("familles.csv");
     std::fs::write(&path, csv).unwrap();
-    let args = [
-        "merge",
-        "--account",
-        &account,
-        "--template",
-        "bilan",
-        "--csv",
-        path.to_str().unwrap(),
-        "--attach-column",
-        "fichier",
-        "--json",
-    ];
+    let args = ["--attach-column", "fichier", "--json"];
 
     // Dry run: the report, nothing queued.
-    let mut dry = args.to_vec();
-    dry.push("--dry-run");
+    let dry = [&args[..], &["--dry-run"]].concat();
     let report: serde_json::Value =
-        serde_json::from_str(&mailctl(&bus, None, &dry, None).out()).unwrap();
+        serde_json::from_str(&merge(&bus, &account, "bilan", &path, &dry).out()).unwrap();
     assert_eq!(report["refused"], 3, "{report}");
     assert_eq!(report["queued"], 197, "{report}");
     let before = queue_json(&bus, None).len();
 
     let report: serde_json::Value =
-        serde_json::from_str(&mailctl(&bus, None, &args, None).out()).unwrap();
+        serde_json::from_str(&merge(&bus, &account, "bilan", &path, &args).out()).unwrap();
     assert_eq!(
         (report["delivered"].as_u64(), report["refused"].as_u64()),
         (Some(197), Some(3)),
@@ -129,22 +109,12 @@ fn windows_1252_export_and_preview() {
     bytes.extend_from_slice(b"L\xe9a;CM2;12 mars;vie.scolaire@ecole.fr;parents.lea@example.org\n");
     bytes.extend_from_slice(b"Zo\xe9;CM1;13 mars;vie.scolaire@ecole.fr;parents.zoe@example.org\n");
     std::fs::write(&path, bytes).unwrap();
-    let out = mailctl(
+    let out = merge(
         &bus,
-        None,
-        &[
-            "merge",
-            "--account",
-            &account,
-            "--template",
-            "absence",
-            "--csv",
-            path.to_str().unwrap(),
-            "--dry-run",
-            "--preview",
-            "2",
-        ],
-        None,
+        &account,
+        "absence",
+        &path,
+        &["--dry-run", "--preview", "2"],
     )
     .out();
     assert!(
@@ -171,21 +141,7 @@ fn a_missing_variable_refuses_the_whole_batch() {
          Tom,https://ent.example.fr,tdurand,,tom@example.org\n",
     )
     .unwrap();
-    let e = mailctl(
-        &bus,
-        None,
-        &[
-            "merge",
-            "--account",
-            &account,
-            "--template",
-            "identifiants",
-            "--csv",
-            path.to_str().unwrap(),
-        ],
-        None,
-    )
-    .err("InvalidInput");
+    let e = merge(&bus, &account, "identifiants", &path, &[]).err("InvalidInput");
     assert!(
         e.contains("row 2") && e.contains("mot_de_passe") && e.contains("nothing was sent"),
         "{e}"
@@ -194,20 +150,7 @@ fn a_missing_variable_refuses_the_whole_batch() {
     assert_eq!(smtp.messages().len(), before, "nothing sent");
     // A column the template needs is missing altogether: said before anything is asked.
     std::fs::write(&path, "eleve,email\nLéa,lea@example.org\n").unwrap();
-    let out = mailctl(
-        &bus,
-        None,
-        &[
-            "merge",
-            "--account",
-            &account,
-            "--template",
-            "identifiants",
-            "--csv",
-            path.to_str().unwrap(),
-        ],
-        None,
-    );
+    let out = merge(&bus, &account, "identifiants", &path, &[]);
     assert!(
         !out.ok && out.stderr.contains("no column `url`"),
         "{}",

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use postecole_tests::{
     Bus, Daemon, Smtp, TestCa, USER_ALICE, USER_BOB, active_account, api, create, ensure_users,
-    mailctl, queue_json, wait_for, wait_state,
+    mailctl, queue_json, relayed_account, wait_for, wait_state,
 };
 
 const FAST_RETRY: &str = "[queue]\nmin_backoff_secs = 1\nmax_backoff_secs = 2\n";
@@ -17,10 +17,7 @@ fn config(smtp: &Smtp, extra: &str) -> String {
 
 /// A bus, a daemon relaying to `smtp`, and a personal account ready to send.
 fn with_account(smtp: &Smtp, extra: &str) -> (Bus, Daemon, String) {
-    let bus = Bus::start();
-    let daemon = Daemon::start(&bus, &config(smtp, extra));
-    let account = active_account(&bus, &daemon, Some(smtp), None, "personal", "moi@ecole.fr");
-    (bus, daemon, account)
+    relayed_account(smtp, extra, "personal", "moi@ecole.fr")
 }
 
 /// `mailctl send` of a one-line message to a@example.org; its id.
@@ -46,17 +43,9 @@ fn send(bus: &Bus, account: &str, subject: &str, body: &str) -> String {
 
 #[test]
 fn message_with_pdf_is_delivered_and_bcc_stays_hidden() {
-    let bus = Bus::start();
     let smtp = Smtp::start();
-    let daemon = Daemon::start(&bus, &config(&smtp, ""));
-    let account = active_account(
-        &bus,
-        &daemon,
-        Some(&smtp),
-        None,
-        "establishment",
-        "secretariat@ecole.fr",
-    );
+    let (bus, daemon, account) =
+        relayed_account(&smtp, "", "establishment", "secretariat@ecole.fr");
     let dir = tempfile::tempdir().unwrap();
     let pdf = dir.path().join("bilan-trimestre-1.pdf");
     let mut bytes = b"%PDF-1.4\n".to_vec();
