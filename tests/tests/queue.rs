@@ -380,52 +380,30 @@ async fn bad_input_is_refused_and_nothing_is_queued() {
             other => panic!("{what}: expected InvalidInput, got {other:?}"),
         }
     }
-    let big = tempfile::tempfile().unwrap();
-    big.set_len(8192).unwrap();
-    match outbox
-        .send(
+    // One message to a@example.org with this file attached under this name.
+    let attaching = |name: &str, file: std::fs::File| {
+        outbox.send(
             &account,
             message(&["a@example.org"], "S"),
             vec![(
-                "gros.pdf".into(),
-                "application/pdf".into(),
-                std::os::fd::OwnedFd::from(big).into(),
-            )],
-        )
-        .await
-    {
-        Err(api::Error::TooLarge(m)) => assert!(m.contains("max_message_bytes"), "{m}"),
-        other => panic!("expected TooLarge, got {other:?}"),
-    }
-    let dir = std::fs::File::open("/").unwrap();
-    match outbox
-        .send(
-            &account,
-            message(&["a@example.org"], "S"),
-            vec![(
-                "x.pdf".into(),
-                "application/pdf".into(),
-                std::os::fd::OwnedFd::from(dir).into(),
-            )],
-        )
-        .await
-    {
-        Err(api::Error::InvalidInput(m)) => assert!(m.contains("cannot be read"), "{m}"),
-        other => panic!("expected InvalidInput for an unreadable fd, got {other:?}"),
-    }
-    let file = tempfile::tempfile().unwrap();
-    match outbox
-        .send(
-            &account,
-            message(&["a@example.org"], "S"),
-            vec![(
-                "../etc/passwd".into(),
+                name.into(),
                 "application/pdf".into(),
                 std::os::fd::OwnedFd::from(file).into(),
             )],
         )
-        .await
-    {
+    };
+    let big = tempfile::tempfile().unwrap();
+    big.set_len(8192).unwrap();
+    match attaching("gros.pdf", big).await {
+        Err(api::Error::TooLarge(m)) => assert!(m.contains("max_message_bytes"), "{m}"),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let dir = std::fs::File::open("/").unwrap();
+    match attaching("x.pdf", dir).await {
+        Err(api::Error::InvalidInput(m)) => assert!(m.contains("cannot be read"), "{m}"),
+        other => panic!("expected InvalidInput for an unreadable fd, got {other:?}"),
+    }
+    match attaching("../etc/passwd", tempfile::tempfile().unwrap()).await {
         Err(api::Error::InvalidInput(_)) => {}
         other => panic!("expected InvalidInput for a path as name, got {other:?}"),
     }
