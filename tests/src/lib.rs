@@ -773,6 +773,12 @@ pub fn wait_state(bus: &Bus, id: &str, state: &str, timeout: Duration) -> serde_
     }
 }
 
+/// Types the code found in `mails` for account `id`, as `user`.
+pub fn verify(bus: &Bus, user: Option<&str>, mails: &[String], id: &str) {
+    let code = code_in(mails, id).expect("verification code");
+    mailctl(bus, user, &["account", "verify", id, &code], None).out();
+}
+
 /// Sets up an active account as `user` through the embedded relay or `smtp`; returns its id.
 pub fn active_account(
     bus: &Bus,
@@ -787,8 +793,7 @@ pub fn active_account(
         Some(s) => s.messages(),
         None => daemon.local_mail(),
     };
-    let code = code_in(&mails, &id).expect("verification code");
-    mailctl(bus, user, &["account", "verify", &id, &code], None).out();
+    verify(bus, user, &mails, &id);
     mailctl(
         bus,
         user,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use base64::Engine;
-use postecole_tests::{Bus, Daemon, Smtp, code_in, create, mailctl, wait_for, wait_state};
+use postecole_tests::{Bus, Daemon, Smtp, create, mailctl, verify, wait_for, wait_state};
 
 const ANSWER: &str = "Clermont-Ferrand";
 const LONG: Duration = Duration::from_secs(30);
@@ -53,8 +53,7 @@ fn setup() -> Setup {
         "secretariat@ecole.fr",
     )
     .out();
-    let code = code_in(&smtp.messages(), &account).unwrap();
-    mailctl(&bus, None, &["account", "verify", &account, &code], None).out();
+    verify(&bus, None, &smtp.messages(), &account);
     mailctl(
         &bus,
         None,

@@ -215,15 +215,8 @@ fn service_user_serves_requests_under_the_shipped_policy() {
     let bus = Bus::start();
     let daemon = Daemon::start_as(&bus, "", Some(SERVICE_USER));
     let id = create(&bus, Some(USER_BOB), "personal", "Bob", "bob@ecole.fr").out();
-    let code = postecole_tests::code_in(&daemon.local_mail(), &id)
-        .expect("the daemon wrote the code as postecole");
-    mailctl(
-        &bus,
-        Some(USER_BOB),
-        &["account", "verify", &id, &code],
-        None,
-    )
-    .out();
+    // The daemon, running as postecole, wrote the code.
+    postecole_tests::verify(&bus, Some(USER_BOB), &daemon.local_mail(), &id);
     let meta = std::fs::metadata(&daemon.state_dir).unwrap();
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     assert_eq!(
@@ -309,14 +302,7 @@ fn polkit_mode_asks_polkit_instead_of_the_group() {
     // polkit says yes to administering: bob may.
     polkit.allow(&bus, &[api_action_admin()]);
     let id = create(USER_BOB, "s2@ecole.fr").out();
-    let code = postecole_tests::code_in(&daemon.local_mail(), &id).unwrap();
-    mailctl(
-        &bus,
-        Some(USER_BOB),
-        &["account", "verify", &id, &code],
-        None,
-    )
-    .out();
+    postecole_tests::verify(&bus, Some(USER_BOB), &daemon.local_mail(), &id);
     mailctl(
         &bus,
         Some(USER_BOB),
