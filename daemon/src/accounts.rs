@@ -985,6 +985,17 @@ mod tests {
             self.now.fetch_add(secs, Ordering::SeqCst);
         }
 
+        /// A personal account of `caller`'s just created, and the code mailed for it.
+        async fn awaiting_code(&self, caller: &Caller) -> (Account, String) {
+            let a = self
+                .accounts
+                .create(caller, "personal", "M", "m@ecole.fr")
+                .await
+                .unwrap();
+            let code = self.last_code(&a.id);
+            (a, code)
+        }
+
         /// The code of the newest verification mail for this account, read from local-mail.
         fn last_code(&self, id: &str) -> String {
             let needle = format!("mailctl account verify {id} ");
@@ -1173,12 +1184,7 @@ mod tests {
     async fn codes_expire_after_fifteen_minutes() {
         let f = fixture();
         let alice = user(1001, "alice");
-        let a = f
-            .accounts
-            .create(&alice, "personal", "M", "m@ecole.fr")
-            .await
-            .unwrap();
-        let code = f.last_code(&a.id);
+        let (a, code) = f.awaiting_code(&alice).await;
         f.advance(CODE_LIFETIME_SECS);
         let err = f
             .accounts
@@ -1192,12 +1198,7 @@ mod tests {
     async fn five_wrong_codes_void_the_code_until_resent() {
         let f = fixture();
         let alice = user(1001, "alice");
-        let a = f
-            .accounts
-            .create(&alice, "personal", "M", "m@ecole.fr")
-            .await
-            .unwrap();
-        let code = f.last_code(&a.id);
+        let (a, code) = f.awaiting_code(&alice).await;
         let wrong = if code == "000000" { "111111" } else { "000000" };
         for _ in 0..4 {
             let err = f
@@ -1236,12 +1237,7 @@ mod tests {
     async fn resend_is_rate_limited_and_replaces_the_code() {
         let f = fixture();
         let alice = user(1001, "alice");
-        let a = f
-            .accounts
-            .create(&alice, "personal", "M", "m@ecole.fr")
-            .await
-            .unwrap();
-        let first = f.last_code(&a.id);
+        let (a, first) = f.awaiting_code(&alice).await;
         let err = f.accounts.resend_code(&alice, &a.id).await.unwrap_err();
         assert!(
             matches!(&err, Error::RateLimited(m) if m.contains("60 s")),
