@@ -326,8 +326,7 @@ impl Archive {
         })
     }
 
-    /// The clear message, or None if its log is gone.
-    /// The messages sealed together in `slot`, or None if its log is gone.
+    /// The messages sealed together in `slot`, in clear, or None if its log is gone.
     pub fn read(
         &self,
         account: &str,

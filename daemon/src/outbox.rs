@@ -87,7 +87,7 @@ impl Outbox {
         }
         let submitter = caller.uid;
         let batch = requests.len() > 1;
-        // Building (MIME, quoted-printable) is most of a batch's time: one share per core.
+        // Building (MIME, base64 attachments) is most of a batch's CPU: one share per core.
         let shares = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(requests.len().div_ceil(16));
@@ -306,9 +306,8 @@ fn addresses(what: &str, list: &[String]) -> Result<Vec<Mailbox>> {
         .collect()
 }
 
-/// The exact message that will be sent, every header checked.
-/// The message and its bytes as they will be sent (formatted once: a 20 KB copy per message
-/// is not free in a batch of thousands).
+/// The exact message that will be sent, every header checked, and its bytes (formatted once:
+/// a 20 KB copy per message is not free in a batch of thousands).
 pub fn build(config: &Config, account: &Account, r: Request) -> Result<(Message, Vec<u8>)> {
     let max = config.queue.max_message_bytes;
     let to = addresses("To", &r.to)?;

@@ -137,7 +137,7 @@ pub struct Queue {
     due: Mutex<BTreeSet<(u64, u64, String)>>,
     /// Serialises state transitions of records, so that a cancel cannot cross a pick-up.
     transitions: Mutex<()>,
-    /// Until when (clock seconds) the relay is taken for unreachable. Like Postfix's dead
+    /// Set while the relay is taken for unreachable. Like Postfix's dead
     /// host: mail keeps its place instead of failing one connection after another, each
     /// recorded with a sync. A fresh notice still gets its first attempt, so that whoever
     /// waits for a code hears at once that the relay is down.

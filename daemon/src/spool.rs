@@ -35,8 +35,8 @@ const SMALL_CALL: u64 = 256 * 1024;
 
 /// An entry: magic, record length (u32), bytes length (u64), CRC-32 of the record and bytes
 /// (u32), 4 zero bytes, all little-endian, then the record, then the bytes. The header stays
-/// when an entry is punched out, so that a scan can step over it; it says nothing about the
-/// message but its size.
+/// when an entry is punched out, so that a scan can step over it; of the message it tells
+/// only the size and a checksum.
 const MAGIC: &[u8; 4] = b"PCQ1";
 const HEADER: u64 = 24;
 
