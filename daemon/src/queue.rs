@@ -137,11 +137,11 @@ pub struct Queue {
     due: Mutex<BTreeSet<(u64, u64, String)>>,
     /// Serialises state transitions of records, so that a cancel cannot cross a pick-up.
     transitions: Mutex<()>,
-    /// Set while the relay is taken for unreachable. Like Postfix's dead
-    /// host: mail keeps its place instead of failing one connection after another, each
-    /// recorded with a sync. A fresh notice still gets its first attempt, so that whoever
-    /// waits for a code hears at once that the relay is down.
-    paused_until: Mutex<Option<Pause>>,
+    /// Set while the relay is taken for unreachable. Like Postfix's dead host: mail keeps its
+    /// place instead of failing one connection after another, each recorded with a sync. A
+    /// fresh notice still gets its first attempt, so that whoever waits for a code hears at
+    /// once that the relay is down.
+    pause: Mutex<Option<Pause>>,
     wake: Notify,
     events: broadcast::Sender<Event>,
 }
@@ -204,7 +204,7 @@ impl Queue {
             clock,
             due: Mutex::new(due),
             transitions: Mutex::new(()),
-            paused_until: Mutex::new(None),
+            pause: Mutex::new(None),
             wake: Notify::new(),
             events: broadcast::channel(4096).0,
         })
@@ -431,12 +431,7 @@ impl Queue {
     /// Seconds until the earliest waiting message is due, if any.
     pub fn next_due_in(&self) -> Option<u64> {
         let now = self.now();
-        let pause = self
-            .paused_until
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map_or(0, |p| p.until);
+        let pause = self.pause.lock().unwrap().as_ref().map_or(0, |p| p.until);
         self.due
             .lock()
             .unwrap()
@@ -455,17 +450,13 @@ impl Queue {
     }
 
     fn pause_at(&self, now: u64) -> Option<Pause> {
-        self.paused_until
-            .lock()
-            .unwrap()
-            .clone()
-            .filter(|p| now < p.until)
+        self.pause.lock().unwrap().clone().filter(|p| now < p.until)
     }
 
     /// The relay could not be reached: new attempts wait for the shortest back-off.
     pub fn relay_unreachable(&self, reason: &str) {
         let until = self.now() + self.policy.min_backoff_secs;
-        let was = self.paused_until.lock().unwrap().replace(Pause {
+        let was = self.pause.lock().unwrap().replace(Pause {
             until,
             reason: reason.to_owned(),
         });
@@ -480,7 +471,7 @@ impl Queue {
 
     /// The relay answered, or somebody asked for mail to be tried now.
     pub fn relay_reachable(&self) {
-        if self.paused_until.lock().unwrap().take().is_some() {
+        if self.pause.lock().unwrap().take().is_some() {
             tracing::info!("relay reachable again");
             self.wake.notify_one();
         }
