@@ -2,20 +2,16 @@
 
 mod accounts;
 mod archive;
-mod audit;
 mod authz;
 mod bus;
 mod clock;
 mod config;
-mod delivery;
 mod error;
-mod notices;
+mod model;
 mod outbox;
 mod queue;
 mod secret;
-mod spool;
 mod store;
-mod templates;
 mod validate;
 
 use std::path::PathBuf;
@@ -96,11 +92,13 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let config = Arc::new(Config::load(&path, explicit).map_err(|e| e.to_string())?);
     let store = store::Store::open(&config.state_dir).map_err(|e| e.to_string())?;
-    let relay = Arc::new(delivery::Relay::from_config(&config).map_err(|e| e.to_string())?);
+    let relay = Arc::new(queue::relay::Relay::from_config(&config).map_err(|e| e.to_string())?);
+    let archive = archive::Archive::new(&config.state_dir);
     let queue = Arc::new(
         queue::Queue::open(
             store.clone(),
             &config.state_dir,
+            archive.clone(),
             config.queue.clone(),
             clock::system(),
         )
@@ -110,8 +108,9 @@ async fn run(args: Args) -> Result<(), String> {
         config.clone(),
         store.clone(),
         queue.clone(),
+        archive,
         relay.describe(),
-        notices::host_name(),
+        accounts::notices::host_name(),
         clock::system(),
     ));
     let outbox = Arc::new(outbox::Outbox::new(
@@ -121,7 +120,7 @@ async fn run(args: Args) -> Result<(), String> {
         relay.clone(),
     ));
     let events = queue.subscribe();
-    let policy = Arc::new(bus::Policy::new(
+    let policy = Arc::new(authz::Policy::new(
         config.admin_group.clone(),
         config.authorization == config::Authorization::Polkit,
     ));
@@ -170,7 +169,7 @@ async fn run(args: Args) -> Result<(), String> {
 
     tokio::spawn(bus::forward_message_events(connection.clone(), events));
     // Delivery starts once the bus is up, so that the first signals reach their listeners.
-    tokio::spawn(delivery::run(
+    tokio::spawn(queue::delivery::run(
         queue.clone(),
         relay.clone(),
         config.queue.concurrency,

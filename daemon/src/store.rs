@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::accounts::Account;
-use crate::audit;
-use crate::queue::Record;
+use crate::model::{Account, AuditEntry, Record};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -157,7 +155,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn append_audit(&self, entry: &audit::Entry) -> Result<()> {
+    pub fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
         let key = self.db.generate_id()?.to_be_bytes();
         self.audit.insert(key, encode(entry))?;
         self.audit.flush()?;
@@ -165,14 +163,14 @@ impl Store {
     }
 
     /// The newest `limit` entries, oldest first.
-    pub fn audit(&self, limit: usize) -> Result<Vec<audit::Entry>> {
+    pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>> {
         let mut entries = self
             .audit
             .iter()
             .rev()
             .take(limit)
             .map(|kv| decode("audit", "?", &kv?.1))
-            .collect::<Result<Vec<audit::Entry>>>()?;
+            .collect::<Result<Vec<AuditEntry>>>()?;
         entries.reverse();
         Ok(entries)
     }

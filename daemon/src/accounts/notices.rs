@@ -5,8 +5,8 @@ use lettre::Message;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MessageBuilder, MultiPart, SinglePart};
 
-use crate::accounts::Account;
 use crate::config::Config;
+use crate::model::Account;
 
 /// Minutes a code stays valid, as written in the mail.
 pub const CODE_LIFETIME_MINUTES: u64 = 15;

@@ -1,8 +1,8 @@
-//! Hands finished messages to the relay: SMTP through lettre, or the embedded default that drops
-//! `.eml` files in `state_dir/local-mail` so that a fresh machine works with no mail server.
+//! The relay finished messages are handed to: SMTP through lettre, or the embedded default that
+//! drops `.eml` files in `state_dir/local-mail` so that a fresh machine works with no mail
+//! server. One message at a time; the delivery loop that feeds it is in `delivery`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
@@ -10,10 +10,7 @@ use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 
-use tokio::sync::Semaphore;
-
 use crate::config::{Config, TlsMode};
-use crate::queue::{Outcome, Queue, Record};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -300,122 +297,6 @@ fn classify(e: lettre::transport::smtp::Error) -> Error {
     } else {
         Error::Transient(e.to_string())
     }
-}
-
-/// The worker pool: takes due messages from the queue and sends them, at most `concurrency`
-/// at a time (lettre's pool size bounds idle connections, not concurrent sends).
-pub async fn run(queue: Arc<Queue>, relay: Arc<Relay>, concurrency: usize) {
-    let permits = Arc::new(Semaphore::new(concurrency));
-    // Outcomes are recorded by one task, in groups sharing a single sync, so that a slot is
-    // free for the next send as soon as the relay has answered.
-    let (done, outcomes) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(record_outcomes(queue.clone(), outcomes));
-    loop {
-        let permit = permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed");
-        match queue.take_due() {
-            Ok(Some(record)) => {
-                let queue = queue.clone();
-                let relay = relay.clone();
-                let done = done.clone();
-                tokio::spawn(async move {
-                    let outcome = attempt(&queue, &relay, &record).await;
-                    drop(permit);
-                    let _ = done.send((record, outcome));
-                });
-            }
-            Ok(None) => {
-                drop(permit);
-                let wait = queue.next_due_in().unwrap_or(3600).max(1);
-                tokio::select! {
-                    _ = queue.changed() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
-                }
-            }
-            Err(e) => {
-                drop(permit);
-                tracing::error!(error = %e, "cannot read the queue; retrying in 5 s");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-        }
-    }
-}
-
-/// Takes every outcome waiting, records them with one sync, and goes again.
-async fn record_outcomes(
-    queue: Arc<Queue>,
-    mut outcomes: tokio::sync::mpsc::UnboundedReceiver<(Record, Outcome)>,
-) {
-    while let Some(first) = outcomes.recv().await {
-        let mut group = vec![first];
-        while group.len() < 512 {
-            match outcomes.try_recv() {
-                Ok(item) => group.push(item),
-                Err(_) => break,
-            }
-        }
-        let ids: Vec<String> = group.iter().map(|(r, _)| r.id.clone()).collect();
-        let queue = queue.clone();
-        match tokio::task::spawn_blocking(move || queue.finish_batch(group)).await {
-            Ok(Ok(records)) => {
-                for r in records {
-                    tracing::info!(
-                        message = %r.id,
-                        state = r.state.as_str(),
-                        attempts = r.attempts,
-                        reply = %r.last_reply,
-                        "delivery attempt"
-                    );
-                }
-            }
-            // Left `sending`: sent again after a restart, as after a crash.
-            Ok(Err(e)) => {
-                tracing::error!(messages = ?ids, error = %e, "cannot record delivery outcomes")
-            }
-            Err(e) => tracing::error!(messages = ?ids, error = %e, "recording task failed"),
-        }
-    }
-}
-
-async fn attempt(queue: &Queue, relay: &Relay, record: &Record) -> Outcome {
-    let bytes = match queue.body(record) {
-        Ok(b) => b,
-        Err(e) => {
-            return Outcome::Permanent(format!("cannot read the message from the spool: {e}"));
-        }
-    };
-    let envelope = match envelope(record) {
-        Ok(e) => e,
-        Err(e) => return Outcome::Permanent(e),
-    };
-    match relay.send(&envelope, &record.message_id, &bytes).await {
-        Ok(reply) => {
-            queue.relay_reachable();
-            Outcome::Delivered(reply)
-        }
-        Err(Error::Permanent(reply)) => Outcome::Permanent(reply),
-        Err(Error::Unreachable(reply)) => {
-            queue.relay_unreachable(&reply);
-            Outcome::Transient(reply)
-        }
-        Err(Error::Transient(reply)) | Err(Error::Setup(reply)) => Outcome::Transient(reply),
-    }
-}
-
-fn envelope(record: &Record) -> Result<Envelope, String> {
-    let parse = |a: &str| {
-        a.parse::<lettre::Address>()
-            .map_err(|e| format!("bad address {a}: {e}"))
-    };
-    let to = record
-        .recipients
-        .iter()
-        .map(|a| parse(a))
-        .collect::<Result<Vec<_>, _>>()?;
-    Envelope::new(Some(parse(&record.envelope_from)?), to).map_err(|e| e.to_string())
 }
 
 /// One `.eml` per message, written under a temporary name and renamed so that a reader never

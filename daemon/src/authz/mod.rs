@@ -4,9 +4,13 @@
 //! client writes in a message can change it. Each rule is a small pure function so that the
 //! policy reads in one place, the way accountsservice decides "own account or administrator".
 
+mod authority;
+
 use nix::unistd::{Group, Uid, User};
 
-use crate::accounts::{Account, Kind};
+pub use authority::{Policy, caller, caller_for_send};
+
+use crate::model::{Account, Kind};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -105,7 +109,7 @@ pub fn can_create(caller: &Caller, kind: Kind) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accounts::State;
+    use crate::model::State;
 
     fn caller(uid: u32, name: &str, admin: bool) -> Caller {
         Caller {

@@ -12,10 +12,10 @@ use serde::Deserialize;
 const BUILT_IN: &[(&str, &str)] = &[
     (
         "identifiants",
-        include_str!("../templates/identifiants.toml"),
+        include_str!("../../templates/identifiants.toml"),
     ),
-    ("absence", include_str!("../templates/absence.toml")),
-    ("bilan", include_str!("../templates/bilan.toml")),
+    ("absence", include_str!("../../templates/absence.toml")),
+    ("bilan", include_str!("../../templates/bilan.toml")),
 ];
 
 #[derive(Debug, Clone, Deserialize)]

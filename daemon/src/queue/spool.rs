@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use nix::fcntl::{FallocateFlags, fallocate};
-use serde::{Deserialize, Serialize};
+
+use crate::model::Slot;
 
 /// A segment stops taking new messages past this size, so that a long-lived segment whose
 /// last message waits for days does not pin a large sparse file.
@@ -39,14 +40,6 @@ const SMALL_CALL: u64 = 256 * 1024;
 /// only the size and a checksum.
 const MAGIC: &[u8; 4] = b"PCQ1";
 const HEADER: u64 = 24;
-
-/// Where something is in a segment or log file: for the spool, a whole entry.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Slot {
-    pub segment: String,
-    pub offset: u64,
-    pub len: u64,
-}
 
 struct Current {
     name: String,

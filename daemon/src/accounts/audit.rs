@@ -1,21 +1,9 @@
 //! The audit log: who (Unix user) did what to which account, when, and how it ended. Never an
 //! answer, a code or a key. Kept in the store, read by administrators with `mailctl audit`.
 
-use serde::{Deserialize, Serialize};
-
 use crate::authz::Caller;
+use crate::model::AuditEntry;
 use crate::store::Store;
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Entry {
-    pub time: u64,
-    pub uid: u32,
-    pub user: String,
-    pub action: String,
-    pub account: String,
-    /// `ok`, `refused`, `locked`, …
-    pub outcome: String,
-}
 
 /// Appends an entry; a failure to write is logged, never hidden from the journal.
 pub fn record(
@@ -26,7 +14,7 @@ pub fn record(
     account: &str,
     outcome: &str,
 ) {
-    let entry = Entry {
+    let entry = AuditEntry {
         time: now,
         uid: caller.uid,
         user: caller.name.clone(),

@@ -4,100 +4,38 @@
 //!
 //! Bytes in the spool rather than in store values: bodies can be megabytes, freeing them
 //! really removes the clear text from the state directory, and the store stays small.
+//!
+//! Here: the queue's states and their transitions. `spool`: the bytes on disk. `outcome`: the
+//! rules of an attempt's result and the retry schedule. `relay`: SMTP or the local directory.
+//! `delivery`: the loop that feeds the relay. Delivered mail is sealed into `archive`.
+
+pub mod delivery;
+mod outcome;
+mod outgoing;
+pub mod relay;
+mod spool;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
 
 use crate::archive::Archive;
 use crate::clock::Clock;
 use crate::config;
-use crate::spool::{Slot, Spool};
+use crate::model::{MsgState, Record, Slot};
 use crate::store::{self, Store};
+use spool::Spool;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MsgState {
-    Queued,
-    Sending,
-    Deferred,
-    Held,
-    Delivered,
-    Failed,
-    Cancelled,
-}
-
-impl MsgState {
-    pub fn as_str(self) -> &'static str {
-        use postecole_dbus as api;
-        match self {
-            MsgState::Queued => api::MSG_QUEUED,
-            MsgState::Sending => api::MSG_SENDING,
-            MsgState::Deferred => api::MSG_DEFERRED,
-            MsgState::Held => api::MSG_HELD,
-            MsgState::Delivered => api::MSG_DELIVERED,
-            MsgState::Failed => api::MSG_FAILED,
-            MsgState::Cancelled => api::MSG_CANCELLED,
-        }
-    }
-}
-
-/// The status of one message; never its subject or body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Record {
-    pub id: String,
-    /// Submission order: messages due at the same time leave first in, first out.
-    pub seq: u64,
-    pub account: String,
-    /// uid of the Unix user who submitted it (or whose action triggered a notice).
-    pub submitter: u32,
-    /// A mail postecole wrote itself (code, confirmation): never archived, and its content
-    /// (a code, a recovery key) is not kept once it has been delivered or has failed.
-    pub notice: bool,
-    /// The account's archive key; the message is sealed to it once delivered.
-    #[serde(default)]
-    pub archive_to: Option<String>,
-    pub message_id: String,
-    pub envelope_from: String,
-    pub recipients: Vec<String>,
-    /// Visible recipients (To and Cc), for listings.
-    pub to: Vec<String>,
-    pub size: u64,
-    pub created: u64,
-    pub state: MsgState,
-    pub attempts: u32,
-    pub next_attempt: u64,
-    pub last_reply: String,
-    /// Where its bytes are, while it may still be sent; None once delivered or cancelled, and
-    /// for a failed notice (its code or key is not kept).
-    #[serde(default)]
-    pub slot: Option<Slot>,
-    /// Where its sealed copy is in the account's archive, once delivered.
-    #[serde(default)]
-    pub archived: Option<Slot>,
-}
+pub use outcome::Outcome;
+pub use outgoing::{Outgoing, package, packaged};
 
 /// Why and until when (clock seconds) delivery waits for the relay.
 #[derive(Debug, Clone)]
 struct Pause {
     until: u64,
     reason: String,
-}
-
-/// A finished message handed to the queue.
-pub struct Outgoing {
-    pub account: String,
-    pub submitter: u32,
-    pub notice: bool,
-    pub archive_to: Option<String>,
-    pub message_id: String,
-    pub envelope_from: String,
-    pub recipients: Vec<String>,
-    pub to: Vec<String>,
-    pub bytes: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,13 +57,6 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// How a delivery attempt ended.
-pub enum Outcome {
-    Delivered(String),
-    Transient(String),
-    Permanent(String),
-}
 
 pub struct Queue {
     store: Store,
@@ -153,6 +84,7 @@ impl Queue {
     pub fn open(
         store: Store,
         state_dir: &Path,
+        archive: Archive,
         policy: config::Queue,
         clock: Clock,
     ) -> Result<Queue> {
@@ -199,7 +131,7 @@ impl Queue {
         Ok(Queue {
             store,
             spool,
-            archive: Archive::new(state_dir),
+            archive,
             policy,
             clock,
             due: Mutex::new(due),
@@ -212,11 +144,6 @@ impl Queue {
 
     fn now(&self) -> u64 {
         (self.clock)()
-    }
-
-    /// The archive delivered mail is sealed into.
-    pub fn archive(&self) -> &Archive {
-        &self.archive
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -516,7 +443,7 @@ impl Queue {
             let records: Vec<Record> = items
                 .into_iter()
                 .map(|(r, outcome)| {
-                    let mut r = self.apply(r, outcome, now);
+                    let mut r = outcome::apply(&self.policy, r, outcome, now);
                     let done =
                         r.state == MsgState::Delivered || (r.state == MsgState::Failed && r.notice);
                     if done {
@@ -589,42 +516,6 @@ impl Queue {
         }
         Ok(())
     }
-
-    fn apply(&self, mut r: Record, outcome: Outcome, now: u64) -> Record {
-        r.attempts += 1;
-        match outcome {
-            Outcome::Delivered(reply) => {
-                r.state = MsgState::Delivered;
-                r.last_reply = reply;
-                r.next_attempt = 0;
-                // Only the id, the dates and the state stay in clear.
-                r.to.clear();
-                r.recipients.clear();
-            }
-            Outcome::Permanent(reply) => {
-                r.state = MsgState::Failed;
-                r.last_reply = reply;
-                r.next_attempt = 0;
-            }
-            Outcome::Transient(reply) => {
-                let delay = backoff(&self.policy, r.attempts);
-                if now + delay >= r.created + self.policy.max_lifetime_secs {
-                    r.state = MsgState::Failed;
-                    r.last_reply = format!(
-                        "gave up after {} attempts over {} s; last error: {reply}",
-                        r.attempts,
-                        now.saturating_sub(r.created)
-                    );
-                    r.next_attempt = 0;
-                } else {
-                    r.state = MsgState::Deferred;
-                    r.last_reply = reply;
-                    r.next_attempt = now + delay;
-                }
-            }
-        }
-        r
-    }
 }
 
 fn fresh_notice(r: &Record) -> bool {
@@ -643,245 +534,9 @@ fn due_key(r: &Record) -> (u64, u64, String) {
     (at, r.seq, r.id.clone())
 }
 
-/// Postfix's schedule: the delay doubles with each attempt, between the two bounds.
-pub fn backoff(policy: &config::Queue, attempts: u32) -> u64 {
-    let doublings = attempts.saturating_sub(1).min(32);
-    policy
-        .min_backoff_secs
-        .saturating_mul(1u64 << doublings)
-        .min(policy.max_backoff_secs)
-}
-
 fn new_id() -> String {
     crate::secret::random_id(12)
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    use super::*;
-
-    fn policy() -> config::Queue {
-        config::Queue::default()
-    }
-
-    #[test]
-    fn backoff_follows_postfix() {
-        let p = policy();
-        assert_eq!(backoff(&p, 1), 300);
-        assert_eq!(backoff(&p, 2), 600);
-        assert_eq!(backoff(&p, 4), 2400);
-        assert_eq!(backoff(&p, 5), 4000);
-        assert_eq!(backoff(&p, 100), 4000);
-    }
-
-    fn outgoing(n: usize) -> Outgoing {
-        Outgoing {
-            account: "acct".into(),
-            submitter: 1000,
-            notice: false,
-            archive_to: None,
-            message_id: format!("<{n}@test>"),
-            envelope_from: "a@ecole.fr".into(),
-            recipients: vec!["b@ecole.fr".into()],
-            to: vec!["b@ecole.fr".into()],
-            bytes: format!("Subject: {n}\r\n\r\nbody {n}\r\n").into_bytes(),
-        }
-    }
-
-    fn open(dir: &Path, now: &Arc<AtomicU64>) -> Arc<Queue> {
-        let store = Store::open(dir).unwrap();
-        let now = now.clone();
-        Arc::new(
-            Queue::open(
-                store,
-                dir,
-                policy(),
-                Arc::new(move || now.load(Ordering::SeqCst)),
-            )
-            .unwrap(),
-        )
-    }
-
-    #[tokio::test]
-    async fn lifecycle_retries_and_crash_recovery() {
-        let dir = tempfile::tempdir().unwrap();
-        let now = Arc::new(AtomicU64::new(1_000_000));
-        let q = open(dir.path(), &now);
-        let ids: Vec<String> = q
-            .enqueue((0..3).map(outgoing).collect())
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("spool")).unwrap().count(),
-            1,
-            "one segment for the call"
-        );
-
-        let a = q.take_due().unwrap().unwrap();
-        assert_eq!(a.state, MsgState::Sending);
-        let a = q.finish(a, Outcome::Transient("451 later".into())).unwrap();
-        assert_eq!((a.state, a.next_attempt), (MsgState::Deferred, 1_000_300));
-        let b = q.take_due().unwrap().unwrap();
-        let b = q
-            .finish(b, Outcome::Permanent("550 no such user".into()))
-            .unwrap();
-        assert_eq!(
-            (b.state, b.last_reply.as_str()),
-            (MsgState::Failed, "550 no such user")
-        );
-        let c = q.take_due().unwrap().unwrap();
-        assert!(
-            q.take_due().unwrap().is_none(),
-            "the deferred one is not due yet"
-        );
-        assert_eq!(q.next_due_in(), Some(300));
-
-        // Crash with c in `sending`: reopening puts it back in the queue.
-        drop(q);
-        let q = open(dir.path(), &now);
-        assert_eq!(q.get(&c.id).unwrap().state, MsgState::Queued);
-        let c = q.take_due().unwrap().unwrap();
-        let c = q.finish(c, Outcome::Delivered("250 ok".into())).unwrap();
-        assert_eq!(c.state, MsgState::Delivered);
-        assert!(c.slot.is_none(), "a delivered message's bytes are freed");
-        assert!(q.body(&c).is_err());
-
-        now.fetch_add(300, Ordering::SeqCst);
-        let a = q.take_due().unwrap().unwrap();
-        assert_eq!(a.id, ids[0]);
-        assert_eq!(q.body(&a).unwrap(), b"Subject: 0\r\n\r\nbody 0\r\n");
-        q.finish(a, Outcome::Transient("451".into())).unwrap();
-        assert!(
-            matches!(q.hold(&ids[2]), Err(Error::InvalidState(_))),
-            "delivered cannot be held"
-        );
-        q.hold(&ids[0]).unwrap();
-        now.fetch_add(10_000, Ordering::SeqCst);
-        assert!(q.take_due().unwrap().is_none(), "held messages wait");
-        q.release(&ids[0]).unwrap();
-        assert!(q.take_due().unwrap().is_some());
-        q.retry(&ids[1]).unwrap();
-        q.cancel(&ids[1]).unwrap();
-        assert!(q.take_due().unwrap().is_none(), "cancelled is not sent");
-        assert!(q.get(&ids[1]).unwrap().slot.is_none());
-        // ids[0] is still waiting: its segment stays, with only its bytes readable.
-        let segment = std::fs::read(
-            dir.path()
-                .join("spool")
-                .join(&q.get(&ids[0]).unwrap().slot.unwrap().segment),
-        )
-        .unwrap();
-        let text = String::from_utf8_lossy(&segment);
-        assert!(text.contains("body 0") && !text.contains("body 1") && !text.contains("body 2"));
-    }
-
-    #[tokio::test]
-    async fn records_the_store_lost_in_a_crash_come_back_from_the_spool() {
-        let dir = tempfile::tempdir().unwrap();
-        let now = Arc::new(AtomicU64::new(1_000_000));
-        let q = open(dir.path(), &now);
-        let sent = q.enqueue(vec![outgoing(6)]).await.unwrap().remove(0);
-        let taken = q.take_due().unwrap().unwrap();
-        q.finish(taken, Outcome::Delivered("250 ok".into()))
-            .unwrap();
-        let lost = q.enqueue(vec![outgoing(7)]).await.unwrap().remove(0);
-        q.store.remove_messages(&[&lost]).unwrap();
-        q.store.flush().unwrap();
-        drop(q);
-
-        let q = open(dir.path(), &now);
-        let back = q.get(&lost.id).unwrap();
-        assert_eq!(
-            (back.state, back.message_id.as_str()),
-            (MsgState::Queued, "<7@test>")
-        );
-        assert_eq!(q.body(&back).unwrap(), b"Subject: 7\r\n\r\nbody 7\r\n");
-        assert_eq!(q.get(&sent.id).unwrap().state, MsgState::Delivered);
-        assert_eq!(
-            q.list().unwrap().len(),
-            2,
-            "the delivered one is not read back"
-        );
-        assert_eq!(q.take_due().unwrap().unwrap().id, lost.id);
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_relay_pauses_all_but_a_fresh_notice() {
-        let dir = tempfile::tempdir().unwrap();
-        let now = Arc::new(AtomicU64::new(1_000_000));
-        let q = open(dir.path(), &now);
-        let bulk = q.enqueue(vec![outgoing(0), outgoing(1)]).await.unwrap();
-        let first = q.take_due().unwrap().unwrap();
-        q.relay_unreachable("connection refused");
-        q.finish(first, Outcome::Transient("connection refused".into()))
-            .unwrap();
-        assert!(q.take_due().unwrap().is_none(), "bulk mail waits");
-        assert_eq!(q.get(&bulk[1].id).unwrap().state, MsgState::Queued);
-        assert_eq!(q.next_due_in(), Some(300));
-
-        let mut notice = outgoing(2);
-        notice.notice = true;
-        let notice = q.enqueue(vec![notice]).await.unwrap().remove(0);
-        let taken = q.take_due().unwrap().unwrap();
-        assert_eq!(
-            taken.id, notice.id,
-            "a code e-mail still gets its first try"
-        );
-        q.finish(taken, Outcome::Transient("connection refused".into()))
-            .unwrap();
-        assert!(q.take_due().unwrap().is_none());
-
-        now.fetch_add(300, Ordering::SeqCst);
-        assert_eq!(
-            q.take_due().unwrap().unwrap().id,
-            bulk[1].id,
-            "tried again after the pause"
-        );
-        q.relay_unreachable("connection refused");
-        q.retry(&bulk[0].id).unwrap();
-        assert!(
-            q.take_due().unwrap().is_some(),
-            "a retry asked by a person resumes at once"
-        );
-    }
-
-    #[tokio::test]
-    async fn gives_up_after_the_lifetime() {
-        let dir = tempfile::tempdir().unwrap();
-        let now = Arc::new(AtomicU64::new(1_000_000));
-        let q = open(dir.path(), &now);
-        q.enqueue(vec![outgoing(0)]).await.unwrap();
-        let mut attempts = 0;
-        loop {
-            let Some(r) = q.take_due().unwrap() else {
-                now.fetch_add(q.next_due_in().unwrap(), Ordering::SeqCst);
-                continue;
-            };
-            attempts += 1;
-            let r = q.finish(r, Outcome::Transient("421 busy".into())).unwrap();
-            if r.state == MsgState::Failed {
-                assert!(r.last_reply.contains("421 busy"), "{}", r.last_reply);
-                break;
-            }
-            assert!(attempts < 200, "never gave up");
-        }
-        // 300+600+1200+2400 then 4000 s steps up to 432000 s.
-        assert!((100..120).contains(&attempts), "{attempts} attempts");
-    }
-
-    #[tokio::test]
-    async fn orphan_spool_files_are_removed_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let now = Arc::new(AtomicU64::new(1_000_000));
-        drop(open(dir.path(), &now));
-        std::fs::write(dir.path().join("spool/orphan.spool"), "x").unwrap();
-        let _q = open(dir.path(), &now);
-        assert!(!dir.path().join("spool/orphan.spool").exists());
-    }
-}
+mod tests;

@@ -1,0 +1,138 @@
+//! The sender accounts: setting an address up, administering it, its archive's keys, and the
+//! e-mails postecole writes about them. Plain async Rust; the D-Bus layer in `bus` is a thin
+//! skin over it. Who may do what is decided by `authz`; the records are `model::Account`.
+
+mod admin;
+mod audit;
+pub mod notices;
+mod setup;
+mod vault;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use crate::archive::{self, Archive, Unlocked};
+use crate::authz::{self, Caller};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::model::{
+    Account, AuditEntry, KeyRing, Kind, MsgState, PendingCode, Secret, Slot, State,
+};
+use crate::queue::{self, Queue};
+use crate::store::Store;
+use crate::{secret, validate};
+use notices::CODE_LIFETIME_MINUTES;
+
+pub use vault::Unlock;
+
+pub const CODE_LIFETIME_SECS: u64 = CODE_LIFETIME_MINUTES * 60;
+pub use crate::error::{Error, Result};
+
+/// What changed, as carried by the `AccountChanged` signal.
+pub mod change {
+    pub const CREATED: &str = "created";
+    pub const CODE_SENT: &str = "code-sent";
+    pub const VERIFIED: &str = "verified";
+    pub const ACTIVATED: &str = "activated";
+    pub const STAFF: &str = "staff";
+    pub const CONVERTED: &str = "converted";
+    pub const DELETED: &str = "deleted";
+}
+
+pub struct Accounts {
+    config: Arc<Config>,
+    store: Store,
+    queue: Arc<Queue>,
+    archive: Archive,
+    relay_name: String,
+    host: String,
+    clock: Clock,
+    /// Serialises read-modify-write of records, so that two guesses of a code cannot both
+    /// read the same count of wrong tries.
+    write: Mutex<()>,
+}
+
+impl Accounts {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        queue: Arc<Queue>,
+        archive: Archive,
+        relay_name: String,
+        host: String,
+        clock: Clock,
+    ) -> Self {
+        Accounts {
+            config,
+            store,
+            queue,
+            archive,
+            relay_name,
+            host,
+            clock,
+            write: Mutex::new(()),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
+    fn visible(&self, caller: &Caller, id: &str) -> Result<Account> {
+        match self.store.account(id)? {
+            Some(a) if authz::can_see(caller, &a) => Ok(a),
+            _ => Err(not_found(id)),
+        }
+    }
+
+    fn managed(&self, caller: &Caller, id: &str) -> Result<Account> {
+        let account = self.visible(caller, id)?;
+        if authz::can_manage(caller, &account) {
+            Ok(account)
+        } else {
+            Err(self.admin_only("set up or delete an establishment address"))
+        }
+    }
+
+    fn admin_only(&self, what: &str) -> Error {
+        Error::NotAuthorized(format!(
+            "only an administrator (root or a member of the group `{}`) can {what}",
+            self.config.admin_group
+        ))
+    }
+
+    fn audit(&self, caller: &Caller, action: &str, account: &str, outcome: &str) {
+        audit::record(&self.store, self.now(), caller, action, account, outcome);
+    }
+}
+
+/// The kind named on the bus, or why it is refused.
+fn parse_kind(s: &str) -> Result<Kind> {
+    Kind::parse(s).ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "unknown account kind `{s}`: use `establishment` or `personal`"
+        ))
+    })
+}
+
+fn new_id() -> String {
+    crate::secret::random_id(8)
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(format!(
+        "no account `{id}` that you may see (see `mailctl account list`)"
+    ))
+}
+
+async fn hash_blocking(secret: String) -> Result<String> {
+    // Argon2 takes tens of milliseconds of CPU: keep it off the bus-serving threads.
+    tokio::task::spawn_blocking(move || secret::hash(&secret))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

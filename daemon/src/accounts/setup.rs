@@ -1,0 +1,352 @@
+//! Setting an address up: created → code e-mailed → code typed back → secret set. The code
+//! e-mail waits for its first attempt so that the person at the keyboard hears of a refusal.
+
+use super::*;
+
+pub const MAX_WRONG_CODES: u32 = 5;
+
+pub const RESEND_INTERVAL_SECS: u64 = 60;
+
+impl Accounts {
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        kind: &str,
+        label: &str,
+        address: &str,
+    ) -> Result<Account> {
+        let kind = parse_kind(kind)?;
+        let label = validate::one_line("label", label, validate::MAX_LABEL_CHARS)
+            .map_err(Error::InvalidInput)?;
+        let address = validate::address(address).map_err(Error::InvalidInput)?;
+        if !authz::can_create(caller, kind) {
+            return Err(Error::NotAuthorized(format!(
+                "only an administrator (root or a member of the group `{}`) can add an establishment address; \
+                 ask one, or add it as a personal address",
+                self.config.admin_group
+            )));
+        }
+        if let Some(existing) = self.store.accounts()?.into_iter().find(|a| {
+            a.kind == kind
+                && a.address.eq_ignore_ascii_case(&address)
+                && (kind == Kind::Establishment || a.owner == caller.uid)
+        }) {
+            return Err(Error::InvalidState(format!(
+                "{address} is already set up as account {}; use `mailctl account resend {}` if the code was lost",
+                existing.id, existing.id
+            )));
+        }
+        let now = self.now();
+        let code = secret::new_code();
+        let mut account = Account {
+            id: new_id(),
+            kind,
+            label,
+            address,
+            state: State::AwaitingCode,
+            owner: caller.uid,
+            staff: Vec::new(),
+            created: now,
+            keys: None,
+            unlock_failures: 0,
+            locked_until: 0,
+            code: Some(PendingCode {
+                hash: hash_blocking(code.clone()).await?,
+                sent: now,
+                expires: now + CODE_LIFETIME_SECS,
+                wrong: 0,
+            }),
+            secret: None,
+        };
+        // Stored before the mail leaves, so the code is known by the time anybody can type it.
+        while !self.store.insert_new_account(&account)? {
+            account.id = new_id();
+        }
+        match self.send_code(&account, &code, caller.uid).await {
+            CodeMail::Sent => {}
+            CodeMail::Refused(reply) => {
+                self.store.remove_account(&account.id)?;
+                return Err(Error::RelayUnavailable(format!(
+                    "the relay refused the code e-mail to {}: {reply}. Nothing was created.",
+                    account.address
+                )));
+            }
+            CodeMail::Deferred(reply) => {
+                return Err(Error::RelayUnavailable(format!(
+                    "account {id} was created but the code e-mail to {address} could not be sent yet \
+                     through {relay}: {reply}. It will be sent again automatically \
+                     (see `mailctl queue list`).",
+                    id = account.id,
+                    address = account.address,
+                    relay = self.relay_name
+                )));
+            }
+        }
+        self.audit(caller, "create", &account.id, "ok");
+        tracing::info!(account = %account.id, kind = kind.as_str(), uid = caller.uid, "account created, code sent");
+        Ok(account)
+    }
+
+    pub async fn resend_code(&self, caller: &Caller, id: &str) -> Result<()> {
+        let account = self.managed(caller, id)?;
+        if account.state != State::AwaitingCode {
+            return Err(already_verified(&account));
+        }
+        let now = self.now();
+        if let Some(pending) = &account.code {
+            let next = pending.sent + RESEND_INTERVAL_SECS;
+            if now < next {
+                return Err(Error::RateLimited(format!(
+                    "a code was sent less than a minute ago; wait {} s before asking again",
+                    next - now
+                )));
+            }
+        }
+        let code = secret::new_code();
+        let hash = hash_blocking(code.clone()).await?;
+        let account = {
+            let _guard = self.write.lock().await;
+            let mut account = self.managed(caller, id)?;
+            if account.state != State::AwaitingCode {
+                return Err(already_verified(&account));
+            }
+            account.code = Some(PendingCode {
+                hash,
+                sent: now,
+                expires: now + CODE_LIFETIME_SECS,
+                wrong: 0,
+            });
+            self.store.put_account(&account)?;
+            account
+        };
+        match self.send_code(&account, &code, caller.uid).await {
+            CodeMail::Sent => {}
+            CodeMail::Refused(reply) | CodeMail::Deferred(reply) => {
+                return Err(Error::RelayUnavailable(format!(
+                    "the new code could not be e-mailed to {} through {}: {reply}",
+                    account.address, self.relay_name
+                )));
+            }
+        }
+        tracing::info!(account = %id, uid = caller.uid, "new code sent");
+        Ok(())
+    }
+
+    pub async fn confirm_code(&self, caller: &Caller, id: &str, typed: &str) -> Result<()> {
+        let _guard = self.write.lock().await;
+        let mut account = self.managed(caller, id)?;
+        if account.state != State::AwaitingCode {
+            return Err(already_verified(&account));
+        }
+        let typed = secret::normalise_code(typed).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "a code is {} digits, as written in the e-mail",
+                secret::CODE_DIGITS
+            ))
+        })?;
+        let resend = format!("ask for a new one with `mailctl account resend {id}`");
+        let Some(pending) = account.code.clone() else {
+            return Err(Error::TooManyAttempts(format!(
+                "this code can no longer be used; {resend}"
+            )));
+        };
+        if self.now() >= pending.expires {
+            return Err(Error::CodeExpired(format!(
+                "the code has expired (it lasts {CODE_LIFETIME_MINUTES} minutes); {resend}"
+            )));
+        }
+        let hash = pending.hash.clone();
+        let matches = tokio::task::spawn_blocking(move || secret::verify(&typed, &hash))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        if !matches {
+            let wrong = pending.wrong + 1;
+            if wrong >= MAX_WRONG_CODES {
+                account.code = None;
+                self.store.put_account(&account)?;
+                tracing::warn!(account = %id, uid = caller.uid, "code voided after too many wrong tries");
+                return Err(Error::TooManyAttempts(format!(
+                    "{MAX_WRONG_CODES} wrong codes: this code no longer works; {resend}"
+                )));
+            }
+            account.code = Some(PendingCode { wrong, ..pending });
+            self.store.put_account(&account)?;
+            tracing::info!(account = %id, uid = caller.uid, wrong, "wrong code");
+            return Err(Error::WrongCode(format!(
+                "wrong code; {} tries left",
+                MAX_WRONG_CODES - wrong
+            )));
+        }
+        account.code = None;
+        account.state = State::AwaitingSecret;
+        self.store.put_account(&account)?;
+        self.audit(caller, "verify", id, "ok");
+        tracing::info!(account = %id, uid = caller.uid, "address verified");
+        Ok(())
+    }
+
+    pub async fn set_secret(
+        &self,
+        caller: &Caller,
+        id: &str,
+        question: &str,
+        answer: &str,
+    ) -> Result<()> {
+        let question = validate::one_line("question", question, validate::MAX_QUESTION_CHARS)
+            .map_err(Error::InvalidInput)?;
+        let account = self.managed(caller, id)?;
+        match account.state {
+            State::AwaitingSecret => {}
+            State::AwaitingCode => {
+                return Err(Error::InvalidState(format!(
+                    "the address is not verified yet: type the code it received with `mailctl account verify {id} CODE`"
+                )));
+            }
+            State::Active => {
+                return Err(Error::InvalidState(
+                    "this account already has a secret question".into(),
+                ));
+            }
+        }
+        let answer = check_answer(&account, &question, answer)?;
+        let (hash, (keys, recovery)) =
+            tokio::task::spawn_blocking(move || (secret::hash(&answer), KeyRing::create(&answer)))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?;
+        let account = {
+            let _guard = self.write.lock().await;
+            let mut account = self.managed(caller, id)?;
+            if account.state != State::AwaitingSecret {
+                return Err(Error::InvalidState(
+                    "the account changed meanwhile; try again".into(),
+                ));
+            }
+            account.secret = Some(Secret {
+                question,
+                answer_hash: hash,
+            });
+            account.keys = Some(keys);
+            account.state = State::Active;
+            self.store.put_account(&account)?;
+            account
+        };
+        self.audit(caller, "secret-set", id, "ok");
+        tracing::info!(account = %id, uid = caller.uid, "secret set, account active");
+        // Queued like any mail, with the same retries; nobody waits for it at the keyboard.
+        let file = archive::recovery_file(&account.id, &account.address, self.now(), &recovery);
+        let message = notices::confirmation(&self.config, &account, &self.host, &file)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        self.queue
+            .enqueue(vec![queue::package(
+                &message,
+                &account.id,
+                caller.uid,
+                true,
+            )])
+            .await?;
+        Ok(())
+    }
+
+    /// Queues the code e-mail and waits for its first attempt, so that the person at the
+    /// keyboard learns at once if the relay refuses it.
+    async fn send_code(&self, account: &Account, code: &str, uid: u32) -> CodeMail {
+        let message = match notices::verification(&self.config, account, code, &self.host) {
+            Ok(m) => m,
+            Err(e) => return CodeMail::Refused(e.to_string()),
+        };
+        let mut events = self.queue.subscribe();
+        let record = match self
+            .queue
+            .enqueue(vec![queue::package(&message, &account.id, uid, true)])
+            .await
+        {
+            Ok(mut records) => records.remove(0),
+            Err(e) => return CodeMail::Deferred(e.to_string()),
+        };
+        // Below the 25 s a D-Bus client waits for a reply by default.
+        let deadline = tokio::time::Instant::now() + FIRST_ATTEMPT_WAIT;
+        loop {
+            let event = tokio::time::timeout_at(deadline, events.recv()).await;
+            let state = match event {
+                Ok(Ok(e)) if e.id == record.id => e.state,
+                Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                    match self.queue.get(&record.id) {
+                        Ok(r) => r.state,
+                        Err(_) => continue,
+                    }
+                }
+                // Still queued behind other mail: it will go out in turn.
+                Ok(Err(_)) | Err(_) => return CodeMail::Sent,
+            };
+            let reply = || {
+                self.queue
+                    .get(&record.id)
+                    .map(|r| r.last_reply)
+                    .unwrap_or_default()
+            };
+            match state {
+                MsgState::Delivered => return CodeMail::Sent,
+                MsgState::Failed => {
+                    tracing::warn!(account = %account.id, "verification e-mail refused");
+                    return CodeMail::Refused(reply());
+                }
+                MsgState::Deferred => {
+                    tracing::warn!(account = %account.id, "verification e-mail deferred");
+                    return CodeMail::Deferred(reply());
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+const FIRST_ATTEMPT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// How the first attempt at a code e-mail went.
+enum CodeMail {
+    Sent,
+    Refused(String),
+    Deferred(String),
+}
+
+fn already_verified(account: &Account) -> Error {
+    Error::InvalidState(format!(
+        "account {} is already verified (state: {})",
+        account.id,
+        account.state.as_str()
+    ))
+}
+
+/// The normalised answer, or why it is refused.
+pub(super) fn check_answer(account: &Account, question: &str, answer: &str) -> Result<String> {
+    let normalised = secret::normalise_answer(answer);
+    let chars = normalised.chars().count();
+    if chars < secret::MIN_ANSWER_CHARS {
+        return Err(Error::InvalidInput(format!(
+            "the answer is too short: at least {} characters",
+            secret::MIN_ANSWER_CHARS
+        )));
+    }
+    if chars > secret::MAX_ANSWER_CHARS {
+        return Err(Error::InvalidInput(format!(
+            "the answer is longer than {} characters",
+            secret::MAX_ANSWER_CHARS
+        )));
+    }
+    let local_part = account.address.split('@').next().unwrap_or_default();
+    let guessable = [
+        account.label.as_str(),
+        account.address.as_str(),
+        local_part,
+        question,
+    ];
+    if guessable
+        .iter()
+        .any(|g| secret::normalise_answer(g) == normalised)
+    {
+        return Err(Error::InvalidInput(
+            "the answer must not be the label, the address or the question itself".into(),
+        ));
+    }
+    Ok(normalised)
+}

@@ -1,0 +1,564 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::setup::RESEND_INTERVAL_SECS;
+use super::*;
+
+struct Fixture {
+    accounts: Accounts,
+    now: Arc<AtomicU64>,
+    dir: tempfile::TempDir,
+}
+
+fn fixture_with(relay: Option<crate::config::Relay>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Arc::new(Config {
+        state_dir: dir.path().to_owned(),
+        relay,
+        ..Config::default()
+    });
+    let store = Store::open(&config.state_dir).unwrap();
+    let relay = Arc::new(crate::queue::relay::Relay::from_config(&config).unwrap());
+    let archive = crate::archive::Archive::new(&config.state_dir);
+    let now = Arc::new(AtomicU64::new(1_800_000_000));
+    let clock_now = now.clone();
+    let clock: Clock = Arc::new(move || clock_now.load(Ordering::SeqCst));
+    let queue = Arc::new(
+        Queue::open(
+            store.clone(),
+            &config.state_dir,
+            archive.clone(),
+            config.queue.clone(),
+            crate::clock::system(),
+        )
+        .unwrap(),
+    );
+    tokio::spawn(crate::queue::delivery::run(queue.clone(), relay.clone(), 2));
+    Fixture {
+        accounts: Accounts::new(
+            config,
+            store,
+            queue,
+            archive,
+            relay.describe(),
+            "poste-test".into(),
+            clock,
+        ),
+        now,
+        dir,
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(None)
+}
+
+impl Fixture {
+    fn advance(&self, secs: u64) {
+        self.now.fetch_add(secs, Ordering::SeqCst);
+    }
+
+    /// A personal account of `caller`'s just created, and the code mailed for it.
+    async fn awaiting_code(&self, caller: &Caller) -> (Account, String) {
+        let a = self
+            .accounts
+            .create(caller, "personal", "M", "m@ecole.fr")
+            .await
+            .unwrap();
+        let code = self.last_code(&a.id);
+        (a, code)
+    }
+
+    /// The code of the newest verification mail for this account, read from local-mail.
+    fn last_code(&self, id: &str) -> String {
+        let needle = format!("mailctl account verify {id} ");
+        let mut mails: Vec<_> = std::fs::read_dir(self.dir.path().join("local-mail"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        mails.sort();
+        mails
+            .iter()
+            .rev()
+            .filter_map(|p| {
+                let text = std::fs::read_to_string(p).unwrap();
+                let start = text.find(&needle)? + needle.len();
+                Some(text[start..start + 6].to_owned())
+            })
+            .next()
+            .expect("a verification mail")
+    }
+
+    fn mail_count(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("local-mail"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Mail queued without waiting (the confirmation) arrives shortly after.
+    async fn wait_mail_count(&self, n: usize) {
+        for _ in 0..500 {
+            if self.mail_count() >= n {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(self.mail_count(), n);
+    }
+}
+
+fn user(uid: u32, name: &str) -> Caller {
+    Caller {
+        uid,
+        name: name.into(),
+        admin: false,
+        send_establishment: true,
+    }
+}
+
+fn admin() -> Caller {
+    Caller {
+        uid: 0,
+        name: "root".into(),
+        admin: true,
+        send_establishment: true,
+    }
+}
+
+async fn active(f: &Fixture, caller: &Caller, kind: &str) -> Account {
+    let a = f
+        .accounts
+        .create(
+            caller,
+            kind,
+            "Secrétariat Jules Ferry",
+            "secretariat@ecole.fr",
+        )
+        .await
+        .unwrap();
+    f.accounts
+        .confirm_code(caller, &a.id, &f.last_code(&a.id))
+        .await
+        .unwrap();
+    f.accounts
+        .set_secret(caller, &a.id, "Ville de naissance ?", "Clermont-Ferrand")
+        .await
+        .unwrap();
+    f.accounts.get(caller, &a.id).unwrap()
+}
+
+#[tokio::test]
+async fn lifecycle_reaches_active_and_keeps_no_clear_secret() {
+    let f = fixture();
+    let alice = user(1001, "alice");
+    let a = f
+        .accounts
+        .create(&alice, "personal", "Mme Martin", "martin@ecole.fr")
+        .await
+        .unwrap();
+    assert_eq!(a.state, State::AwaitingCode);
+    assert_eq!(f.mail_count(), 1);
+    let code = f.last_code(&a.id);
+    let err = f
+        .accounts
+        .set_secret(&alice, &a.id, "Q ?", "une réponse")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidState(_)), "{err:?}");
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let err = f
+        .accounts
+        .confirm_code(&alice, &a.id, wrong)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::WrongCode(m) if m.contains("4 tries left")),
+        "{err:?}"
+    );
+    let err = f
+        .accounts
+        .confirm_code(&alice, &a.id, "12ab")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    f.accounts.confirm_code(&alice, &a.id, &code).await.unwrap();
+    assert_eq!(
+        f.accounts.get(&alice, &a.id).unwrap().state,
+        State::AwaitingSecret
+    );
+    let err = f
+        .accounts
+        .confirm_code(&alice, &a.id, &code)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidState(_)),
+        "a code is single use: {err:?}"
+    );
+
+    for refused in [
+        "court",
+        "Mme Martin",
+        "martin@ecole.fr",
+        "MARTIN",
+        " ma question ? ",
+    ] {
+        let err = f
+            .accounts
+            .set_secret(&alice, &a.id, "Ma question ?", refused)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{refused}: {err:?}");
+    }
+    let err = f
+        .accounts
+        .set_secret(&alice, &a.id, "Q\r\nBcc: x", "Clermont")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    f.accounts
+        .set_secret(&alice, &a.id, "Ville de naissance ?", "  ZÜRICH-Oerlikon ")
+        .await
+        .unwrap();
+    let a = f.accounts.get(&alice, &a.id).unwrap();
+    assert_eq!(a.state, State::Active);
+    let secret = a.secret.unwrap();
+    assert!(secret::verify("zürich-oerlikon", &secret.answer_hash));
+    f.wait_mail_count(2).await;
+
+    // Neither the answer nor any code is anywhere in the store's files.
+    f.accounts.store.flush().unwrap();
+    for entry in walk(f.dir.path().join("db").as_path()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        for needle in ["rich-oerlikon", "RICH-Oerlikon", code.as_str()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle} found in {}",
+                entry.display()
+            );
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn codes_expire_after_fifteen_minutes() {
+    let f = fixture();
+    let alice = user(1001, "alice");
+    let (a, code) = f.awaiting_code(&alice).await;
+    f.advance(CODE_LIFETIME_SECS);
+    let err = f
+        .accounts
+        .confirm_code(&alice, &a.id, &code)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CodeExpired(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn five_wrong_codes_void_the_code_until_resent() {
+    let f = fixture();
+    let alice = user(1001, "alice");
+    let (a, code) = f.awaiting_code(&alice).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..4 {
+        let err = f
+            .accounts
+            .confirm_code(&alice, &a.id, wrong)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::WrongCode(_)), "{err:?}");
+    }
+    let err = f
+        .accounts
+        .confirm_code(&alice, &a.id, wrong)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TooManyAttempts(_)), "{err:?}");
+    let err = f
+        .accounts
+        .confirm_code(&alice, &a.id, &code)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::TooManyAttempts(_)),
+        "the right code is void too: {err:?}"
+    );
+
+    f.advance(RESEND_INTERVAL_SECS);
+    f.accounts.resend_code(&alice, &a.id).await.unwrap();
+    let fresh = f.last_code(&a.id);
+    f.accounts
+        .confirm_code(&alice, &a.id, &fresh)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn resend_is_rate_limited_and_replaces_the_code() {
+    let f = fixture();
+    let alice = user(1001, "alice");
+    let (a, first) = f.awaiting_code(&alice).await;
+    let err = f.accounts.resend_code(&alice, &a.id).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::RateLimited(m) if m.contains("60 s")),
+        "{err:?}"
+    );
+    f.advance(RESEND_INTERVAL_SECS);
+    f.accounts.resend_code(&alice, &a.id).await.unwrap();
+    let second = f.last_code(&a.id);
+    assert_eq!(f.mail_count(), 2);
+    if first != second {
+        let err = f
+            .accounts
+            .confirm_code(&alice, &a.id, &first)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::WrongCode(_)),
+            "old code must stop working: {err:?}"
+        );
+    }
+    f.accounts
+        .confirm_code(&alice, &a.id, &second)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_before_anything_is_stored() {
+    let f = fixture();
+    let alice = user(1001, "alice");
+    for (kind, label, address) in [
+        ("shared", "L", "a@ecole.fr"),
+        ("personal", "", "a@ecole.fr"),
+        ("personal", "L\nBcc: x@y.fr", "a@ecole.fr"),
+        ("personal", "L", "pas-une-adresse"),
+        ("personal", "L", "a@ecole.fr\r\nBcc: x@y.fr"),
+    ] {
+        let err = f
+            .accounts
+            .create(&alice, kind, label, address)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidInput(_)),
+            "{kind} {label:?} {address:?}: {err:?}"
+        );
+    }
+    assert!(f.accounts.list(&alice).unwrap().is_empty());
+    assert_eq!(f.mail_count(), 0);
+}
+
+#[tokio::test]
+async fn relay_down_keeps_the_account_and_retries_the_code() {
+    // A port nobody listens on: connection refused at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let f = fixture_with(Some(crate::config::Relay {
+        host: "127.0.0.1".into(),
+        port,
+        tls: crate::config::TlsMode::None,
+        username: None,
+        password_file: None,
+        ca_file: None,
+        allowed_sender_domains: None,
+        sender: None,
+    }));
+    let alice = user(1001, "alice");
+    let err = f
+        .accounts
+        .create(&alice, "personal", "M", "m@ecole.fr")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::RelayUnavailable(m) if m.contains("m@ecole.fr") && m.contains("again automatically")),
+        "{err:?}"
+    );
+    let kept = f.accounts.list(&alice).unwrap();
+    assert_eq!(kept.len(), 1);
+    let waiting = f.accounts.queue.list().unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].state, MsgState::Deferred);
+    assert_eq!(waiting[0].account, kept[0].id);
+    assert!(waiting[0].notice);
+}
+
+#[tokio::test]
+async fn who_sees_and_manages_what() {
+    let f = fixture();
+    let root = admin();
+    let alice = user(1001, "alice");
+    let bob = user(1002, "bob");
+
+    let err = f
+        .accounts
+        .create(&alice, "establishment", "S", "s@ecole.fr")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotAuthorized(_)), "{err:?}");
+
+    let shared = active(&f, &root, "establishment").await;
+    let err = f.accounts.get(&alice, &shared.id).unwrap_err();
+    assert!(
+        matches!(err, Error::NotFound(_)),
+        "not on staff yet: {err:?}"
+    );
+    f.accounts
+        .add_staff(&root, &shared.id, "root")
+        .await
+        .unwrap();
+    let err = f
+        .accounts
+        .add_staff(&root, &shared.id, "no-such-user-x")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+
+    let mine = f
+        .accounts
+        .create(&alice, "personal", "Alice", "alice@ecole.fr")
+        .await
+        .unwrap();
+    assert_eq!(f.accounts.list(&alice).unwrap().len(), 1);
+    assert!(
+        f.accounts.list(&bob).unwrap().is_empty(),
+        "bob sees nothing"
+    );
+    let root_sees: Vec<String> = f
+        .accounts
+        .list(&root)
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(
+        root_sees,
+        vec![shared.id.clone()],
+        "administrators do not see personal accounts"
+    );
+    for err in [
+        f.accounts.get(&bob, &mine.id).unwrap_err(),
+        f.accounts.delete(&bob, &mine.id).await.unwrap_err(),
+        f.accounts.resend_code(&bob, &mine.id).await.unwrap_err(),
+        f.accounts.set_default(&bob, &mine.id).unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    }
+    let err = f
+        .accounts
+        .add_staff(&root, &mine.id, "root")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    let err = f
+        .accounts
+        .convert(&alice, &shared.id, "personal")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+
+    f.accounts.set_default(&alice, &mine.id).unwrap();
+    assert_eq!(
+        f.accounts.default_account(&alice).unwrap(),
+        Some(mine.id.clone())
+    );
+    assert_eq!(f.accounts.default_account(&bob).unwrap(), None);
+    f.accounts.delete(&alice, &mine.id).await.unwrap();
+    assert_eq!(f.accounts.default_account(&alice).unwrap(), None);
+}
+
+#[tokio::test]
+async fn staff_member_uses_but_does_not_administer() {
+    let f = fixture();
+    let root = admin();
+    let shared = active(&f, &root, "establishment").await;
+    // A real user name is needed; "root" exists everywhere, so a non-admin caller named
+    // root stands in for a member of staff.
+    let staff = Caller {
+        uid: 4242,
+        name: "root".into(),
+        admin: false,
+        send_establishment: true,
+    };
+    f.accounts
+        .add_staff(&root, &shared.id, "root")
+        .await
+        .unwrap();
+    assert_eq!(f.accounts.get(&staff, &shared.id).unwrap().id, shared.id);
+    let err = f.accounts.delete(&staff, &shared.id).await.unwrap_err();
+    assert!(matches!(err, Error::NotAuthorized(_)), "{err:?}");
+    let err = f
+        .accounts
+        .add_staff(&staff, &shared.id, "root")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotAuthorized(_)), "{err:?}");
+    f.accounts
+        .remove_staff(&root, &shared.id, "root")
+        .await
+        .unwrap();
+    assert!(f.accounts.get(&staff, &shared.id).is_err());
+    let err = f
+        .accounts
+        .remove_staff(&root, &shared.id, "root")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn conversion_both_ways() {
+    let f = fixture();
+    let root = admin();
+    let shared = active(&f, &root, "establishment").await;
+    let err = f
+        .accounts
+        .convert(&root, &shared.id, "personal")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidState(m) if m.contains("0 staff")),
+        "{err:?}"
+    );
+    f.accounts
+        .add_staff(&root, &shared.id, "root")
+        .await
+        .unwrap();
+    f.accounts
+        .convert(&root, &shared.id, "personal")
+        .await
+        .unwrap();
+    let a = f.accounts.get(&root, &shared.id).unwrap();
+    assert_eq!((a.kind, a.owner, a.staff.len()), (Kind::Personal, 0, 0));
+    let err = f
+        .accounts
+        .convert(&root, &shared.id, "personal")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidState(_)), "{err:?}");
+
+    let alice = user(1001, "alice");
+    let mine = active(&f, &alice, "personal").await;
+    f.accounts
+        .convert(&root, &mine.id, "establishment")
+        .await
+        .unwrap();
+    let a = f.accounts.store.account(&mine.id).unwrap().unwrap();
+    assert_eq!(a.kind, Kind::Establishment);
+    assert_eq!(a.staff, vec![authz::name_of(1001)]);
+}

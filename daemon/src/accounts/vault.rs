@@ -1,0 +1,230 @@
+//! The account's archive: opening its key with the answer or the recovery file (wrong ones
+//! count and lock), replacing the secret, reading the sealed mail back.
+
+use super::setup::check_answer;
+use super::*;
+
+/// One message from the archive, in clear for the length of a call.
+pub struct Archived {
+    pub id: String,
+    pub created: u64,
+    pub sender: String,
+    pub bytes: Vec<u8>,
+}
+
+/// What opens an account's archive key.
+pub enum Unlock {
+    Answer(String),
+    /// The content of `cleRecuperation.crbee`.
+    RecoveryFile(String),
+}
+
+pub const MAX_UNLOCK_FAILURES: u32 = 5;
+
+const FIRST_LOCK_SECS: u64 = 60;
+
+const MAX_LOCK_SECS: u64 = 86_400;
+
+impl Accounts {
+    /// Opens the account's archive key with the answer or the recovery file. Wrong ones count:
+    /// after five in a row, the account's archive and secret are locked, longer each time,
+    /// across restarts.
+    pub async fn unlock(
+        &self,
+        caller: &Caller,
+        id: &str,
+        with: Unlock,
+        action: &str,
+    ) -> Result<(Account, Unlocked)> {
+        let account = self.visible(caller, id)?;
+        let Some(keys) = account.keys.clone() else {
+            return Err(Error::InvalidState(format!(
+                "account {id} has no archive yet: its secret question is not set"
+            )));
+        };
+        let now = self.now();
+        if account.locked_until > now {
+            self.audit(caller, action, id, "locked");
+            return Err(Error::TooManyAttempts(format!(
+                "too many wrong answers or recovery files: locked for {} more minutes",
+                (account.locked_until - now).div_ceil(60)
+            )));
+        }
+        let opened = match with {
+            Unlock::Answer(answer) => {
+                let answer = secret::normalise_answer(&answer);
+                tokio::task::spawn_blocking(move || keys.unlock_with_answer(&answer))
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))?
+            }
+            Unlock::RecoveryFile(text) => {
+                let (file_account, key) =
+                    archive::parse_recovery_file(&text).map_err(Error::InvalidInput)?;
+                if file_account != id {
+                    self.note_failure(caller, id, action).await?;
+                    return Err(Error::WrongCode(format!(
+                        "this recovery file belongs to account {file_account}, not {id}"
+                    )));
+                }
+                keys.unlock_with_recovery(&key)
+            }
+        };
+        match opened {
+            Some(key) => {
+                let _guard = self.write.lock().await;
+                let mut fresh = self.visible(caller, id)?;
+                if fresh.unlock_failures != 0 || fresh.locked_until != 0 {
+                    fresh.unlock_failures = 0;
+                    fresh.locked_until = 0;
+                    self.store.put_account(&fresh)?;
+                }
+                self.audit(caller, action, id, "ok");
+                Ok((fresh, key))
+            }
+            None => {
+                self.note_failure(caller, id, action).await?;
+                Err(Error::WrongCode("wrong answer or recovery file".into()))
+            }
+        }
+    }
+
+    async fn note_failure(&self, caller: &Caller, id: &str, action: &str) -> Result<()> {
+        let _guard = self.write.lock().await;
+        let mut account = self.visible(caller, id)?;
+        account.unlock_failures += 1;
+        let over = account.unlock_failures.saturating_sub(MAX_UNLOCK_FAILURES);
+        if account.unlock_failures >= MAX_UNLOCK_FAILURES {
+            let delay = FIRST_LOCK_SECS
+                .saturating_mul(1 << over.min(20))
+                .min(MAX_LOCK_SECS);
+            account.locked_until = self.now() + delay;
+            self.audit(caller, "lock", id, &format!("{delay} s"));
+        }
+        self.store.put_account(&account)?;
+        self.audit(caller, action, id, "refused");
+        Ok(())
+    }
+
+    /// A new question and answer, proven by the old answer; the archive stays as it is.
+    pub async fn change_secret(
+        &self,
+        caller: &Caller,
+        id: &str,
+        old: &str,
+        question: &str,
+        answer: &str,
+    ) -> Result<()> {
+        self.replace_secret(
+            caller,
+            id,
+            Unlock::Answer(old.to_owned()),
+            question,
+            answer,
+            "secret-change",
+        )
+        .await
+    }
+
+    /// A new question and answer, proven by `cleRecuperation.crbee`; everything archived
+    /// before stays readable and the file stays valid.
+    pub async fn recover(
+        &self,
+        caller: &Caller,
+        id: &str,
+        file: &str,
+        question: &str,
+        answer: &str,
+    ) -> Result<()> {
+        self.replace_secret(
+            caller,
+            id,
+            Unlock::RecoveryFile(file.to_owned()),
+            question,
+            answer,
+            "recover",
+        )
+        .await
+    }
+
+    async fn replace_secret(
+        &self,
+        caller: &Caller,
+        id: &str,
+        proof: Unlock,
+        question: &str,
+        answer: &str,
+        action: &str,
+    ) -> Result<()> {
+        let question = validate::one_line("question", question, validate::MAX_QUESTION_CHARS)
+            .map_err(Error::InvalidInput)?;
+        let account = self.managed(caller, id)?;
+        let answer = check_answer(&account, &question, answer)?;
+        let (_, key) = self.unlock(caller, id, proof, action).await?;
+        let (hash, keys) = {
+            let mut keys = account.keys.clone().expect("unlocked accounts have keys");
+            tokio::task::spawn_blocking(move || {
+                keys.wrap_answer(&key, &answer);
+                (secret::hash(&answer), keys)
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+        };
+        let _guard = self.write.lock().await;
+        let mut account = self.managed(caller, id)?;
+        account.secret = Some(Secret {
+            question,
+            answer_hash: hash,
+        });
+        account.keys = Some(keys);
+        self.store.put_account(&account)?;
+        tracing::info!(account = %id, uid = caller.uid, action, "secret replaced");
+        Ok(())
+    }
+
+    /// The account's sent mail, newest last, opened with `with`.
+    pub async fn archived(
+        &self,
+        caller: &Caller,
+        id: &str,
+        with: Unlock,
+        action: &str,
+    ) -> Result<Vec<Archived>> {
+        let (account, key) = self.unlock(caller, id, with, action).await?;
+        let records: Vec<_> = self
+            .queue
+            .list()?
+            .into_iter()
+            .filter(|r| r.account == account.id && r.state == MsgState::Delivered)
+            .filter_map(|r| Some((r.archived.clone()?, r)))
+            .collect();
+        let archive = self.archive.clone();
+        tokio::task::spawn_blocking(move || {
+            // Messages delivered together are sealed together: each group is opened once.
+            let mut groups: HashMap<Slot, HashMap<String, Vec<u8>>> = HashMap::new();
+            let mut out = Vec::new();
+            for (slot, r) in records {
+                if !groups.contains_key(&slot) {
+                    let group = match archive.read(&account.id, &slot, &key) {
+                        Ok(group) => group.unwrap_or_default().into_iter().collect(),
+                        Err(e) => {
+                            tracing::error!(message = %r.id, error = %e, "archived message unreadable");
+                            HashMap::new()
+                        }
+                    };
+                    groups.insert(slot.clone(), group);
+                }
+                if let Some(bytes) = groups.get_mut(&slot).and_then(|g| g.remove(&r.id)) {
+                    out.push(Archived {
+                        id: r.id,
+                        created: r.created,
+                        sender: r.envelope_from,
+                        bytes,
+                    });
+                }
+            }
+            out
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))
+    }
+}

@@ -1,0 +1,164 @@
+//! `org.postecole.Mail1.Archive`: reading and exporting an account's sent mail, changing or
+//! recovering its secret.
+
+use postecole_dbus::ArchivedInfo;
+use zbus::OwnedFd;
+
+use std::sync::Arc;
+
+use postecole_dbus::Error as BusError;
+use zbus::message::Header;
+use zbus::{Connection, interface};
+
+use crate::accounts::{Accounts, Unlock};
+use crate::authz::{Policy, caller};
+
+pub struct ArchiveService {
+    accounts: Arc<Accounts>,
+    policy: Arc<Policy>,
+}
+
+/// A small text file read from a descriptor the client opened (the recovery file).
+fn read_key_file(fd: OwnedFd) -> Result<String, BusError> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::from(std::os::fd::OwnedFd::from(fd))
+        .take(64 * 1024)
+        .read_to_string(&mut text)
+        .map_err(|e| BusError::InvalidInput(format!("the recovery file cannot be read: {e}")))?;
+    Ok(text)
+}
+
+fn unlock_with(answer: &str, key_file: Vec<OwnedFd>) -> Result<Unlock, BusError> {
+    let mut files = key_file.into_iter();
+    match (files.next(), files.next(), answer.is_empty()) {
+        (Some(fd), None, true) => Ok(Unlock::RecoveryFile(read_key_file(fd)?)),
+        (None, _, false) => Ok(Unlock::Answer(answer.to_owned())),
+        _ => Err(BusError::InvalidInput(
+            "give either the answer or one recovery file".into(),
+        )),
+    }
+}
+
+impl ArchiveService {
+    pub fn new(accounts: Arc<Accounts>, policy: Arc<Policy>) -> Self {
+        ArchiveService { accounts, policy }
+    }
+}
+
+#[interface(name = "org.postecole.Mail1.Archive")]
+impl ArchiveService {
+    #[zbus(out_args("messages"))]
+    async fn list_archive(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        account: &str,
+        answer: &str,
+        key_file: Vec<OwnedFd>,
+    ) -> Result<Vec<ArchivedInfo>, BusError> {
+        let caller = caller(conn, &hdr, &self.policy).await?;
+        let with = unlock_with(answer, key_file)?;
+        Ok(self
+            .accounts
+            .archived(&caller, account, with, "archive-list")
+            .await?
+            .into_iter()
+            .map(|m| {
+                let (subject, to) = crate::archive::summary(&m.bytes);
+                ArchivedInfo {
+                    id: m.id,
+                    created: m.created,
+                    subject,
+                    to,
+                    size: m.bytes.len() as u64,
+                }
+            })
+            .collect())
+    }
+
+    #[zbus(out_args("content"))]
+    async fn read_archived(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        account: &str,
+        message: &str,
+        answer: &str,
+        key_file: Vec<OwnedFd>,
+    ) -> Result<Vec<u8>, BusError> {
+        let caller = caller(conn, &hdr, &self.policy).await?;
+        let with = unlock_with(answer, key_file)?;
+        self.accounts
+            .archived(&caller, account, with, "archive-read")
+            .await?
+            .into_iter()
+            .find(|m| m.id == message)
+            .map(|m| m.bytes)
+            .ok_or_else(|| {
+                BusError::NotFound(format!(
+                    "no message `{message}` in the archive of {account}"
+                ))
+            })
+    }
+
+    #[zbus(out_args("count"))]
+    async fn export_mbox(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        account: &str,
+        answer: &str,
+        key_file: Vec<OwnedFd>,
+        output: OwnedFd,
+    ) -> Result<u32, BusError> {
+        use std::io::Write;
+        let caller = caller(conn, &hdr, &self.policy).await?;
+        let with = unlock_with(answer, key_file)?;
+        let messages = self
+            .accounts
+            .archived(&caller, account, with, "archive-export")
+            .await?;
+        let mut mbox = Vec::new();
+        for m in &messages {
+            crate::archive::mbox_entry(&mut mbox, &m.sender, m.created, &m.bytes);
+        }
+        let mut file = std::fs::File::from(std::os::fd::OwnedFd::from(output));
+        file.write_all(&mbox)
+            .map_err(|e| BusError::InvalidInput(format!("cannot write the export: {e}")))?;
+        Ok(messages.len() as u32)
+    }
+
+    async fn change_secret(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        account: &str,
+        old_answer: &str,
+        question: &str,
+        answer: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.policy).await?;
+        Ok(self
+            .accounts
+            .change_secret(&caller, account, old_answer, question, answer)
+            .await?)
+    }
+
+    async fn recover(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        account: &str,
+        key_file: OwnedFd,
+        question: &str,
+        answer: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.policy).await?;
+        let file = read_key_file(key_file)?;
+        Ok(self
+            .accounts
+            .recover(&caller, account, &file, question, answer)
+            .await?)
+    }
+}

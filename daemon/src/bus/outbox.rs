@@ -1,0 +1,251 @@
+//! `org.postecole.Mail1.Outbox`: sending, templates, one's own queued messages.
+
+use std::collections::HashMap;
+
+use postecole_dbus::{Attachment, MessageInfo, OutgoingMessage, RowAttachment, TemplateInfo};
+
+use std::sync::Arc;
+
+use postecole_dbus::Error as BusError;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::{Connection, interface};
+
+use crate::authz;
+use crate::authz::{Policy, caller, caller_for_send};
+use crate::model::Record;
+use crate::outbox::{Outbox, Request};
+
+pub struct OutboxService {
+    outbox: Arc<Outbox>,
+    policy: Arc<Policy>,
+}
+
+pub fn message_info(r: &Record) -> MessageInfo {
+    MessageInfo {
+        id: r.id.clone(),
+        account: r.account.clone(),
+        state: r.state.as_str().into(),
+        to: r.to.clone(),
+        created: r.created,
+        attempts: r.attempts,
+        next_attempt: r.next_attempt,
+        last_reply: r.last_reply.clone(),
+        message_id: r.message_id.clone(),
+        submitter: authz::name_of(r.submitter),
+        size: r.size,
+    }
+}
+
+fn request(message: OutgoingMessage, attachments: Vec<Attachment>) -> Request {
+    Request {
+        to: message.to.unwrap_or_default(),
+        cc: message.cc.unwrap_or_default(),
+        bcc: message.bcc.unwrap_or_default(),
+        subject: message.subject.unwrap_or_default(),
+        text: message.text.unwrap_or_default(),
+        html: message.html.filter(|h| !h.is_empty()),
+        attachments: attachments
+            .into_iter()
+            .map(|(name, content_type, fd)| {
+                (
+                    name,
+                    content_type,
+                    std::fs::File::from(std::os::fd::OwnedFd::from(fd)),
+                )
+            })
+            .collect(),
+    }
+}
+
+impl OutboxService {
+    pub fn new(outbox: Arc<Outbox>, policy: Arc<Policy>) -> Self {
+        OutboxService { outbox, policy }
+    }
+}
+
+#[interface(name = "org.postecole.Mail1.Outbox")]
+impl OutboxService {
+    #[zbus(out_args("id"))]
+    async fn send(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        account: &str,
+        message: OutgoingMessage,
+        attachments: Vec<Attachment>,
+    ) -> Result<String, BusError> {
+        let caller = caller_for_send(conn, &hdr, &self.policy).await?;
+        let mut ids = self
+            .outbox
+            .send(&caller, account, vec![request(message, attachments)])
+            .await?;
+        Ok(ids.remove(0))
+    }
+
+    #[zbus(out_args("ids"))]
+    async fn send_batch(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        account: &str,
+        messages: Vec<(OutgoingMessage, Vec<Attachment>)>,
+    ) -> Result<Vec<String>, BusError> {
+        let caller = caller_for_send(conn, &hdr, &self.policy).await?;
+        let requests = messages.into_iter().map(|(m, a)| request(m, a)).collect();
+        Ok(self.outbox.send(&caller, account, requests).await?)
+    }
+
+    #[zbus(out_args("message"))]
+    async fn get_message(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        id: &str,
+    ) -> Result<MessageInfo, BusError> {
+        let caller = caller(conn, &hdr, &self.policy).await?;
+        Ok(message_info(&self.outbox.get(&caller, id)?))
+    }
+
+    #[zbus(out_args("messages"))]
+    async fn list_messages(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<MessageInfo>, BusError> {
+        let caller = caller(conn, &hdr, &self.policy).await?;
+        Ok(self
+            .outbox
+            .list(&caller)?
+            .iter()
+            .map(message_info)
+            .collect())
+    }
+
+    async fn cancel(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        id: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.policy).await?;
+        self.outbox.cancel(&caller, id)?;
+        Ok(())
+    }
+
+    async fn retry(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        id: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.policy).await?;
+        self.outbox.retry(&caller, id)?;
+        Ok(())
+    }
+
+    async fn hold(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        id: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.policy).await?;
+        self.outbox.hold(&caller, id)?;
+        Ok(())
+    }
+
+    async fn release(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        id: &str,
+    ) -> Result<(), BusError> {
+        let caller = caller(conn, &hdr, &self.policy).await?;
+        self.outbox.release(&caller, id)?;
+        Ok(())
+    }
+
+    #[zbus(out_args("templates"))]
+    async fn list_templates(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<TemplateInfo>, BusError> {
+        caller(conn, &hdr, &self.policy).await?;
+        Ok(self
+            .outbox
+            .templates()
+            .into_values()
+            .map(|t| TemplateInfo {
+                name: t.name,
+                description: t.description,
+                variables: t.variables,
+                attachment: t.attachment,
+                subject: t.subject,
+            })
+            .collect())
+    }
+
+    #[zbus(out_args("subject", "text", "html"))]
+    async fn preview(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        account: &str,
+        template: &str,
+        variables: HashMap<String, String>,
+    ) -> Result<(String, String, String), BusError> {
+        let caller = caller(conn, &hdr, &self.policy).await?;
+        let r = self
+            .outbox
+            .preview(&caller, account, template, &variables)?;
+        Ok((r.subject, r.text, r.html.unwrap_or_default()))
+    }
+
+    // The D-Bus signature fixes the arguments.
+    #[allow(clippy::too_many_arguments)]
+    #[zbus(out_args("ids", "refused"))]
+    async fn send_template(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        account: &str,
+        template: &str,
+        rows: Vec<HashMap<String, String>>,
+        attachments: Vec<RowAttachment>,
+        dry_run: bool,
+    ) -> Result<(Vec<String>, Vec<(u32, String)>), BusError> {
+        let caller = caller_for_send(conn, &hdr, &self.policy).await?;
+        let mut by_row: HashMap<usize, Vec<(String, String, std::fs::File)>> = HashMap::new();
+        for (row, name, content_type, fd) in attachments {
+            by_row.entry(row as usize).or_default().push((
+                name,
+                content_type,
+                std::fs::File::from(std::os::fd::OwnedFd::from(fd)),
+            ));
+        }
+        Ok(self
+            .outbox
+            .send_template(&caller, account, template, rows, by_row, dry_run)
+            .await?)
+    }
+
+    #[zbus(out_args("report"))]
+    async fn test_relay(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, BusError> {
+        let caller = caller(conn, &hdr, &self.policy).await?;
+        Ok(self.outbox.test_relay(&caller).await?)
+    }
+
+    /// Carries only the id and the new state; details need `GetMessage`.
+    #[zbus(signal)]
+    pub(crate) async fn message_changed(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        state: &str,
+    ) -> zbus::Result<()>;
+}

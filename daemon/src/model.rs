@@ -1,0 +1,183 @@
+//! The plain data the daemon keeps: accounts, message records, audit entries. No behaviour
+//! beyond naming states; every other module may use these, and these use no other module.
+//! The key ring's cryptography is in `archive::keys`; the rules on who may see what, in `authz`.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Establishment,
+    Personal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    AwaitingCode,
+    AwaitingSecret,
+    Active,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Establishment => postecole_dbus::KIND_ESTABLISHMENT,
+            Kind::Personal => postecole_dbus::KIND_PERSONAL,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            postecole_dbus::KIND_ESTABLISHMENT => Some(Kind::Establishment),
+            postecole_dbus::KIND_PERSONAL => Some(Kind::Personal),
+            _ => None,
+        }
+    }
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::AwaitingCode => postecole_dbus::STATE_AWAITING_CODE,
+            State::AwaitingSecret => postecole_dbus::STATE_AWAITING_SECRET,
+            State::Active => postecole_dbus::STATE_ACTIVE,
+        }
+    }
+}
+
+/// The code waiting to be typed back; only its hash is kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingCode {
+    pub hash: String,
+    pub sent: u64,
+    pub expires: u64,
+    pub wrong: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Secret {
+    /// Kept in clear: it is shown to whoever must answer it.
+    pub question: String,
+    /// Argon2id PHC string of the normalised answer.
+    pub answer_hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub kind: Kind,
+    pub label: String,
+    pub address: String,
+    pub state: State,
+    /// uid of the owner (personal) or of the administrator who set it up (establishment).
+    pub owner: u32,
+    /// Unix user names allowed to send with an establishment account.
+    pub staff: Vec<String>,
+    pub created: u64,
+    pub code: Option<PendingCode>,
+    pub secret: Option<Secret>,
+    /// The archive keys, once the secret is set.
+    #[serde(default)]
+    pub keys: Option<KeyRing>,
+    /// Wrong answers or recovery files in a row; survives restarts.
+    #[serde(default)]
+    pub unlock_failures: u32,
+    #[serde(default)]
+    pub locked_until: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MsgState {
+    Queued,
+    Sending,
+    Deferred,
+    Held,
+    Delivered,
+    Failed,
+    Cancelled,
+}
+
+impl MsgState {
+    pub fn as_str(self) -> &'static str {
+        use postecole_dbus as api;
+        match self {
+            MsgState::Queued => api::MSG_QUEUED,
+            MsgState::Sending => api::MSG_SENDING,
+            MsgState::Deferred => api::MSG_DEFERRED,
+            MsgState::Held => api::MSG_HELD,
+            MsgState::Delivered => api::MSG_DELIVERED,
+            MsgState::Failed => api::MSG_FAILED,
+            MsgState::Cancelled => api::MSG_CANCELLED,
+        }
+    }
+}
+
+/// The status of one message; never its subject or body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    /// Submission order: messages due at the same time leave first in, first out.
+    pub seq: u64,
+    pub account: String,
+    /// uid of the Unix user who submitted it (or whose action triggered a notice).
+    pub submitter: u32,
+    /// A mail postecole wrote itself (code, confirmation): never archived, and its content
+    /// (a code, a recovery key) is not kept once it has been delivered or has failed.
+    pub notice: bool,
+    /// The account's archive key; the message is sealed to it once delivered.
+    #[serde(default)]
+    pub archive_to: Option<String>,
+    pub message_id: String,
+    pub envelope_from: String,
+    pub recipients: Vec<String>,
+    /// Visible recipients (To and Cc), for listings.
+    pub to: Vec<String>,
+    pub size: u64,
+    pub created: u64,
+    pub state: MsgState,
+    pub attempts: u32,
+    pub next_attempt: u64,
+    pub last_reply: String,
+    /// Where its bytes are, while it may still be sent; None once delivered or cancelled, and
+    /// for a failed notice (its code or key is not kept).
+    #[serde(default)]
+    pub slot: Option<Slot>,
+    /// Where its sealed copy is in the account's archive, once delivered.
+    #[serde(default)]
+    pub archived: Option<Slot>,
+}
+
+/// Where something is in a segment or log file: for the spool, a whole entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Slot {
+    pub segment: String,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// The account's archive keys as stored: public key in clear, private key wrapped twice.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyRing {
+    /// age recipient (`age1…`).
+    pub recipient: String,
+    pub(crate) answer_salt: String,
+    pub(crate) answer_nonce: String,
+    pub(crate) answer_wrapped: String,
+    pub(crate) recovery_nonce: String,
+    pub(crate) recovery_wrapped: String,
+}
+
+/// One line of the audit log: who (Unix user) did what to which account, when, and how it
+/// ended. Never an answer, a code or a key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditEntry {
+    pub time: u64,
+    pub uid: u32,
+    pub user: String,
+    pub action: String,
+    pub account: String,
+    /// `ok`, `refused`, `locked`, …
+    pub outcome: String,
+}
