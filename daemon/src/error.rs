@@ -1,33 +1,11 @@
-//! The errors of the service layer (`accounts`, `outbox`): one variant per D-Bus error name,
-//! each carrying a sentence for the person at the keyboard.
+//! The errors the service layer (`accounts`, `outbox`) answers with are the D-Bus errors
+//! themselves, named once in `postecole-dbus`; here, how each subsystem's failure maps to one
+//! of them. Internal details go to the journal, a sentence for the person at the keyboard
+//! goes to the caller.
 
 use crate::{authz, queue, store};
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    NotAuthorized(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    InvalidInput(String),
-    #[error("{0}")]
-    WrongCode(String),
-    #[error("{0}")]
-    CodeExpired(String),
-    #[error("{0}")]
-    TooManyAttempts(String),
-    #[error("{0}")]
-    RateLimited(String),
-    #[error("{0}")]
-    InvalidState(String),
-    #[error("{0}")]
-    TooLarge(String),
-    #[error("{0}")]
-    RelayUnavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
+pub use postecole_dbus::Error;
 
 pub type Result<T> = std::result::Result<T, Error>;
 

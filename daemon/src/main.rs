@@ -119,35 +119,54 @@ async fn run(args: Args) -> Result<(), String> {
         queue.clone(),
         relay.clone(),
     ));
-    let events = queue.subscribe();
-    let policy = Arc::new(authz::Policy::new(
-        config.admin_group.clone(),
-        config.authorization == config::Authorization::Polkit,
-    ));
+    let message_events = queue.subscribe();
+    let account_events = accounts.subscribe();
 
+    let bus_kind = if args.session { "session" } else { "system" };
     let builder = if args.session {
         zbus::connection::Builder::session()
     } else {
         zbus::connection::Builder::system()
     };
-    // zbus lets a newcomer take a name by default; a second daemon on other state must not.
     let connection = builder
-        .allow_name_replacements(false)
-        .replace_existing_names(false)
-        .name(postecole_dbus::BUS_NAME)
-        .serve_at(
-            postecole_dbus::OBJECT_PATH,
-            bus::AccountsService::new(accounts.clone(), policy.clone()),
-        )
-        .serve_at(
-            postecole_dbus::OBJECT_PATH,
-            bus::ArchiveService::new(accounts, policy.clone()),
-        )
-        .serve_at(
-            postecole_dbus::OBJECT_PATH,
-            bus::OutboxService::new(outbox, policy.clone()),
-        )
         .build()
+        .await
+        .map_err(|e| format!("cannot connect to the {bus_kind} bus: {e}"))?;
+    let authority = Arc::new(authz::Authority::new(
+        connection.clone(),
+        config.admin_group.clone(),
+        config.authorization == config::Authorization::Polkit,
+    ));
+    let serve_err = |e: zbus::Error| format!("cannot serve on the {bus_kind} bus: {e}");
+    let server = connection.object_server();
+    server
+        .at(
+            postecole_dbus::OBJECT_PATH,
+            bus::AccountsService::new(accounts.clone(), authority.clone()),
+        )
+        .await
+        .map_err(serve_err)?;
+    server
+        .at(
+            postecole_dbus::OBJECT_PATH,
+            bus::ArchiveService::new(accounts, authority.clone()),
+        )
+        .await
+        .map_err(serve_err)?;
+    server
+        .at(
+            postecole_dbus::OBJECT_PATH,
+            bus::OutboxService::new(outbox, authority),
+        )
+        .await
+        .map_err(serve_err)?;
+    // The name last, once every interface is served, so that no call finds one missing. Without
+    // ALLOW_REPLACEMENT and REPLACE_EXISTING: a second daemon on other state must not take it.
+    connection
+        .request_name_with_flags(
+            postecole_dbus::BUS_NAME,
+            zbus::fdo::RequestNameFlags::DO_NOT_QUEUE,
+        )
         .await
         .map_err(|e| match e {
             zbus::Error::NameTaken => format!(
@@ -155,19 +174,25 @@ async fn run(args: Args) -> Result<(), String> {
                 postecole_dbus::BUS_NAME
             ),
             other => format!(
-                "cannot connect to the {} bus: {other}",
-                if args.session { "session" } else { "system" }
+                "cannot own {} on the {bus_kind} bus: {other}",
+                postecole_dbus::BUS_NAME
             ),
         })?;
     tracing::info!(
         state_dir = %config.state_dir.display(),
         relay = %relay.describe(),
-        "serving {} on the {} bus",
+        "serving {} on the {bus_kind} bus",
         postecole_dbus::BUS_NAME,
-        if args.session { "session" } else { "system" }
     );
 
-    tokio::spawn(bus::forward_message_events(connection.clone(), events));
+    tokio::spawn(bus::forward_account_events(
+        connection.clone(),
+        account_events,
+    ));
+    tokio::spawn(bus::forward_message_events(
+        connection.clone(),
+        message_events,
+    ));
     // Delivery starts once the bus is up, so that the first signals reach their listeners.
     tokio::spawn(queue::delivery::run(
         queue.clone(),

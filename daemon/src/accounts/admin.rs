@@ -50,6 +50,7 @@ impl Accounts {
             id,
             user,
         );
+        self.changed(id, change::STAFF);
         tracing::info!(account = %id, uid = caller.uid, add, "staff changed");
         Ok(())
     }
@@ -82,6 +83,7 @@ impl Accounts {
             tracing::error!(account = %id, error = %e, "archive not removed");
         }
         self.audit(caller, "delete", id, "ok");
+        self.changed(id, change::DELETED);
         tracing::info!(account = %id, uid = caller.uid, "account deleted");
         Ok(())
     }
@@ -126,6 +128,7 @@ impl Accounts {
         account.kind = to;
         self.store.put_account(&account)?;
         self.audit(caller, "convert", id, to.as_str());
+        self.changed(id, change::CONVERTED);
         tracing::info!(account = %id, uid = caller.uid, to = to.as_str(), "account converted");
         Ok(())
     }

@@ -11,7 +11,7 @@ mod vault;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, broadcast};
 
 use crate::archive::{self, Archive, Unlocked};
 use crate::authz::{self, Caller};
@@ -41,6 +41,14 @@ pub mod change {
     pub const DELETED: &str = "deleted";
 }
 
+/// A change to an account, broadcast once it is stored, whoever made it: the id and what
+/// happened (one of `change`), as the `AccountChanged` signal carries it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    pub change: &'static str,
+}
+
 pub struct Accounts {
     config: Arc<Config>,
     store: Store,
@@ -52,6 +60,7 @@ pub struct Accounts {
     /// Serialises read-modify-write of records, so that two guesses of a code cannot both
     /// read the same count of wrong tries.
     write: Mutex<()>,
+    events: broadcast::Sender<Event>,
 }
 
 impl Accounts {
@@ -73,7 +82,21 @@ impl Accounts {
             host,
             clock,
             write: Mutex::new(()),
+            events: broadcast::channel(256).0,
         }
+    }
+
+    /// The accounts' changes from now on, for the bus to turn into signals.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Tells the listeners; having none is no error.
+    fn changed(&self, id: &str, change: &'static str) {
+        let _ = self.events.send(Event {
+            id: id.to_owned(),
+            change,
+        });
     }
 
     fn now(&self) -> u64 {

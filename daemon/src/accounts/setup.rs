@@ -72,6 +72,8 @@ impl Accounts {
                 )));
             }
             CodeMail::Deferred(reply) => {
+                // The account stays: its listeners hear of it like of any other.
+                self.changed(&account.id, change::CREATED);
                 return Err(Error::RelayUnavailable(format!(
                     "account {id} was created but the code e-mail to {address} could not be sent yet \
                      through {relay}: {reply}. It will be sent again automatically \
@@ -83,6 +85,7 @@ impl Accounts {
             }
         }
         self.audit(caller, "create", &account.id, "ok");
+        self.changed(&account.id, change::CREATED);
         tracing::info!(account = %account.id, kind = kind.as_str(), uid = caller.uid, "account created, code sent");
         Ok(account)
     }
@@ -128,6 +131,7 @@ impl Accounts {
                 )));
             }
         }
+        self.changed(id, change::CODE_SENT);
         tracing::info!(account = %id, uid = caller.uid, "new code sent");
         Ok(())
     }
@@ -181,6 +185,7 @@ impl Accounts {
         account.state = State::AwaitingSecret;
         self.store.put_account(&account)?;
         self.audit(caller, "verify", id, "ok");
+        self.changed(id, change::VERIFIED);
         tracing::info!(account = %id, uid = caller.uid, "address verified");
         Ok(())
     }
@@ -231,6 +236,7 @@ impl Accounts {
             account
         };
         self.audit(caller, "secret-set", id, "ok");
+        self.changed(id, change::ACTIVATED);
         tracing::info!(account = %id, uid = caller.uid, "secret set, account active");
         // Queued like any mail, with the same retries; nobody waits for it at the keyboard.
         let file = archive::recovery_file(&account.id, &account.address, self.now(), &recovery);

@@ -380,6 +380,7 @@ async fn relay_down_keeps_the_account_and_retries_the_code() {
         sender: None,
     }));
     let alice = user(1001, "alice");
+    let mut events = f.accounts.subscribe();
     let err = f
         .accounts
         .create(&alice, "personal", "M", "m@ecole.fr")
@@ -391,6 +392,12 @@ async fn relay_down_keeps_the_account_and_retries_the_code() {
     );
     let kept = f.accounts.list(&alice).unwrap();
     assert_eq!(kept.len(), 1);
+    // The account exists, so its listeners hear of it although the call answered an error.
+    let event = events.try_recv().expect("a `created` event");
+    assert_eq!(
+        (event.id.as_str(), event.change),
+        (kept[0].id.as_str(), change::CREATED)
+    );
     let waiting = f.accounts.queue.list().unwrap();
     assert_eq!(waiting.len(), 1);
     assert_eq!(waiting[0].state, MsgState::Deferred);

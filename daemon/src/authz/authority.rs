@@ -1,5 +1,6 @@
 //! The authority: who is calling, as the bus daemon reports the sending connection's Unix
-//! user, and what polkit says about them when polkit decides.
+//! user, and what polkit says about them when polkit decides. The D-Bus interfaces ask it once
+//! per call (`caller`, or `sender` for sending calls) and take no decision themselves.
 
 use std::collections::HashMap;
 
@@ -10,28 +11,58 @@ use zbus::message::Header;
 use super::{ACTION_ADMINISTER, ACTION_SEND_ESTABLISHMENT, Caller};
 
 /// How callers are judged: from `admin_group`, or by asking polkit.
-pub struct Policy {
-    pub admin_group: String,
-    pub polkit: bool,
+pub struct Authority {
+    /// The daemon's own connection: the bus daemon and polkit are asked through it.
+    conn: Connection,
+    admin_group: String,
+    polkit: bool,
     /// Unique bus name → uid. The bus never gives a unique name to a second connection, and a
     /// connection's uid cannot change, so asking the bus once per client is enough.
     uids: std::sync::Mutex<HashMap<String, u32>>,
 }
 
-impl Policy {
-    pub fn new(admin_group: String, polkit: bool) -> Policy {
-        Policy {
+impl Authority {
+    pub fn new(conn: Connection, admin_group: String, polkit: bool) -> Authority {
+        Authority {
+            conn,
             admin_group,
             polkit,
             uids: Default::default(),
         }
     }
 
-    async fn uid(&self, conn: &Connection, sender: &str) -> Result<u32, BusError> {
+    /// The Unix user behind the connection that sent this call, as the bus daemon knows it.
+    pub async fn caller(&self, hdr: &Header<'_>) -> Result<Caller, BusError> {
+        let sender = hdr
+            .sender()
+            .ok_or_else(|| BusError::NotAuthorized("the call has no sender".into()))?;
+        let uid = self.uid(sender.as_str()).await?;
+        let group = self.admin_group.to_owned();
+        // NSS look-ups may block (LDAP, SSSD).
+        let mut caller = tokio::task::spawn_blocking(move || Caller::from_uid(uid, &group))
+            .await
+            .map_err(internal)?
+            .map_err(|e| BusError::NotAuthorized(format!("unknown caller: {e}")))?;
+        if self.polkit && uid != 0 {
+            caller.admin = self.polkit_allows(hdr, ACTION_ADMINISTER).await?;
+        }
+        Ok(caller)
+    }
+
+    /// The caller, with what polkit says about sending with an establishment address.
+    pub async fn sender(&self, hdr: &Header<'_>) -> Result<Caller, BusError> {
+        let mut caller = self.caller(hdr).await?;
+        if self.polkit && caller.uid != 0 {
+            caller.send_establishment = self.polkit_allows(hdr, ACTION_SEND_ESTABLISHMENT).await?;
+        }
+        Ok(caller)
+    }
+
+    async fn uid(&self, sender: &str) -> Result<u32, BusError> {
         if let Some(uid) = self.uids.lock().unwrap().get(sender) {
             return Ok(*uid);
         }
-        let dbus = zbus::fdo::DBusProxy::builder(conn)
+        let dbus = zbus::fdo::DBusProxy::builder(&self.conn)
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
             .await
@@ -49,70 +80,33 @@ impl Policy {
         uids.insert(sender.to_owned(), uid);
         Ok(uid)
     }
-}
 
-/// Asks polkit about `action` for the sender of this call (its bus name: polkit then checks
-/// the process and session behind it, never the daemon's own).
-async fn polkit_allows(
-    conn: &Connection,
-    hdr: &Header<'_>,
-    action: &str,
-) -> Result<bool, BusError> {
-    use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
-    let subject = Subject::new_for_message_header(hdr).map_err(internal)?;
-    let authority = AuthorityProxy::new(conn).await.map_err(|e| {
-        tracing::error!(error = %e, "polkit unreachable");
-        BusError::NotAuthorized("polkit, which decides who may do this, cannot be reached".into())
-    })?;
-    let result = authority
-        .check_authorization(
-            &subject,
-            action,
-            &std::collections::HashMap::new(),
-            CheckAuthorizationFlags::ALLOW_USER_INTERACTION,
-            "",
-        )
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, action, "polkit check failed");
-            BusError::NotAuthorized(format!("polkit did not answer about {action}"))
+    /// Asks polkit about `action` for the sender of this call (its bus name: polkit then
+    /// checks the process and session behind it, never the daemon's own).
+    async fn polkit_allows(&self, hdr: &Header<'_>, action: &str) -> Result<bool, BusError> {
+        use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
+        let subject = Subject::new_for_message_header(hdr).map_err(internal)?;
+        let authority = AuthorityProxy::new(&self.conn).await.map_err(|e| {
+            tracing::error!(error = %e, "polkit unreachable");
+            BusError::NotAuthorized(
+                "polkit, which decides who may do this, cannot be reached".into(),
+            )
         })?;
-    Ok(result.is_authorized)
-}
-
-/// The caller, with what polkit says about sending with an establishment address.
-pub async fn caller_for_send(
-    conn: &Connection,
-    hdr: &Header<'_>,
-    policy: &Policy,
-) -> Result<Caller, BusError> {
-    let mut caller = caller(conn, hdr, policy).await?;
-    if policy.polkit && caller.uid != 0 {
-        caller.send_establishment = polkit_allows(conn, hdr, ACTION_SEND_ESTABLISHMENT).await?;
+        let result = authority
+            .check_authorization(
+                &subject,
+                action,
+                &HashMap::new(),
+                CheckAuthorizationFlags::ALLOW_USER_INTERACTION,
+                "",
+            )
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, action, "polkit check failed");
+                BusError::NotAuthorized(format!("polkit did not answer about {action}"))
+            })?;
+        Ok(result.is_authorized)
     }
-    Ok(caller)
-}
-
-/// The Unix user behind the connection that sent this call, as the bus daemon knows it.
-pub async fn caller(
-    conn: &Connection,
-    hdr: &Header<'_>,
-    policy: &Policy,
-) -> Result<Caller, BusError> {
-    let sender = hdr
-        .sender()
-        .ok_or_else(|| BusError::NotAuthorized("the call has no sender".into()))?;
-    let uid = policy.uid(conn, sender.as_str()).await?;
-    let group = policy.admin_group.to_owned();
-    // NSS look-ups may block (LDAP, SSSD).
-    let mut caller = tokio::task::spawn_blocking(move || Caller::from_uid(uid, &group))
-        .await
-        .map_err(internal)?
-        .map_err(|e| BusError::NotAuthorized(format!("unknown caller: {e}")))?;
-    if policy.polkit && uid != 0 {
-        caller.admin = polkit_allows(conn, hdr, ACTION_ADMINISTER).await?;
-    }
-    Ok(caller)
 }
 
 fn internal(e: impl std::fmt::Display) -> BusError {

@@ -8,7 +8,7 @@ mod authority;
 
 use nix::unistd::{Group, Uid, User};
 
-pub use authority::{Policy, caller, caller_for_send};
+pub use authority::Authority;
 
 use crate::model::{Account, Kind};
 

@@ -7,15 +7,15 @@ use zbus::OwnedFd;
 use std::sync::Arc;
 
 use postecole_dbus::Error as BusError;
+use zbus::interface;
 use zbus::message::Header;
-use zbus::{Connection, interface};
 
 use crate::accounts::{Accounts, Unlock};
-use crate::authz::{Policy, caller};
+use crate::authz::Authority;
 
 pub struct ArchiveService {
     accounts: Arc<Accounts>,
-    policy: Arc<Policy>,
+    authority: Arc<Authority>,
 }
 
 /// A small text file read from a descriptor the client opened (the recovery file).
@@ -41,8 +41,11 @@ fn unlock_with(answer: &str, key_file: Vec<OwnedFd>) -> Result<Unlock, BusError>
 }
 
 impl ArchiveService {
-    pub fn new(accounts: Arc<Accounts>, policy: Arc<Policy>) -> Self {
-        ArchiveService { accounts, policy }
+    pub fn new(accounts: Arc<Accounts>, authority: Arc<Authority>) -> Self {
+        ArchiveService {
+            accounts,
+            authority,
+        }
     }
 }
 
@@ -52,12 +55,11 @@ impl ArchiveService {
     async fn list_archive(
         &self,
         #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         account: &str,
         answer: &str,
         key_file: Vec<OwnedFd>,
     ) -> Result<Vec<ArchivedInfo>, BusError> {
-        let caller = caller(conn, &hdr, &self.policy).await?;
+        let caller = self.authority.caller(&hdr).await?;
         let with = unlock_with(answer, key_file)?;
         Ok(self
             .accounts
@@ -81,13 +83,12 @@ impl ArchiveService {
     async fn read_archived(
         &self,
         #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         account: &str,
         message: &str,
         answer: &str,
         key_file: Vec<OwnedFd>,
     ) -> Result<Vec<u8>, BusError> {
-        let caller = caller(conn, &hdr, &self.policy).await?;
+        let caller = self.authority.caller(&hdr).await?;
         let with = unlock_with(answer, key_file)?;
         self.accounts
             .archived(&caller, account, with, "archive-read")
@@ -106,14 +107,13 @@ impl ArchiveService {
     async fn export_mbox(
         &self,
         #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         account: &str,
         answer: &str,
         key_file: Vec<OwnedFd>,
         output: OwnedFd,
     ) -> Result<u32, BusError> {
         use std::io::Write;
-        let caller = caller(conn, &hdr, &self.policy).await?;
+        let caller = self.authority.caller(&hdr).await?;
         let with = unlock_with(answer, key_file)?;
         let messages = self
             .accounts
@@ -132,33 +132,29 @@ impl ArchiveService {
     async fn change_secret(
         &self,
         #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         account: &str,
         old_answer: &str,
         question: &str,
         answer: &str,
     ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.policy).await?;
-        Ok(self
-            .accounts
+        let caller = self.authority.caller(&hdr).await?;
+        self.accounts
             .change_secret(&caller, account, old_answer, question, answer)
-            .await?)
+            .await
     }
 
     async fn recover(
         &self,
         #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         account: &str,
         key_file: OwnedFd,
         question: &str,
         answer: &str,
     ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.policy).await?;
+        let caller = self.authority.caller(&hdr).await?;
         let file = read_key_file(key_file)?;
-        Ok(self
-            .accounts
+        self.accounts
             .recover(&caller, account, &file, question, answer)
-            .await?)
+            .await
     }
 }

@@ -7,18 +7,18 @@ use postecole_dbus::{Attachment, MessageInfo, OutgoingMessage, RowAttachment, Te
 use std::sync::Arc;
 
 use postecole_dbus::Error as BusError;
+use zbus::interface;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
-use zbus::{Connection, interface};
 
 use crate::authz;
-use crate::authz::{Policy, caller, caller_for_send};
+use crate::authz::Authority;
 use crate::model::Record;
 use crate::outbox::{Outbox, Request};
 
 pub struct OutboxService {
     outbox: Arc<Outbox>,
-    policy: Arc<Policy>,
+    authority: Arc<Authority>,
 }
 
 pub fn message_info(r: &Record) -> MessageInfo {
@@ -59,8 +59,8 @@ fn request(message: OutgoingMessage, attachments: Vec<Attachment>) -> Request {
 }
 
 impl OutboxService {
-    pub fn new(outbox: Arc<Outbox>, policy: Arc<Policy>) -> Self {
-        OutboxService { outbox, policy }
+    pub fn new(outbox: Arc<Outbox>, authority: Arc<Authority>) -> Self {
+        OutboxService { outbox, authority }
     }
 }
 
@@ -70,12 +70,11 @@ impl OutboxService {
     async fn send(
         &self,
         #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         account: &str,
         message: OutgoingMessage,
         attachments: Vec<Attachment>,
     ) -> Result<String, BusError> {
-        let caller = caller_for_send(conn, &hdr, &self.policy).await?;
+        let caller = self.authority.sender(&hdr).await?;
         let mut ids = self
             .outbox
             .send(&caller, account, vec![request(message, attachments)])
@@ -87,23 +86,21 @@ impl OutboxService {
     async fn send_batch(
         &self,
         #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         account: &str,
         messages: Vec<(OutgoingMessage, Vec<Attachment>)>,
     ) -> Result<Vec<String>, BusError> {
-        let caller = caller_for_send(conn, &hdr, &self.policy).await?;
+        let caller = self.authority.sender(&hdr).await?;
         let requests = messages.into_iter().map(|(m, a)| request(m, a)).collect();
-        Ok(self.outbox.send(&caller, account, requests).await?)
+        self.outbox.send(&caller, account, requests).await
     }
 
     #[zbus(out_args("message"))]
     async fn get_message(
         &self,
         #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         id: &str,
     ) -> Result<MessageInfo, BusError> {
-        let caller = caller(conn, &hdr, &self.policy).await?;
+        let caller = self.authority.caller(&hdr).await?;
         Ok(message_info(&self.outbox.get(&caller, id)?))
     }
 
@@ -111,9 +108,8 @@ impl OutboxService {
     async fn list_messages(
         &self,
         #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<MessageInfo>, BusError> {
-        let caller = caller(conn, &hdr, &self.policy).await?;
+        let caller = self.authority.caller(&hdr).await?;
         Ok(self
             .outbox
             .list(&caller)?
@@ -122,46 +118,26 @@ impl OutboxService {
             .collect())
     }
 
-    async fn cancel(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        id: &str,
-    ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.policy).await?;
+    async fn cancel(&self, #[zbus(header)] hdr: Header<'_>, id: &str) -> Result<(), BusError> {
+        let caller = self.authority.caller(&hdr).await?;
         self.outbox.cancel(&caller, id)?;
         Ok(())
     }
 
-    async fn retry(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        id: &str,
-    ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.policy).await?;
+    async fn retry(&self, #[zbus(header)] hdr: Header<'_>, id: &str) -> Result<(), BusError> {
+        let caller = self.authority.caller(&hdr).await?;
         self.outbox.retry(&caller, id)?;
         Ok(())
     }
 
-    async fn hold(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        id: &str,
-    ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.policy).await?;
+    async fn hold(&self, #[zbus(header)] hdr: Header<'_>, id: &str) -> Result<(), BusError> {
+        let caller = self.authority.caller(&hdr).await?;
         self.outbox.hold(&caller, id)?;
         Ok(())
     }
 
-    async fn release(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        id: &str,
-    ) -> Result<(), BusError> {
-        let caller = caller(conn, &hdr, &self.policy).await?;
+    async fn release(&self, #[zbus(header)] hdr: Header<'_>, id: &str) -> Result<(), BusError> {
+        let caller = self.authority.caller(&hdr).await?;
         self.outbox.release(&caller, id)?;
         Ok(())
     }
@@ -170,9 +146,8 @@ impl OutboxService {
     async fn list_templates(
         &self,
         #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<TemplateInfo>, BusError> {
-        caller(conn, &hdr, &self.policy).await?;
+        self.authority.caller(&hdr).await?;
         Ok(self
             .outbox
             .templates()
@@ -191,12 +166,11 @@ impl OutboxService {
     async fn preview(
         &self,
         #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         account: &str,
         template: &str,
         variables: HashMap<String, String>,
     ) -> Result<(String, String, String), BusError> {
-        let caller = caller(conn, &hdr, &self.policy).await?;
+        let caller = self.authority.caller(&hdr).await?;
         let r = self
             .outbox
             .preview(&caller, account, template, &variables)?;
@@ -209,14 +183,13 @@ impl OutboxService {
     async fn send_template(
         &self,
         #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
         account: &str,
         template: &str,
         rows: Vec<HashMap<String, String>>,
         attachments: Vec<RowAttachment>,
         dry_run: bool,
     ) -> Result<(Vec<String>, Vec<(u32, String)>), BusError> {
-        let caller = caller_for_send(conn, &hdr, &self.policy).await?;
+        let caller = self.authority.sender(&hdr).await?;
         let mut by_row: HashMap<usize, Vec<(String, String, std::fs::File)>> = HashMap::new();
         for (row, name, content_type, fd) in attachments {
             by_row.entry(row as usize).or_default().push((
@@ -225,20 +198,15 @@ impl OutboxService {
                 std::fs::File::from(std::os::fd::OwnedFd::from(fd)),
             ));
         }
-        Ok(self
-            .outbox
+        self.outbox
             .send_template(&caller, account, template, rows, by_row, dry_run)
-            .await?)
+            .await
     }
 
     #[zbus(out_args("report"))]
-    async fn test_relay(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-    ) -> Result<String, BusError> {
-        let caller = caller(conn, &hdr, &self.policy).await?;
-        Ok(self.outbox.test_relay(&caller).await?)
+    async fn test_relay(&self, #[zbus(header)] hdr: Header<'_>) -> Result<String, BusError> {
+        let caller = self.authority.caller(&hdr).await?;
+        self.outbox.test_relay(&caller).await
     }
 
     /// Carries only the id and the new state; details need `GetMessage`.
