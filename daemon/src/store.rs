@@ -225,3 +225,81 @@ fn create_private_dir(path: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, State};
+
+    fn account(id: &str) -> Account {
+        Account {
+            id: id.into(),
+            kind: Kind::Personal,
+            label: "M".into(),
+            address: "m@ecole.fr".into(),
+            state: State::AwaitingCode,
+            owner: 1001,
+            staff: Vec::new(),
+            created: 1,
+            code: None,
+            secret: None,
+            keys: None,
+            unlock_failures: 0,
+            locked_until: 0,
+        }
+    }
+
+    fn entry(n: u64) -> AuditEntry {
+        AuditEntry {
+            time: n,
+            uid: 0,
+            user: "root".into(),
+            action: "create".into(),
+            account: format!("a{n}"),
+            outcome: "ok".into(),
+        }
+    }
+
+    #[test]
+    fn records_survive_reopening_and_ids_are_never_taken_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert!(store.insert_new_account(&account("a1")).unwrap());
+            let mut taken = account("a1");
+            taken.label = "Autre".into();
+            assert!(!store.insert_new_account(&taken).unwrap(), "id taken");
+            store.set_default_account(1001, Some("a1")).unwrap();
+            for n in 1..=5 {
+                store.append_audit(&entry(n)).unwrap();
+            }
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.account("a1").unwrap().unwrap().label, "M");
+        assert_eq!(store.default_account(1001).unwrap().as_deref(), Some("a1"));
+        let times: Vec<u64> = store.audit(3).unwrap().iter().map(|e| e.time).collect();
+        assert_eq!(times, [3, 4, 5], "the newest, oldest first");
+        store.remove_account("a1").unwrap();
+        assert!(store.account("a1").unwrap().is_none());
+        assert!(store.accounts().unwrap().is_empty());
+        let a = store.next_sequence().unwrap();
+        assert!(store.next_sequence().unwrap() > a);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_named_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .messages
+            .insert("m1", b"{not json".as_slice())
+            .unwrap();
+        match store.message("m1") {
+            Err(Error::Corrupt { tree, key, .. }) => {
+                assert_eq!((tree, key.as_str()), ("messages", "m1"))
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert!(matches!(store.messages(), Err(Error::Corrupt { .. })));
+    }
+}

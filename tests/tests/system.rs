@@ -3,11 +3,10 @@
 //! polkit (a python-dbusmock polkitd on the test bus) instead of the admin group.
 
 use std::process::Command;
-use std::time::Duration;
 
 use postecole_tests::{
-    Bus, Daemon, SERVICE_USER, USER_ADMIN, USER_BOB, api, bin, create, ensure_users, mailctl,
-    wait_for, workspace_root,
+    Bus, Daemon, MOCK_POLKIT_POLICY, MockPolkit, SERVICE_USER, USER_ADMIN, USER_BOB, api, bin,
+    create, ensure_users, mailctl, workspace_root,
 };
 
 /// The shipped unit with ExecStart pointing at the binary just built.
@@ -229,63 +228,6 @@ fn service_user_serves_requests_under_the_shipped_policy() {
     );
     assert_eq!(meta.permissions().mode() & 0o777, 0o700);
 }
-
-/// python-dbusmock's polkitd template on the test bus (Debian's python3-dbusmock).
-struct MockPolkit {
-    child: std::process::Child,
-}
-
-impl MockPolkit {
-    fn start(bus: &Bus) -> MockPolkit {
-        let child = Command::new("/usr/bin/python3")
-            .args(["-m", "dbusmock", "--system", "--template", "polkitd"])
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("python3-dbusmock");
-        let address = bus.address.clone();
-        wait_for("the mock polkitd", Duration::from_secs(20), || {
-            tokio::runtime::Runtime::new().unwrap().block_on(async {
-                let conn = zbus::connection::Builder::address(address.as_str())
-                    .build()
-                    .await
-                    .unwrap();
-                zbus::fdo::DBusProxy::new(&conn)
-                    .await
-                    .unwrap()
-                    .name_has_owner("org.freedesktop.PolicyKit1".try_into().unwrap())
-                    .await
-                    .unwrap_or(false)
-            })
-        });
-        MockPolkit { child }
-    }
-
-    fn allow(&self, bus: &Bus, actions: &[&str]) {
-        tokio::runtime::Runtime::new().unwrap().block_on(async {
-            let conn = bus.connect().await;
-            conn.call_method(
-                Some("org.freedesktop.PolicyKit1"),
-                "/org/freedesktop/PolicyKit1/Authority",
-                Some("org.freedesktop.DBus.Mock"),
-                "SetAllowed",
-                &(actions.to_vec(),),
-            )
-            .await
-            .unwrap();
-        });
-    }
-}
-
-impl Drop for MockPolkit {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const MOCK_POLKIT_POLICY: &str = r#"<policy user="root"><allow own="org.freedesktop.PolicyKit1"/></policy>
-  <policy context="default"><allow send_destination="org.freedesktop.PolicyKit1"/></policy>"#;
 
 #[test]
 fn polkit_mode_asks_polkit_instead_of_the_group() {

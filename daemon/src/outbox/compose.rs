@@ -161,3 +161,110 @@ fn too_large(max: u64) -> Error {
         max as f64 / 1_000_000.0
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, State};
+
+    fn account() -> Account {
+        Account {
+            id: "abcd2345".into(),
+            kind: Kind::Establishment,
+            label: "Secrétariat".into(),
+            address: "secretariat@ecole.fr".into(),
+            state: State::Active,
+            owner: 0,
+            staff: Vec::new(),
+            created: 0,
+            code: None,
+            secret: None,
+            keys: None,
+            unlock_failures: 0,
+            locked_until: 0,
+        }
+    }
+
+    fn request() -> Request {
+        Request {
+            to: vec!["famille@example.org".into()],
+            cc: vec!["copie@example.org".into()],
+            bcc: vec!["cachee@example.org".into()],
+            subject: "Réunion".into(),
+            text: "Bonjour, la réunion est à 18 h.".into(),
+            ..Request::default()
+        }
+    }
+
+    #[test]
+    fn a_request_becomes_the_exact_message() {
+        let (message, bytes) = build(&Config::default(), &account(), request()).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert_eq!(bytes, message.formatted(), "formatted once, as sent");
+        assert!(
+            text.contains("From: =?utf-8?b?"),
+            "the label, encoded: {text}"
+        );
+        assert!(text.contains("<secretariat@ecole.fr>"), "{text}");
+        assert!(text.contains("To: famille@example.org\r\n"), "{text}");
+        assert!(text.contains("Cc: copie@example.org\r\n"), "{text}");
+        assert!(!text.contains("cachee"), "Bcc in no header: {text}");
+        assert!(
+            text.contains("Content-Transfer-Encoding: 8bit\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("la réunion est à 18 h."),
+            "typed as is: {text}"
+        );
+        let envelope = message.envelope();
+        assert_eq!(envelope.to().len(), 3, "Bcc gets it");
+        assert_eq!(envelope.from().unwrap().to_string(), "secretariat@ecole.fr");
+    }
+
+    #[test]
+    fn refusals_are_named_before_anything_is_built() {
+        let config = Config::default();
+        let refused = |r: Request| build(&config, &account(), r).unwrap_err();
+        let nobody = Request {
+            to: Vec::new(),
+            cc: Vec::new(),
+            bcc: Vec::new(),
+            ..request()
+        };
+        assert!(matches!(refused(nobody), Error::InvalidInput(m) if m.contains("no recipient")));
+        let crowd = Request {
+            to: (0..=MAX_RECIPIENTS)
+                .map(|i| format!("f{i}@example.org"))
+                .collect(),
+            ..request()
+        };
+        assert!(matches!(refused(crowd), Error::InvalidInput(m) if m.contains("at most 100")));
+        let injected = Request {
+            subject: "Réunion\r\nBcc: espion@example.org".into(),
+            ..request()
+        };
+        assert!(matches!(refused(injected), Error::InvalidInput(m) if m.contains("subject")));
+        let bad = Request {
+            cc: vec!["pas une adresse".into()],
+            ..request()
+        };
+        assert!(matches!(refused(bad), Error::InvalidInput(m) if m.starts_with("Cc: ")));
+
+        let small = Config {
+            queue: crate::config::Queue {
+                max_message_bytes: 1000,
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        let long = Request {
+            text: "x".repeat(2000),
+            ..request()
+        };
+        assert!(matches!(
+            build(&small, &account(), long).unwrap_err(),
+            Error::TooLarge(_)
+        ));
+    }
+}

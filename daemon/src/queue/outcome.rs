@@ -58,3 +58,112 @@ pub fn apply(policy: &config::Queue, mut r: Record, outcome: Outcome, now: u64) 
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> config::Queue {
+        config::Queue::default()
+    }
+
+    fn sending(attempts: u32, created: u64) -> Record {
+        Record {
+            id: "m1".into(),
+            seq: 1,
+            account: "acct".into(),
+            submitter: 1000,
+            notice: false,
+            archive_to: None,
+            message_id: "<m1@test>".into(),
+            envelope_from: "a@ecole.fr".into(),
+            recipients: vec!["famille@example.org".into()],
+            to: vec!["famille@example.org".into()],
+            size: 100,
+            created,
+            state: MsgState::Sending,
+            attempts,
+            next_attempt: created,
+            last_reply: String::new(),
+            slot: None,
+            archived: None,
+        }
+    }
+
+    #[test]
+    fn backoff_follows_postfix() {
+        let p = policy();
+        assert_eq!(backoff(&p, 1), 300);
+        assert_eq!(backoff(&p, 2), 600);
+        assert_eq!(backoff(&p, 4), 2400);
+        assert_eq!(backoff(&p, 5), 4000);
+        assert_eq!(backoff(&p, 100), 4000);
+    }
+
+    #[test]
+    fn delivered_keeps_no_recipient_and_failed_keeps_the_reply() {
+        let r = apply(
+            &policy(),
+            sending(0, 1000),
+            Outcome::Delivered("250 ok".into()),
+            1010,
+        );
+        assert_eq!(
+            (r.state, r.attempts, r.next_attempt),
+            (MsgState::Delivered, 1, 0)
+        );
+        assert!(r.recipients.is_empty() && r.to.is_empty(), "{r:?}");
+        assert_eq!(r.last_reply, "250 ok");
+
+        let r = apply(
+            &policy(),
+            sending(2, 1000),
+            Outcome::Permanent("550 no".into()),
+            1010,
+        );
+        assert_eq!(
+            (r.state, r.attempts, r.next_attempt),
+            (MsgState::Failed, 3, 0)
+        );
+        assert_eq!(r.last_reply, "550 no");
+        assert_eq!(r.recipients, ["famille@example.org"], "kept for a retry");
+    }
+
+    #[test]
+    fn transient_defers_on_the_schedule_until_the_lifetime_runs_out() {
+        let p = policy();
+        let r = apply(
+            &p,
+            sending(0, 1000),
+            Outcome::Transient("451 later".into()),
+            1010,
+        );
+        assert_eq!(r.state, MsgState::Deferred);
+        assert_eq!(r.next_attempt, 1010 + p.min_backoff_secs);
+        assert_eq!(r.last_reply, "451 later");
+
+        let r = apply(
+            &p,
+            sending(3, 1000),
+            Outcome::Transient("451 later".into()),
+            1010,
+        );
+        assert_eq!(r.next_attempt, 1010 + backoff(&p, 4));
+
+        // The next attempt would fall past the lifetime: give up now, saying why.
+        let late = 1000 + p.max_lifetime_secs - 1;
+        let r = apply(
+            &p,
+            sending(40, 1000),
+            Outcome::Transient("451 later".into()),
+            late,
+        );
+        assert_eq!((r.state, r.next_attempt), (MsgState::Failed, 0));
+        assert!(
+            r.last_reply.starts_with("gave up after 41 attempts")
+                && r.last_reply.ends_with("451 later"),
+            "{}",
+            r.last_reply
+        );
+    }
+}

@@ -1,21 +1,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::outcome::backoff;
 use super::*;
 
 fn policy() -> config::Queue {
     config::Queue::default()
-}
-
-#[test]
-fn backoff_follows_postfix() {
-    let p = policy();
-    assert_eq!(backoff(&p, 1), 300);
-    assert_eq!(backoff(&p, 2), 600);
-    assert_eq!(backoff(&p, 4), 2400);
-    assert_eq!(backoff(&p, 5), 4000);
-    assert_eq!(backoff(&p, 100), 4000);
 }
 
 fn outgoing(n: usize) -> Outgoing {

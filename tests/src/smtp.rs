@@ -1,0 +1,89 @@
+//! A real SMTP server for one test: aiosmtpd.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use crate::{free_port, terminate, workspace_root};
+
+/// aiosmtpd on loopback, saving each accepted message as `<n>.eml` in its mail directory.
+pub struct Smtp {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Smtp {
+    pub fn start() -> Smtp {
+        Smtp::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Smtp {
+        Smtp::start_on(free_port(), extra)
+    }
+
+    /// On a given port: to bring a relay "back" where the daemon expects it.
+    pub fn start_on(port: u16, extra: &[&str]) -> Smtp {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new("python3")
+            .arg(workspace_root().join("tests/support/smtp_server.py"))
+            .args(["--port", &port.to_string()])
+            .arg("--maildir")
+            .arg(dir.path().join("mail"))
+            .arg("--reply-file")
+            .arg(dir.path().join("reply"))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 with aiosmtpd must be installed");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("READY"), "SMTP server said {line:?}");
+        Smtp { child, port, dir }
+    }
+
+    /// Makes the server answer DATA with this reply (e.g. "451 4.3.0 later"); "" accepts again.
+    pub fn set_reply(&self, reply: &str) {
+        std::fs::write(self.dir.path().join("reply"), reply).unwrap();
+    }
+
+    /// Accepted messages, oldest first.
+    pub fn messages(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.dir.path().join("mail")) else {
+            return Vec::new();
+        };
+        let mut numbered: Vec<(u64, PathBuf)> = entries
+            .filter_map(|e| {
+                let p = e.ok()?.path();
+                let n = p.file_stem()?.to_str()?.parse().ok()?;
+                (p.extension()? == "eml").then_some((n, p))
+            })
+            .collect();
+        numbered.sort();
+        numbered
+            .into_iter()
+            .map(|(_, p)| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+
+    /// Stops the server (the port then refuses connections) and returns its port.
+    pub fn stop(mut self) -> u16 {
+        terminate(&mut self.child);
+        self.port
+    }
+
+    pub fn relay_config(&self) -> String {
+        format!(
+            "[relay]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+            self.port
+        )
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
+}
