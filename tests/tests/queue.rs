@@ -784,3 +784,35 @@ fn kill9_right_after_the_reply_loses_nothing() {
             .any(|m| m.contains("Subject: =?utf-8?") || m.contains("Subject: Gard"))
     );
 }
+
+/// A relay refuses header lines over 998 characters; 100 addresses on one To line are 3,000.
+#[test]
+fn a_hundred_recipients_on_folded_lines_are_delivered() {
+    let smtp = Smtp::start();
+    let (bus, _daemon, account) = with_account(&smtp, "");
+    let to: Vec<String> = (0..100)
+        .map(|i| format!("famille.numero{i}@example.org"))
+        .collect();
+    let mut args = vec!["send", "--account", &account, "--subject", "Réunion"];
+    for a in &to {
+        args.extend(["--to", a.as_str()]);
+    }
+    args.extend(["--body", "Bonjour"]);
+    let id = mailctl(&bus, None, &args, None).out();
+    wait_state(&bus, &id, "delivered", LONG);
+    let mails = smtp.messages();
+    let mail = mails.last().expect("the relay received the message");
+    let head = &mail[..mail.find("\r\n\r\n").or(mail.find("\n\n")).unwrap()];
+    // The test server's own X-Envelope-* lines are not the message's.
+    let long = head
+        .lines()
+        .find(|l| l.len() > 78 && !l.starts_with("X-Envelope-"));
+    assert_eq!(long, None);
+    let unfolded = head.replace("\r\n ", " ").replace("\n ", " ");
+    for a in &to {
+        assert!(
+            unfolded.contains(a.as_str()),
+            "{a} missing from the To header"
+        );
+    }
+}

@@ -148,11 +148,52 @@ fn check_size(
     max: u64,
 ) -> Result<(Message, Vec<u8>)> {
     let message = built.map_err(|e| Error::InvalidInput(e.to_string()))?;
-    let bytes = message.formatted();
+    let bytes = fold_address_lines(message.formatted());
     if bytes.len() as u64 > max {
         return Err(too_large(max));
     }
     Ok((message, bytes))
+}
+
+/// Header lines are kept within 78 characters where they can be (RFC 5322 §2.1.1); relays
+/// refuse lines over 998 (`500 Line too long`). lettre folds text headers but writes an address
+/// list on one line, so 28 recipients already make a To line of thousands of characters. Folding
+/// only inserts CRLF before a space that follows a comma, which unfolding takes back out: the
+/// header means exactly what it meant.
+fn fold_address_lines(bytes: Vec<u8>) -> Vec<u8> {
+    const FOLD_AT: usize = 78;
+    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return bytes;
+    };
+    if !bytes[..end]
+        .split(|&b| b == b'\n')
+        .any(|line| line.len() > FOLD_AT + 1)
+    {
+        return bytes;
+    }
+    let mut out = Vec::with_capacity(bytes.len() + 256);
+    for line in bytes[..end + 2].split_inclusive(|&b| b == b'\n') {
+        if line.len() <= FOLD_AT + 2 {
+            out.extend_from_slice(line);
+            continue;
+        }
+        let mut column = 0;
+        let mut last = 0;
+        // Break points: the space of each ", ".
+        let breaks = (1..line.len()).filter(|&i| line[i] == b' ' && line[i - 1] == b',');
+        for at in breaks.chain(std::iter::once(line.len())) {
+            let piece = &line[last..at];
+            if column > 0 && column + piece.len() > FOLD_AT {
+                out.extend_from_slice(b"\r\n");
+                column = 0;
+            }
+            out.extend_from_slice(piece);
+            column += piece.len();
+            last = at;
+        }
+    }
+    out.extend_from_slice(&bytes[end + 2..]);
+    out
 }
 
 fn too_large(max: u64) -> Error {
@@ -266,5 +307,47 @@ mod tests {
             build(&small, &account(), long).unwrap_err(),
             Error::TooLarge(_)
         ));
+    }
+
+    fn message_to(n: usize) -> Vec<u8> {
+        let mut builder = Message::builder()
+            .from("secretariat@ecole.fr".parse().unwrap())
+            .subject("Bilan du premier trimestre");
+        for i in 0..n {
+            builder = builder.to(format!("famille.numero{i}@exemple.fr").parse().unwrap());
+        }
+        builder
+            .singlepart(text_part(ContentType::TEXT_PLAIN, "Bonjour".into()))
+            .unwrap()
+            .formatted()
+    }
+
+    fn headers(bytes: &[u8]) -> &str {
+        let end = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        std::str::from_utf8(&bytes[..end + 2]).unwrap()
+    }
+
+    #[test]
+    fn a_hundred_recipients_fold_into_short_lines_that_unfold_to_the_same_header() {
+        let plain = message_to(100);
+        assert!(headers(&plain).lines().any(|l| l.len() > 998));
+        let folded = fold_address_lines(plain.clone());
+        for line in headers(&folded).split("\r\n") {
+            assert!(line.len() <= 78, "{} characters: {line}", line.len());
+        }
+        let unfolded = String::from_utf8(folded.clone())
+            .unwrap()
+            .replace("\r\n ", " ");
+        assert_eq!(unfolded.as_bytes(), plain.as_slice());
+    }
+
+    #[test]
+    fn short_headers_and_the_body_are_left_alone() {
+        let plain = message_to(2);
+        assert_eq!(fold_address_lines(plain.clone()), plain);
+        // A long body line is the transfer encoding's business, not a header's.
+        let mut long_body = plain.clone();
+        long_body.extend(std::iter::repeat_n(b'x', 500));
+        assert_eq!(fold_address_lines(long_body.clone()), long_body);
     }
 }
