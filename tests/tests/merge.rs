@@ -181,3 +181,54 @@ fn templates_are_listed_with_their_variables() {
             .contains("one per family")
     );
 }
+
+/// A line break inside a CSV field would make a header of two lines: that row is refused, and
+/// named, by the dry run and by the real run alike, and the other families still get theirs.
+#[test]
+fn a_line_break_in_a_field_refuses_that_row_by_name_in_the_dry_run_too() {
+    let (bus, smtp, _daemon, account) = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identifiants.csv");
+    std::fs::write(
+        &path,
+        "eleve,url,identifiant,mot_de_passe,email\n\
+         Léa,https://ent.example.fr,lmartin,Xy7!pq,lea@example.org\n\
+         \"Tom\nBcc: tous@example.org\",https://ent.example.fr,tdurand,Ab3?rt,tom@example.org\n\
+         Zoé,https://ent.example.fr,zpetit,Cd5%uv,zoe@example.org\n",
+    )
+    .unwrap();
+    let refused_rows = |stdout: &str| -> Vec<(u64, String)> {
+        let report: serde_json::Value = serde_json::from_str(stdout).unwrap();
+        report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["state"] == "refused")
+            .map(|r| (r["line"].as_u64().unwrap(), r["detail"].to_string()))
+            .collect()
+    };
+    let dry = merge(
+        &bus,
+        &account,
+        "identifiants",
+        &path,
+        &["--json", "--dry-run"],
+    );
+    let refused = refused_rows(&dry.stdout);
+    assert_eq!(refused.len(), 1, "{}", dry.stdout);
+    assert!(refused[0].1.contains("line break"), "{refused:?}");
+
+    let real = merge(&bus, &account, "identifiants", &path, &["--json"]);
+    assert_eq!(refused_rows(&real.stdout), refused, "{}", real.stderr);
+    postecole_tests::wait_for("two families' mail", Duration::from_secs(20), || {
+        let mails = smtp.messages();
+        mails.iter().any(|m| m.contains("lea@example.org"))
+            && mails.iter().any(|m| m.contains("zoe@example.org"))
+    });
+    assert!(
+        !smtp
+            .messages()
+            .iter()
+            .any(|m| m.contains("tous@example.org"))
+    );
+}

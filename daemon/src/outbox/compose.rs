@@ -63,13 +63,8 @@ pub fn build(config: &Config, account: &Account, r: Request) -> Result<(Message,
             "{count} recipients: at most {MAX_RECIPIENTS} per message (send one message per family)"
         )));
     }
-    let subject = validate::one_line("subject", &r.subject, MAX_SUBJECT_CHARS)
-        .map_err(Error::InvalidInput)?;
-    if r.text.contains('\0') || r.html.as_deref().is_some_and(|h| h.contains('\0')) {
-        return Err(Error::InvalidInput(
-            "the body contains a NUL character".into(),
-        ));
-    }
+    let subject =
+        checked_text(&r.subject, &r.text, r.html.as_deref()).map_err(Error::InvalidInput)?;
     let mut builder =
         notices::builder(config, account, &subject).map_err(|e| Error::Internal(e.to_string()))?;
     for m in to {
@@ -129,6 +124,20 @@ pub fn build(config: &Config, account: &Account, r: Request) -> Result<(Message,
     };
     let body = attachments.into_iter().fold(body, |m, a| m.singlepart(a));
     check_size(builder.multipart(body), max)
+}
+
+/// The subject, trimmed, if it and the bodies can go into a message. A mail merge asks this of
+/// every row before sending, so that a dry run refuses, and names, the rows a send would refuse.
+pub fn checked_text(
+    subject: &str,
+    text: &str,
+    html: Option<&str>,
+) -> std::result::Result<String, String> {
+    let subject = validate::one_line("subject", subject, MAX_SUBJECT_CHARS)?;
+    if text.contains('\0') || html.is_some_and(|h| h.contains('\0')) {
+        return Err("the body contains a NUL character".into());
+    }
+    Ok(subject)
 }
 
 /// Text as it was typed, in 8 bits, as most mail programs send it: no quoted-printable to

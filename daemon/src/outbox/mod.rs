@@ -217,6 +217,12 @@ impl Outbox {
                 refused.push((i as u32, format!("invalid address `{bad}`")));
                 continue;
             }
+            if let Err(e) =
+                compose::checked_text(&rendered.subject, &rendered.text, rendered.html.as_deref())
+            {
+                refused.push((i as u32, e));
+                continue;
+            }
             let files = attachments.remove(&i).unwrap_or_default();
             let announced = dry_run && row.get(ATTACHMENT_KEY).is_some_and(|a| !a.is_empty());
             if template.attachment && files.is_empty() && !announced {
