@@ -3,7 +3,7 @@
 //! of them. Internal details go to the journal, a sentence for the person at the keyboard
 //! goes to the caller.
 
-use crate::{authz, queue, store};
+use crate::{authz, blocking, queue, store};
 
 pub use postecole_dbus::Error;
 
@@ -33,6 +33,21 @@ impl From<queue::Error> for Error {
             other => {
                 tracing::error!(error = %other, "queue failure");
                 Error::Internal("the outgoing queue could not be read or written".into())
+            }
+        }
+    }
+}
+
+impl From<blocking::Error> for Error {
+    fn from(e: blocking::Error) -> Self {
+        match e {
+            // The caller's own runs are what fills its share: waiting a moment is the answer.
+            blocking::Error::TimedOut { .. } => {
+                Error::RateLimited(format!("{e}; try again in a moment"))
+            }
+            blocking::Error::Failed { .. } => {
+                tracing::error!(error = %e, "blocking task failed");
+                Error::Internal("the daemon could not finish the call; see its log".into())
             }
         }
     }

@@ -3,6 +3,7 @@
 mod accounts;
 mod archive;
 mod authz;
+mod blocking;
 mod bus;
 mod clock;
 mod config;

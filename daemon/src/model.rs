@@ -80,11 +80,15 @@ pub struct Account {
     /// The archive keys, once the secret is set.
     #[serde(default)]
     pub keys: Option<KeyRing>,
-    /// Wrong answers or recovery files in a row; survives restarts.
+    /// Answers or recovery files tried since the last right one or the last lock, counted
+    /// before each is checked; survives restarts.
     #[serde(default)]
     pub unlock_failures: u32,
     #[serde(default)]
     pub locked_until: u64,
+    /// Locks in a row: each one lasts twice the one before.
+    #[serde(default)]
+    pub lock_periods: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -150,11 +150,10 @@ fn not_found(id: &str) -> Error {
     ))
 }
 
-async fn hash_blocking(secret: String) -> Result<String> {
-    // Argon2 takes tens of milliseconds of CPU: keep it off the bus-serving threads.
-    tokio::task::spawn_blocking(move || secret::hash(&secret))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))
+async fn hash_blocking(uid: u32, secret: String) -> Result<String> {
+    Ok(crate::blocking::ARGON2
+        .run(uid, move || secret::hash(&secret))
+        .await?)
 }
 
 #[cfg(test)]

@@ -50,8 +50,9 @@ impl Accounts {
             keys: None,
             unlock_failures: 0,
             locked_until: 0,
+            lock_periods: 0,
             code: Some(PendingCode {
-                hash: hash_blocking(code.clone()).await?,
+                hash: hash_blocking(caller.uid, code.clone()).await?,
                 sent: now,
                 expires: now + CODE_LIFETIME_SECS,
                 wrong: 0,
@@ -106,7 +107,7 @@ impl Accounts {
             }
         }
         let code = secret::new_code();
-        let hash = hash_blocking(code.clone()).await?;
+        let hash = hash_blocking(caller.uid, code.clone()).await?;
         let account = {
             let _guard = self.write.lock().await;
             let mut account = self.managed(caller, id)?;
@@ -160,9 +161,9 @@ impl Accounts {
             )));
         }
         let hash = pending.hash.clone();
-        let matches = tokio::task::spawn_blocking(move || secret::verify(&typed, &hash))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let matches = crate::blocking::ARGON2
+            .run(caller.uid, move || secret::verify(&typed, &hash))
+            .await?;
         if !matches {
             let wrong = pending.wrong + 1;
             if wrong >= MAX_WRONG_CODES {
@@ -214,10 +215,11 @@ impl Accounts {
             }
         }
         let answer = check_answer(&account, &question, answer)?;
-        let (hash, (keys, recovery)) =
-            tokio::task::spawn_blocking(move || (secret::hash(&answer), KeyRing::create(&answer)))
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))?;
+        let (hash, (keys, recovery)) = crate::blocking::ARGON2
+            .run(caller.uid, move || {
+                (secret::hash(&answer), KeyRing::create(&answer))
+            })
+            .await?;
         let account = {
             let _guard = self.write.lock().await;
             let mut account = self.managed(caller, id)?;

@@ -569,3 +569,68 @@ async fn conversion_both_ways() {
     assert_eq!(a.kind, Kind::Establishment);
     assert_eq!(a.staff, vec![authz::name_of(1001)]);
 }
+
+/// Forty wrong answers at once: each is counted before it is checked, so five are checked,
+/// the lock is the first one (a minute, not a day), and the right answer works once it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_wrong_answers_are_counted_before_they_are_checked() {
+    let f = Arc::new(fixture());
+    let alice = user(1001, "alice");
+    let a = active(&f, &alice, "personal").await;
+    let mut tries = Vec::new();
+    for _ in 0..40 {
+        let (f, alice, id) = (f.clone(), alice.clone(), a.id.clone());
+        tries.push(tokio::spawn(async move {
+            f.accounts
+                .unlock(&alice, &id, Unlock::Answer("Paris".into()), "archive-list")
+                .await
+                .map(|_| ())
+        }));
+    }
+    let mut checked = 0;
+    let mut locked = 0;
+    for t in tries {
+        match t.await.unwrap() {
+            Err(Error::WrongCode(_)) => checked += 1,
+            Err(Error::TooManyAttempts(_)) => locked += 1,
+            other => panic!("{:?}", other.err()),
+        }
+    }
+    assert_eq!((checked, locked), (5, 35));
+    let account = f.accounts.get(&alice, &a.id).unwrap();
+    assert_eq!(account.locked_until - f.now.load(Ordering::SeqCst), 60);
+
+    let right = || Unlock::Answer("Clermont-Ferrand".into());
+    let err = f
+        .accounts
+        .unlock(&alice, &a.id, right(), "archive-list")
+        .await
+        .err();
+    assert!(matches!(err, Some(Error::TooManyAttempts(_))), "{err:?}");
+    // Five more wrong ones after the first lock: the second lasts twice as long.
+    f.advance(61);
+    for _ in 0..5 {
+        let _ = f
+            .accounts
+            .unlock(&alice, &a.id, Unlock::Answer("Lyon".into()), "archive-list")
+            .await;
+    }
+    let account = f.accounts.get(&alice, &a.id).unwrap();
+    assert_eq!(account.locked_until - f.now.load(Ordering::SeqCst), 120);
+    f.advance(121);
+    assert!(
+        f.accounts
+            .unlock(&alice, &a.id, right(), "archive-list")
+            .await
+            .is_ok()
+    );
+    let account = f.accounts.get(&alice, &a.id).unwrap();
+    assert_eq!(
+        (
+            account.unlock_failures,
+            account.locked_until,
+            account.lock_periods
+        ),
+        (0, 0, 0)
+    );
+}

@@ -25,10 +25,18 @@ const FIRST_LOCK_SECS: u64 = 60;
 
 const MAX_LOCK_SECS: u64 = 86_400;
 
+/// How long the lock that follows `periods` locks in a row lasts.
+fn lock_secs(periods: u32) -> u64 {
+    FIRST_LOCK_SECS
+        .saturating_mul(1 << periods.min(20))
+        .min(MAX_LOCK_SECS)
+}
+
 impl Accounts {
-    /// Opens the account's archive key with the answer or the recovery file. Wrong ones count:
-    /// after five in a row, the account's archive and secret are locked, longer each time,
-    /// across restarts.
+    /// Opens the account's archive key with the answer or the recovery file. Each attempt is
+    /// counted before it is checked, so that however many arrive at once, at most five are
+    /// checked before the lock; the lock lasts a minute, then twice as long each time in a
+    /// row (a day at most), across restarts.
     pub async fn unlock(
         &self,
         caller: &Caller,
@@ -36,7 +44,47 @@ impl Accounts {
         with: Unlock,
         action: &str,
     ) -> Result<(Account, Unlocked)> {
-        let account = self.visible(caller, id)?;
+        let keys = self.count_attempt(caller, id, action).await?;
+        let opened = match with {
+            Unlock::Answer(answer) => {
+                let answer = secret::normalise_answer(&answer);
+                crate::blocking::ARGON2
+                    .run(caller.uid, move || keys.unlock_with_answer(&answer))
+                    .await?
+            }
+            Unlock::RecoveryFile(text) => {
+                let (file_account, key) =
+                    archive::parse_recovery_file(&text).map_err(Error::InvalidInput)?;
+                if file_account != id {
+                    self.audit(caller, action, id, "refused");
+                    return Err(Error::WrongCode(format!(
+                        "this recovery file belongs to account {file_account}, not {id}"
+                    )));
+                }
+                keys.unlock_with_recovery(&key)
+            }
+        };
+        let Some(key) = opened else {
+            self.audit(caller, action, id, "refused");
+            return Err(Error::WrongCode("wrong answer or recovery file".into()));
+        };
+        let _guard = self.write.lock().await;
+        let mut fresh = self.visible(caller, id)?;
+        if fresh.unlock_failures != 0 || fresh.locked_until != 0 || fresh.lock_periods != 0 {
+            fresh.unlock_failures = 0;
+            fresh.locked_until = 0;
+            fresh.lock_periods = 0;
+            self.store.put_account(&fresh)?;
+        }
+        self.audit(caller, action, id, "ok");
+        Ok((fresh, key))
+    }
+
+    /// Takes one attempt from the account's allowance, durably, and returns the keys to try it
+    /// on; the fifth attempt of a period starts the lock, which a right answer lifts.
+    async fn count_attempt(&self, caller: &Caller, id: &str, action: &str) -> Result<KeyRing> {
+        let _guard = self.write.lock().await;
+        let mut account = self.visible(caller, id)?;
         let Some(keys) = account.keys.clone() else {
             return Err(Error::InvalidState(format!(
                 "account {id} has no archive yet: its secret question is not set"
@@ -50,59 +98,20 @@ impl Accounts {
                 (account.locked_until - now).div_ceil(60)
             )));
         }
-        let opened = match with {
-            Unlock::Answer(answer) => {
-                let answer = secret::normalise_answer(&answer);
-                tokio::task::spawn_blocking(move || keys.unlock_with_answer(&answer))
-                    .await
-                    .map_err(|e| Error::Internal(e.to_string()))?
-            }
-            Unlock::RecoveryFile(text) => {
-                let (file_account, key) =
-                    archive::parse_recovery_file(&text).map_err(Error::InvalidInput)?;
-                if file_account != id {
-                    self.note_failure(caller, id, action).await?;
-                    return Err(Error::WrongCode(format!(
-                        "this recovery file belongs to account {file_account}, not {id}"
-                    )));
-                }
-                keys.unlock_with_recovery(&key)
-            }
-        };
-        match opened {
-            Some(key) => {
-                let _guard = self.write.lock().await;
-                let mut fresh = self.visible(caller, id)?;
-                if fresh.unlock_failures != 0 || fresh.locked_until != 0 {
-                    fresh.unlock_failures = 0;
-                    fresh.locked_until = 0;
-                    self.store.put_account(&fresh)?;
-                }
-                self.audit(caller, action, id, "ok");
-                Ok((fresh, key))
-            }
-            None => {
-                self.note_failure(caller, id, action).await?;
-                Err(Error::WrongCode("wrong answer or recovery file".into()))
-            }
+        if account.locked_until != 0 {
+            // The last lock is over: a new allowance.
+            account.locked_until = 0;
+            account.unlock_failures = 0;
         }
-    }
-
-    async fn note_failure(&self, caller: &Caller, id: &str, action: &str) -> Result<()> {
-        let _guard = self.write.lock().await;
-        let mut account = self.visible(caller, id)?;
         account.unlock_failures += 1;
-        let over = account.unlock_failures.saturating_sub(MAX_UNLOCK_FAILURES);
         if account.unlock_failures >= MAX_UNLOCK_FAILURES {
-            let delay = FIRST_LOCK_SECS
-                .saturating_mul(1 << over.min(20))
-                .min(MAX_LOCK_SECS);
-            account.locked_until = self.now() + delay;
+            let delay = lock_secs(account.lock_periods);
+            account.lock_periods = account.lock_periods.saturating_add(1);
+            account.locked_until = now + delay;
             self.audit(caller, "lock", id, &format!("{delay} s"));
         }
         self.store.put_account(&account)?;
-        self.audit(caller, action, id, "refused");
-        Ok(())
+        Ok(keys)
     }
 
     /// A new question and answer, proven by the old answer; the archive stays as it is.
@@ -159,16 +168,19 @@ impl Accounts {
             .map_err(Error::InvalidInput)?;
         let account = self.managed(caller, id)?;
         let answer = check_answer(&account, &question, answer)?;
-        let (_, key) = self.unlock(caller, id, proof, action).await?;
-        let (hash, keys) = {
-            let mut keys = account.keys.clone().expect("unlocked accounts have keys");
-            tokio::task::spawn_blocking(move || {
+        // The account as the unlock found it: a secret set meanwhile cannot leave it keyless.
+        let (unlocked, key) = self.unlock(caller, id, proof, action).await?;
+        let Some(mut keys) = unlocked.keys else {
+            return Err(Error::InvalidState(
+                "the account changed meanwhile; try again".into(),
+            ));
+        };
+        let (hash, keys) = crate::blocking::ARGON2
+            .run(caller.uid, move || {
                 keys.wrap_answer(&key, &answer);
                 (secret::hash(&answer), keys)
             })
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?
-        };
+            .await?;
         let _guard = self.write.lock().await;
         let mut account = self.managed(caller, id)?;
         account.secret = Some(Secret {
