@@ -32,19 +32,34 @@ impl Authority {
     }
 
     /// The Unix user behind the connection that sent this call, as the bus daemon knows it.
+    /// Under polkit, the caller counts as an administrator only if polkit says so without
+    /// asking anyone: a teacher listing the queue never meets a password prompt.
     pub async fn caller(&self, hdr: &Header<'_>) -> Result<Caller, BusError> {
+        self.resolve(hdr, false).await
+    }
+
+    /// The caller of a method that only administrators may use: under polkit, the one call
+    /// where an authentication dialog may ask for the administrator's password.
+    pub async fn administrator(&self, hdr: &Header<'_>) -> Result<Caller, BusError> {
+        self.resolve(hdr, true).await
+    }
+
+    async fn resolve(&self, hdr: &Header<'_>, interactive: bool) -> Result<Caller, BusError> {
         let sender = hdr
             .sender()
             .ok_or_else(|| BusError::NotAuthorized("the call has no sender".into()))?;
         let uid = self.uid(sender.as_str()).await?;
         let group = self.admin_group.to_owned();
-        // NSS look-ups may block (LDAP, SSSD).
-        let mut caller = tokio::task::spawn_blocking(move || Caller::from_uid(uid, &group))
+        // NSS look-ups may block (LDAP, SSSD): in their own bounded pool, with a time limit.
+        let mut caller = crate::blocking::USER_LOOKUPS
+            .run(uid, move || Caller::from_uid(uid, &group))
             .await
-            .map_err(internal)?
+            .map_err(|e| BusError::NotAuthorized(format!("cannot tell who is calling: {e}")))?
             .map_err(|e| BusError::NotAuthorized(format!("unknown caller: {e}")))?;
         if self.polkit && uid != 0 {
-            caller.admin = self.polkit_allows(hdr, ACTION_ADMINISTER).await?;
+            caller.admin = self
+                .polkit_allows(hdr, ACTION_ADMINISTER, interactive)
+                .await?;
         }
         Ok(caller)
     }
@@ -53,7 +68,9 @@ impl Authority {
     pub async fn sender(&self, hdr: &Header<'_>) -> Result<Caller, BusError> {
         let mut caller = self.caller(hdr).await?;
         if self.polkit && caller.uid != 0 {
-            caller.send_establishment = self.polkit_allows(hdr, ACTION_SEND_ESTABLISHMENT).await?;
+            caller.send_establishment = self
+                .polkit_allows(hdr, ACTION_SEND_ESTABLISHMENT, true)
+                .await?;
         }
         Ok(caller)
     }
@@ -83,7 +100,12 @@ impl Authority {
 
     /// Asks polkit about `action` for the sender of this call (its bus name: polkit then
     /// checks the process and session behind it, never the daemon's own).
-    async fn polkit_allows(&self, hdr: &Header<'_>, action: &str) -> Result<bool, BusError> {
+    async fn polkit_allows(
+        &self,
+        hdr: &Header<'_>,
+        action: &str,
+        interactive: bool,
+    ) -> Result<bool, BusError> {
         use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
         let subject = Subject::new_for_message_header(hdr).map_err(internal)?;
         let authority = AuthorityProxy::new(&self.conn).await.map_err(|e| {
@@ -97,7 +119,11 @@ impl Authority {
                 &subject,
                 action,
                 &HashMap::new(),
-                CheckAuthorizationFlags::ALLOW_USER_INTERACTION,
+                if interactive {
+                    CheckAuthorizationFlags::ALLOW_USER_INTERACTION
+                } else {
+                    CheckAuthorizationFlags::empty()
+                },
                 "",
             )
             .await

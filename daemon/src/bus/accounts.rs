@@ -56,7 +56,12 @@ impl AccountsService {
         label: &str,
         address: &str,
     ) -> Result<String, BusError> {
-        let caller = self.authority.caller(&hdr).await?;
+        // Only administrators set up establishment accounts: that one may prompt them.
+        let caller = if kind == "establishment" {
+            self.authority.administrator(&hdr).await?
+        } else {
+            self.authority.caller(&hdr).await?
+        };
         let account = self.accounts.create(&caller, kind, label, address).await?;
         Ok(account.id)
     }
@@ -98,7 +103,7 @@ impl AccountsService {
         id: &str,
         user: &str,
     ) -> Result<(), BusError> {
-        let caller = self.authority.caller(&hdr).await?;
+        let caller = self.authority.administrator(&hdr).await?;
         self.accounts.add_staff(&caller, id, user).await?;
         Ok(())
     }
@@ -109,7 +114,7 @@ impl AccountsService {
         id: &str,
         user: &str,
     ) -> Result<(), BusError> {
-        let caller = self.authority.caller(&hdr).await?;
+        let caller = self.authority.administrator(&hdr).await?;
         self.accounts.remove_staff(&caller, id, user).await?;
         Ok(())
     }
@@ -183,7 +188,7 @@ impl AccountsService {
         #[zbus(header)] hdr: Header<'_>,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, BusError> {
-        let caller = self.authority.caller(&hdr).await?;
+        let caller = self.authority.administrator(&hdr).await?;
         Ok(self
             .accounts
             .audit_log(&caller, limit as usize)?

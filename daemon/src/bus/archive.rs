@@ -10,6 +10,7 @@ use postecole_dbus::Error as BusError;
 use zbus::interface;
 use zbus::message::Header;
 
+use super::files;
 use crate::accounts::{Accounts, Unlock};
 use crate::authz::Authority;
 
@@ -18,21 +19,10 @@ pub struct ArchiveService {
     authority: Arc<Authority>,
 }
 
-/// A small text file read from a descriptor the client opened (the recovery file).
-fn read_key_file(fd: OwnedFd) -> Result<String, BusError> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::from(std::os::fd::OwnedFd::from(fd))
-        .take(64 * 1024)
-        .read_to_string(&mut text)
-        .map_err(|e| BusError::InvalidInput(format!("the recovery file cannot be read: {e}")))?;
-    Ok(text)
-}
-
-fn unlock_with(answer: &str, key_file: Vec<OwnedFd>) -> Result<Unlock, BusError> {
+async fn unlock_with(uid: u32, answer: &str, key_file: Vec<OwnedFd>) -> Result<Unlock, BusError> {
     let mut files = key_file.into_iter();
     match (files.next(), files.next(), answer.is_empty()) {
-        (Some(fd), None, true) => Ok(Unlock::RecoveryFile(read_key_file(fd)?)),
+        (Some(fd), None, true) => Ok(Unlock::RecoveryFile(files::read_key_file(uid, fd).await?)),
         (None, _, false) => Ok(Unlock::Answer(answer.to_owned())),
         _ => Err(BusError::InvalidInput(
             "give either the answer or one recovery file".into(),
@@ -60,7 +50,7 @@ impl ArchiveService {
         key_file: Vec<OwnedFd>,
     ) -> Result<Vec<ArchivedInfo>, BusError> {
         let caller = self.authority.caller(&hdr).await?;
-        let with = unlock_with(answer, key_file)?;
+        let with = unlock_with(caller.uid, answer, key_file).await?;
         Ok(self
             .accounts
             .archived(&caller, account, with, "archive-list")
@@ -89,7 +79,7 @@ impl ArchiveService {
         key_file: Vec<OwnedFd>,
     ) -> Result<Vec<u8>, BusError> {
         let caller = self.authority.caller(&hdr).await?;
-        let with = unlock_with(answer, key_file)?;
+        let with = unlock_with(caller.uid, answer, key_file).await?;
         self.accounts
             .archived(&caller, account, with, "archive-read")
             .await?
@@ -114,19 +104,25 @@ impl ArchiveService {
     ) -> Result<u32, BusError> {
         use std::io::Write;
         let caller = self.authority.caller(&hdr).await?;
-        let with = unlock_with(answer, key_file)?;
+        let mut file = files::regular(output, "the export's destination")?;
+        let with = unlock_with(caller.uid, answer, key_file).await?;
         let messages = self
             .accounts
             .archived(&caller, account, with, "archive-export")
             .await?;
-        let mut mbox = Vec::new();
-        for m in &messages {
-            crate::archive::mbox_entry(&mut mbox, &m.sender, m.created, &m.bytes);
-        }
-        let mut file = std::fs::File::from(std::os::fd::OwnedFd::from(output));
-        file.write_all(&mbox)
+        let count = messages.len() as u32;
+        crate::blocking::CALLER_FILES
+            .run(caller.uid, move || {
+                let mut mbox = Vec::new();
+                for m in &messages {
+                    crate::archive::mbox_entry(&mut mbox, &m.sender, m.created, &m.bytes);
+                }
+                file.write_all(&mbox)
+            })
+            .await
+            .map_err(|e| BusError::InvalidInput(format!("the export: {e}")))?
             .map_err(|e| BusError::InvalidInput(format!("cannot write the export: {e}")))?;
-        Ok(messages.len() as u32)
+        Ok(count)
     }
 
     async fn change_secret(
@@ -152,7 +148,7 @@ impl ArchiveService {
         answer: &str,
     ) -> Result<(), BusError> {
         let caller = self.authority.caller(&hdr).await?;
-        let file = read_key_file(key_file)?;
+        let file = files::read_key_file(caller.uid, key_file).await?;
         self.accounts
             .recover(&caller, account, &file, question, answer)
             .await

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod archive;
+mod files;
 mod outbox;
 mod signals;
 

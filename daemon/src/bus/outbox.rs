@@ -11,6 +11,7 @@ use zbus::interface;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
+use super::files;
 use crate::authz;
 use crate::authz::Authority;
 use crate::model::Record;
@@ -37,8 +38,8 @@ pub fn message_info(r: &Record) -> MessageInfo {
     }
 }
 
-fn request(message: OutgoingMessage, attachments: Vec<Attachment>) -> Request {
-    Request {
+fn request(message: OutgoingMessage, attachments: Vec<Attachment>) -> Result<Request, BusError> {
+    Ok(Request {
         to: message.to.unwrap_or_default(),
         cc: message.cc.unwrap_or_default(),
         bcc: message.bcc.unwrap_or_default(),
@@ -48,14 +49,11 @@ fn request(message: OutgoingMessage, attachments: Vec<Attachment>) -> Request {
         attachments: attachments
             .into_iter()
             .map(|(name, content_type, fd)| {
-                (
-                    name,
-                    content_type,
-                    std::fs::File::from(std::os::fd::OwnedFd::from(fd)),
-                )
+                let file = files::regular(fd, &format!("attachment `{name}`"))?;
+                Ok((name, content_type, file))
             })
-            .collect(),
-    }
+            .collect::<Result<_, BusError>>()?,
+    })
 }
 
 impl OutboxService {
@@ -77,7 +75,7 @@ impl OutboxService {
         let caller = self.authority.sender(&hdr).await?;
         let mut ids = self
             .outbox
-            .send(&caller, account, vec![request(message, attachments)])
+            .send(&caller, account, vec![request(message, attachments)?])
             .await?;
         Ok(ids.remove(0))
     }
@@ -90,7 +88,10 @@ impl OutboxService {
         messages: Vec<(OutgoingMessage, Vec<Attachment>)>,
     ) -> Result<Vec<String>, BusError> {
         let caller = self.authority.sender(&hdr).await?;
-        let requests = messages.into_iter().map(|(m, a)| request(m, a)).collect();
+        let requests = messages
+            .into_iter()
+            .map(|(m, a)| request(m, a))
+            .collect::<Result<_, _>>()?;
         self.outbox.send(&caller, account, requests).await
     }
 
@@ -192,11 +193,11 @@ impl OutboxService {
         let caller = self.authority.sender(&hdr).await?;
         let mut by_row: HashMap<usize, Vec<(String, String, std::fs::File)>> = HashMap::new();
         for (row, name, content_type, fd) in attachments {
-            by_row.entry(row as usize).or_default().push((
-                name,
-                content_type,
-                std::fs::File::from(std::os::fd::OwnedFd::from(fd)),
-            ));
+            let file = files::regular(fd, &format!("attachment `{name}` of row {}", row + 1))?;
+            by_row
+                .entry(row as usize)
+                .or_default()
+                .push((name, content_type, file));
         }
         self.outbox
             .send_template(&caller, account, template, rows, by_row, dry_run)
