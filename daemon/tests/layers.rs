@@ -11,7 +11,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "bus",
         &[
-            "accounts", "outbox", "queue", "archive", "authz", "model", "error",
+            "accounts", "outbox", "queue", "archive", "authz", "model", "error", "blocking",
         ],
     ),
     (
@@ -24,7 +24,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "accounts",
         &[
             "queue", "archive", "authz", "model", "store", "error", "config", "clock", "secret",
-            "validate",
+            "validate", "blocking",
         ],
     ),
     (
@@ -32,14 +32,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["archive", "model", "store", "config", "clock", "secret"],
     ),
     ("archive", &["model", "secret"]),
-    ("authz", &["model"]),
-    ("error", &["authz", "queue", "store"]),
+    ("authz", &["model", "blocking"]),
+    ("error", &["authz", "queue", "store", "blocking"]),
     ("store", &["model"]),
     ("model", &[]),
     ("config", &[]),
     ("clock", &[]),
     ("secret", &[]),
     ("validate", &[]),
+    ("blocking", &[]),
 ];
 
 fn src() -> PathBuf {

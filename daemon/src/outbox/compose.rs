@@ -232,6 +232,7 @@ mod tests {
             keys: None,
             unlock_failures: 0,
             locked_until: 0,
+            lock_periods: 0,
         }
     }
 
