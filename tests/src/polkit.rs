@@ -52,6 +52,37 @@ impl MockPolkit {
     }
 }
 
+impl MockPolkit {
+    /// Every `CheckAuthorization` asked so far, as (action, flags); flags 1 is
+    /// `AllowUserInteraction`, the one that may put a password dialog in front of the user.
+    pub fn checks(&self, bus: &Bus) -> Vec<(String, u32)> {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let conn = bus.connect().await;
+            let reply = conn
+                .call_method(
+                    Some("org.freedesktop.PolicyKit1"),
+                    "/org/freedesktop/PolicyKit1/Authority",
+                    Some("org.freedesktop.DBus.Mock"),
+                    "GetCalls",
+                    &(),
+                )
+                .await
+                .unwrap();
+            let calls: Vec<(u64, String, Vec<zbus::zvariant::OwnedValue>)> =
+                reply.body().deserialize().unwrap();
+            calls
+                .into_iter()
+                .filter(|(_, method, _)| method == "CheckAuthorization")
+                .map(|(_, _, args)| {
+                    let action: String = args[1].clone().try_into().unwrap();
+                    let flags: u32 = args[3].clone().try_into().unwrap();
+                    (action, flags)
+                })
+                .collect()
+        })
+    }
+}
+
 impl Drop for MockPolkit {
     fn drop(&mut self) {
         let _ = self.child.kill();

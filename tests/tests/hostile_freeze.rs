@@ -168,3 +168,32 @@ fn daemon_peak_rss_mib(daemon: &Daemon) -> u64 {
         .map(|kb| kb / 1024)
         .expect("VmHWM in /proc/PID/status")
 }
+
+/// Under polkit, a teacher's everyday calls ask polkit without user interaction (no password
+/// dialog for `queue list`); only administrative methods may put one in front of someone.
+#[test]
+fn polkit_asks_interactively_only_for_administrative_methods() {
+    use postecole_tests::{ACTION_ADMINISTER, MOCK_POLKIT_POLICY, MockPolkit, create};
+    ensure_users();
+    let bus = Bus::start_with_policy(MOCK_POLKIT_POLICY);
+    let polkit = MockPolkit::start(&bus);
+    let _daemon = Daemon::start(&bus, "authorization = \"polkit\"\n");
+    polkit.allow(&bus, &[]);
+    mailctl(&bus, Some(USER_ALICE), &["queue", "list"], None).out();
+    mailctl(&bus, Some(USER_ALICE), &["account", "list"], None).out();
+    let everyday = polkit.checks(&bus);
+    assert!(!everyday.is_empty(), "polkit was never asked");
+    assert!(
+        everyday.iter().all(|(_, flags)| flags & 1 == 0),
+        "{everyday:?}"
+    );
+    // Setting up an establishment account is administration: that call may ask.
+    create(&bus, Some(USER_ALICE), "establishment", "S", "s@ecole.fr").err("NotAuthorized");
+    let all = polkit.checks(&bus);
+    assert!(
+        all[everyday.len()..]
+            .iter()
+            .any(|(action, flags)| action == ACTION_ADMINISTER && flags & 1 == 1),
+        "{all:?}"
+    );
+}
