@@ -68,7 +68,7 @@ impl MockPolkit {
                 )
                 .await
                 .unwrap();
-            let calls: Vec<(u64, String, Vec<zbus::zvariant::OwnedValue>)> =
+            let calls: Vec<(u64, String, Vec<zbus::OwnedVariant>)> =
                 reply.body().deserialize().unwrap();
             calls
                 .into_iter()
