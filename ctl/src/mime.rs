@@ -133,30 +133,67 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// `filename*=utf-8''%C3%A9t%C3%A9.pdf` (RFC 2231) or `filename="…"`, possibly RFC 2047.
-fn filename(params: &[(String, String)]) -> Option<String> {
-    if let Some(v) = param(params, "filename*").or_else(|| param(params, "name*")) {
-        let (charset, rest) = v.split_once('\'').unwrap_or(("utf-8", v));
-        let encoded = rest.split_once('\'').map(|(_, e)| e).unwrap_or(rest);
-        let mut bytes = Vec::new();
-        let raw = encoded.as_bytes();
-        let mut i = 0;
-        while i < raw.len() {
-            if raw[i] == b'%'
-                && let Some(Ok(b)) = encoded.get(i + 1..i + 3).map(|h| u8::from_str_radix(h, 16))
-            {
-                bytes.push(b);
-                i += 3;
-                continue;
-            }
-            bytes.push(raw[i]);
-            i += 1;
+fn percent_decode(encoded: &str, out: &mut Vec<u8>) {
+    let raw = encoded.as_bytes();
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%'
+            && let Some(Ok(b)) = encoded.get(i + 1..i + 3).map(|h| u8::from_str_radix(h, 16))
+        {
+            out.push(b);
+            i += 3;
+            continue;
         }
-        return Some(charset_decode(&bytes, charset));
+        out.push(raw[i]);
+        i += 1;
     }
-    param(params, "filename")
-        .or_else(|| param(params, "name"))
-        .map(decode_words)
+}
+
+/// A parameter as RFC 2231 allows it: `filename*=utf-8''%C3%A9t%C3%A9.pdf`, or cut in
+/// numbered pieces (`filename*0*=utf-8''…; filename*1*=…`, `filename*0="…"`), as lettre
+/// writes long or non-ASCII names; else plain `filename="…"`, possibly RFC 2047.
+fn extended(params: &[(String, String)], key: &str) -> Option<String> {
+    let prefix = format!("{key}*");
+    let mut pieces: Vec<(u32, bool, &str)> = params
+        .iter()
+        .filter_map(|(k, v)| {
+            let rest = k.strip_prefix(&prefix)?;
+            if rest.is_empty() {
+                return Some((0, true, v.as_str()));
+            }
+            let (number, encoded) = match rest.strip_suffix('*') {
+                Some(n) => (n, true),
+                None => (rest, false),
+            };
+            Some((number.parse().ok()?, encoded, v.as_str()))
+        })
+        .collect();
+    if pieces.is_empty() {
+        return param(params, key).map(decode_words);
+    }
+    pieces.sort_by_key(|(n, _, _)| *n);
+    let mut charset = "utf-8";
+    let mut bytes = Vec::new();
+    for (i, (_, encoded, value)) in pieces.iter().enumerate() {
+        if !encoded {
+            bytes.extend_from_slice(value.as_bytes());
+            continue;
+        }
+        let mut value = *value;
+        if i == 0
+            && let Some((cs, rest)) = value.split_once('\'')
+            && let Some((_, rest)) = rest.split_once('\'')
+        {
+            charset = cs;
+            value = rest;
+        }
+        percent_decode(value, &mut bytes);
+    }
+    Some(charset_decode(&bytes, charset))
+}
+
+fn filename(params: &[(String, String)]) -> Option<String> {
+    extended(params, "filename").or_else(|| extended(params, "name"))
 }
 
 fn transfer_decode(body: &[u8], encoding: &str) -> Vec<u8> {
@@ -298,6 +335,11 @@ Content-Transfer-Encoding: base64\r\n\r\nJVBERi0x\r\nLjQ=\r\n--XyZ--\r\n";
         assert_eq!(m.attachments[0].filename.as_deref(), Some("bilan.pdf"));
         assert_eq!(m.attachments[0].body, b"%PDF-1.4");
         assert_eq!(safe_name(Some("../../etc/passwd"), 0), "passwd");
+        let (_, params) =
+            parameters("attachment; filename*0*=utf-8''bilan-l%C3%A9a; filename*1*=%20T1.pdf");
+        assert_eq!(filename(&params).as_deref(), Some("bilan-léa T1.pdf"));
+        let (_, params) = parameters("attachment; filename*0=\"a-long-\"; filename*1=\"name.pdf\"");
+        assert_eq!(filename(&params).as_deref(), Some("a-long-name.pdf"));
         assert_eq!(safe_name(Some(".."), 2), "attachment-3");
     }
 }
