@@ -45,6 +45,8 @@ pub struct Failure {
     pub detail: Option<String>,
     /// What had been done before the failure, for `--json` (e.g. the id of a created account).
     pub partial: Option<serde_json::Value>,
+    /// The command already printed its one JSON document, the error inside it.
+    pub json_printed: bool,
 }
 
 impl Failure {
@@ -55,6 +57,7 @@ impl Failure {
             name: None,
             detail: None,
             partial: None,
+            json_printed: false,
         }
     }
 
@@ -245,6 +248,7 @@ fn from_name(name: &str, detail: String) -> Failure {
         name: Some(name.to_owned()),
         detail: Some(detail).filter(|d| !d.is_empty()),
         partial: None,
+        json_printed: false,
     }
 }
 

@@ -339,7 +339,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if json {
+            if json && !e.json_printed {
                 outln!("{}", e.json());
             }
             eprint!("{}", e.human());

@@ -435,9 +435,9 @@ fn report_json(outcomes: &[Outcome], queued: usize, dry_run: bool) -> serde_json
            "failed": count("failed"), "refused": count("refused"), "rows": rows})
 }
 
-fn refused_table(outcomes: &[Outcome]) -> String {
+fn refused_table<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) -> String {
     let rows: Vec<Vec<String>> = outcomes
-        .iter()
+        .into_iter()
         .map(|o| {
             vec![
                 o.line.to_string(),
@@ -456,24 +456,21 @@ fn refused_table(outcomes: &[Outcome]) -> String {
 /// The outcome, and an exit status that tells "all sent" from "partly sent" from "none".
 fn report(outcomes: &[Outcome], queued: usize, json: bool, dry_run: bool) -> Result<(), Failure> {
     let count = |s: &str| outcomes.iter().filter(|o| o.state == s).count();
+    let failure = if dry_run { None } else { outcome(outcomes) };
     if json {
-        crate::outln!("{}", report_json(outcomes, queued, dry_run));
+        // One JSON document: the report, with the error in it when not all was sent.
+        let mut doc = report_json(outcomes, queued, dry_run);
+        if let Some(f) = &failure {
+            doc["error"] = f.json()["error"].clone();
+        }
+        crate::outln!("{doc}");
     } else {
         let shown: Vec<&Outcome> = outcomes
             .iter()
             .filter(|o| dry_run || o.state != "delivered")
             .collect();
         if !shown.is_empty() {
-            let shown: Vec<Outcome> = shown
-                .into_iter()
-                .map(|o| Outcome {
-                    line: o.line,
-                    address: o.address.clone(),
-                    state: o.state.clone(),
-                    detail: o.detail.clone(),
-                })
-                .collect();
-            crate::output::stdout(&refused_table(&shown));
+            crate::output::stdout(&refused_table(shown));
         }
         if !dry_run {
             crate::outln!(
@@ -487,19 +484,28 @@ fn report(outcomes: &[Outcome], queued: usize, json: bool, dry_run: bool) -> Res
             );
         }
     }
-    if dry_run {
-        return Ok(());
+    match failure {
+        Some(mut f) => {
+            f.json_printed = json;
+            Err(f)
+        }
+        None => Ok(()),
     }
+}
+
+/// "All sent", or a failure that tells "partly sent" from "none".
+fn outcome(outcomes: &[Outcome]) -> Option<Failure> {
+    let count = |s: &str| outcomes.iter().filter(|o| o.state == s).count();
     let (delivered, failed, refused) = (count("delivered"), count("failed"), count("refused"));
     if failed + refused == 0 {
-        return Ok(());
+        return None;
     }
     let why = t!(
         "{failed} failed, {refused} refused",
         failed = failed,
         refused = refused
     );
-    Err(if delivered > 0 {
+    Some(if delivered > 0 {
         Failure::new(
             Status::Partial,
             tn!(

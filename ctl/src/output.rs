@@ -67,13 +67,12 @@ pub fn accounts_json(accounts: &[AccountInfo], default: &str) -> Value {
     Value::Array(accounts.iter().map(|a| account_json(a, default)).collect())
 }
 
-/// The caller's default account is marked `*` in the first column.
+/// The caller's default account is marked `*` in the last column.
 pub fn accounts_table(accounts: &[AccountInfo], default: &str) -> String {
     let rows: Vec<Vec<String>> = accounts
         .iter()
         .map(|a| {
             vec![
-                if a.id == default { "*" } else { "" }.to_owned(),
                 a.id.clone(),
                 state(&a.kind),
                 state(&a.state),
@@ -84,18 +83,19 @@ pub fn accounts_table(accounts: &[AccountInfo], default: &str) -> String {
                 } else {
                     a.staff.join(",")
                 },
+                if a.id == default { "*" } else { "" }.to_owned(),
             ]
         })
         .collect();
     table(
         &[
-            t!("DEFAULT"),
             t!("ID"),
             t!("KIND"),
             t!("STATE"),
             t!("LABEL"),
             t!("ADDRESS"),
             t!("USERS"),
+            t!("DEFAULT"),
         ],
         &rows,
     )

@@ -173,7 +173,9 @@ fn french_locale_gives_french_prompts_errors_and_help() {
     );
     let list = run(&bus, None, &fr, &["account", "list"], "");
     assert!(
-        list.stdout.starts_with("DÉFAUT") && list.stdout.contains("actif"),
+        list.stdout.starts_with("ID")
+            && list.stdout.contains("DÉFAUT")
+            && list.stdout.contains("actif"),
         "{}",
         list.stdout
     );
@@ -361,7 +363,7 @@ fn accounts_by_address_default_marked_and_queue_filters() {
     assert_eq!(list[0]["default"], true, "{list}");
     let table = run(&bus, None, &en, &["account", "list"], "");
     assert!(
-        table.stdout.lines().nth(1).unwrap().starts_with('*'),
+        table.stdout.lines().nth(1).unwrap().ends_with('*'),
         "{}",
         table.stdout
     );
