@@ -38,7 +38,7 @@ the recovery file cleRecuperation.crbee: keep it, it is the only way back in)\n 
 4. for an establishment address, an administrator names the staff:\n     \
 mailctl account staff ID --add jdupont\n\n\
 Wherever a command takes an account ID, the account's address works too.",
-    after_long_help = "Exit status: 0 done; 3 partly done (some families got the message, others were refused or failed); 64 wrong command line; 65 a value was refused (address, code, answer, size, step); 66 no such account, message or file; 69 postecoled cannot be reached, or the relay refused a message for good; 70 postecoled failed inside; 73 an output file cannot be created or already exists; 75 try again later (relay down, asked too soon, quota, disk full, still waiting at --timeout); 77 not allowed, or too many tries.\n\n\
+    after_long_help = "Exit status: 0 done; 3 partly done (some families got the message, others were refused or failed; some messages could not be retried); 64 wrong command line; 65 a value was refused (address, code, answer, size, step); 66 no such account, message or file; 69 postecoled cannot be reached, or the relay refused a message for good; 70 postecoled failed inside; 73 an output file cannot be created or already exists; 75 try again later (relay down, asked too soon, quota, disk full, still waiting at --timeout); 77 not allowed, or too many tries.\n\n\
 Language: messages follow the locale (LANGUAGE, LC_ALL, LC_MESSAGES, LANG), e.g. LANG=fr_FR.UTF-8; catalogues are read from /usr/share/locale, or from POSTECOLE_LOCALEDIR."
 )]
 struct Cli {
@@ -143,8 +143,19 @@ enum QueueCommand {
     List(QueueFilter),
     /// One message in detail, with the relay's last reply.
     Show { id: String },
-    /// Try a deferred or failed message again now.
-    Retry { id: String },
+    /// Try a deferred or failed message again now (--all: every one, e.g. once the relay is
+    /// fixed).
+    Retry {
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        /// Every queued, deferred or failed message you may see (with --account: of that
+        /// account).
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        /// With --all: only this account's messages (id or address).
+        #[arg(long, requires = "all")]
+        account: Option<String>,
+    },
     /// Withdraw a message that has not been sent.
     Cancel { id: String },
     /// Keep a waiting message from being sent until released.
@@ -737,7 +748,10 @@ async fn queue(
                 output::stdout(&output::message_details(&message, output::now()));
             }
         }
-        QueueCommand::Retry { id } => {
+        QueueCommand::Retry {
+            id: None, account, ..
+        } => retry_all(connection, &proxy, account, json).await?,
+        QueueCommand::Retry { id: Some(id), .. } => {
             proxy.retry(&id).await?;
             done(json, &id, "retry");
             if !json {
@@ -764,6 +778,70 @@ async fn queue(
         }
     }
     Ok(())
+}
+
+/// `queue retry --all`: one Retry per waiting or failed message (the first also ends a relay
+/// pause); says which could not be.
+async fn retry_all(
+    connection: &zbus::Connection,
+    proxy: &OutboxProxy<'_>,
+    account: Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
+    let account = match account {
+        Some(a) => Some(resolve(connection, &a).await?),
+        None => None,
+    };
+    let mut retried = Vec::new();
+    let mut refused = Vec::new();
+    for m in proxy.list_messages().await? {
+        if !matches!(m.state.as_str(), "queued" | "deferred" | "failed")
+            || account.as_ref().is_some_and(|a| &m.account != a)
+        {
+            continue;
+        }
+        match proxy.retry(&m.id).await {
+            Ok(()) => retried.push(m.id),
+            Err(e) => {
+                let e = Failure::from(e);
+                eprintln!(
+                    "{}: {}",
+                    m.id,
+                    e.detail.clone().unwrap_or_else(|| e.message.clone())
+                );
+                refused.push(json!({"id": m.id, "error": e.json()["error"]}));
+            }
+        }
+    }
+    if json {
+        outln!("{}", json!({"retried": retried, "refused": refused}));
+    } else {
+        eprintln!(
+            "{}",
+            tn!(
+                "{n} message queued again.",
+                "{n} messages queued again.",
+                retried.len()
+            )
+        );
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let mut failure = Failure::new(
+        if retried.is_empty() {
+            Status::Data
+        } else {
+            Status::Partial
+        },
+        tn!(
+            "{n} message could not be retried (above).",
+            "{n} messages could not be retried (above).",
+            refused.len()
+        ),
+    );
+    failure.json_printed = json;
+    Err(failure)
 }
 
 async fn account(

@@ -569,7 +569,7 @@ fn send_wait_gives_up_at_its_timeout_and_a_dead_relay_still_gives_the_account_id
         "personal",
         "moi@ecole.fr",
     );
-    smtp.stop();
+    let port = smtp.stop();
     let en = english();
     let start = Instant::now();
     let waited = run(
@@ -646,6 +646,19 @@ fn send_wait_gives_up_at_its_timeout_and_a_dead_relay_still_gives_the_account_id
         created.stderr
     );
     mailctl(&bus, None, &["account", "show", new], None).out();
+
+    // The relay is back: one command sends what waits, without the minute of pause.
+    let _smtp = Smtp::start_on(port, &[]);
+    let retried = run(
+        &bus,
+        None,
+        &en,
+        &["queue", "retry", "--all", "--account", "moi@ecole.fr"],
+        "",
+    );
+    assert_eq!(retried.code, 0, "{retried:?}");
+    assert!(retried.stderr.contains("queued again"), "{retried:?}");
+    wait_state(&bus, id, "delivered", Duration::from_secs(20));
 }
 
 #[test]
