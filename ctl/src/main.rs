@@ -38,7 +38,17 @@ the recovery file cleRecuperation.crbee: keep it, it is the only way back in)\n 
 4. for an establishment address, an administrator names the staff:\n     \
 mailctl account staff ID --add jdupont\n\n\
 Wherever a command takes an account ID, the account's address works too.",
-    after_long_help = "Exit status: 0 done; 3 partly done (some families got the message, others were refused or failed; some messages could not be retried); 64 wrong command line; 65 a value was refused (address, code, answer, size, step); 66 no such account, message or file; 69 postecoled cannot be reached, or the relay refused a message for good; 70 postecoled failed inside; 73 an output file cannot be created or already exists; 75 try again later (relay down, asked too soon, quota, disk full, still waiting at --timeout); 77 not allowed, or too many tries.\n\n\
+    after_long_help = "Exit status:\n  \
+0   done\n  \
+3   partly done: some families got the message, others were refused or failed; some messages could not be retried\n  \
+64  wrong command line\n  \
+65  a value was refused: address, code, answer, size, step\n  \
+66  no such account, message or file\n  \
+69  postecoled cannot be reached, or the relay refused a message for good\n  \
+70  postecoled failed inside\n  \
+73  an output file cannot be created or already exists\n  \
+75  try again later: relay down, asked too soon, quota, disk full, still waiting at --timeout\n  \
+77  not allowed, or too many tries\n\n\
 Language: messages follow the locale (LANGUAGE, LC_ALL, LC_MESSAGES, LANG), e.g. LANG=fr_FR.UTF-8; catalogues are read from /usr/share/locale, or from POSTECOLE_LOCALEDIR."
 )]
 struct Cli {
