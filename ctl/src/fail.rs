@@ -101,6 +101,33 @@ impl Failure {
     }
 }
 
+/// A file of the caller's, opened by mailctl as the caller (never by the daemon).
+pub fn open_input(path: &std::path::Path) -> Result<std::fs::File, Failure> {
+    std::fs::File::open(path).map_err(|e| cannot_read(path, e))
+}
+
+pub fn cannot_read(path: &std::path::Path, error: std::io::Error) -> Failure {
+    Failure::new(
+        Status::NoInput,
+        t!(
+            "cannot read {path}: {error}",
+            path = path.display(),
+            error = error
+        ),
+    )
+}
+
+pub fn cannot_create(path: &std::path::Path, error: std::io::Error) -> Failure {
+    Failure::new(
+        Status::CantCreate,
+        t!(
+            "cannot create {path}: {error}",
+            path = path.display(),
+            error = error
+        ),
+    )
+}
+
 /// The account the command is about, so that hints name it instead of "ID".
 static ACCOUNT: Mutex<Option<String>> = Mutex::new(None);
 

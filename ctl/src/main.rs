@@ -812,6 +812,15 @@ async fn retry_all(
         }
         match proxy.retry(&m.id).await {
             Ok(()) => retried.push(m.id),
+            // The first retry ends a relay pause: the others may be on their way already.
+            Err(_)
+                if proxy
+                    .get_message(&m.id)
+                    .await
+                    .is_ok_and(|now| matches!(now.state.as_str(), "sending" | "delivered")) =>
+            {
+                retried.push(m.id)
+            }
             Err(e) => {
                 let e = Failure::from(e);
                 eprintln!(
@@ -1069,17 +1078,7 @@ async fn created_anyway(
 }
 
 fn open_key(path: &Path) -> Result<zbus::OwnedFd, Failure> {
-    let file = std::fs::File::open(path).map_err(|e| {
-        Failure::new(
-            Status::NoInput,
-            t!(
-                "cannot open the recovery file {path}: {error}",
-                path = path.display(),
-                error = e
-            ),
-        )
-    })?;
-    Ok(std::os::fd::OwnedFd::from(file).into())
+    Ok(std::os::fd::OwnedFd::from(fail::open_input(path)?).into())
 }
 
 /// The answer (prompted) or the recovery file, as the Archive calls take them.
@@ -1102,21 +1101,17 @@ fn create_new(path: &Path) -> Result<std::fs::File, Failure> {
         .mode(0o600)
         .open(path)
         .map_err(|e| {
-            Failure::new(
-                Status::CantCreate,
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Failure::new(
+                    Status::CantCreate,
                     t!(
                         "{path} already exists; nothing was written. Give a new file name.",
                         path = path.display()
-                    )
-                } else {
-                    t!(
-                        "cannot create {path}: {error}",
-                        path = path.display(),
-                        error = e
-                    )
-                },
-            )
+                    ),
+                )
+            } else {
+                fail::cannot_create(path, e)
+            }
         })
 }
 
@@ -1201,29 +1196,12 @@ fn show_archived(raw: &[u8], save: Option<&Path>, json: bool) -> Result<(), Fail
     ];
     let mut saved = Vec::new();
     if let Some(dir) = save {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Failure::new(
-                Status::CantCreate,
-                t!(
-                    "cannot create {path}: {error}",
-                    path = dir.display(),
-                    error = e
-                ),
-            )
-        })?;
+        std::fs::create_dir_all(dir).map_err(|e| fail::cannot_create(dir, e))?;
         for (i, part) in message.attachments.iter().enumerate() {
             let path = dir.join(mime::safe_name(part.filename.as_deref(), i));
             let mut file = create_new(&path)?;
-            file.write_all(&part.body).map_err(|e| {
-                Failure::new(
-                    Status::CantCreate,
-                    t!(
-                        "cannot create {path}: {error}",
-                        path = path.display(),
-                        error = e
-                    ),
-                )
-            })?;
+            file.write_all(&part.body)
+                .map_err(|e| fail::cannot_create(&path, e))?;
             saved.push(path);
         }
     }

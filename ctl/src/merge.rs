@@ -66,16 +66,7 @@ pub struct Table {
 }
 
 pub fn read_csv(path: &Path) -> Result<Table, Failure> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        Failure::new(
-            Status::NoInput,
-            t!(
-                "cannot read {path}: {error}",
-                path = path.display(),
-                error = e
-            ),
-        )
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| crate::fail::cannot_read(path, e))?;
     let bad = |e: csv::Error| Failure::new(Status::Data, format!("{}: {e}", path.display()));
     let text = decode(&bytes);
     let mut reader = csv::ReaderBuilder::new()
@@ -293,16 +284,7 @@ pub async fn merge(
         let mut attachments: Vec<RowAttachment> = Vec::new();
         for (k, &i) in chunk.iter().enumerate() {
             if let Some(path) = &files[i] {
-                let file = std::fs::File::open(path).map_err(|e| {
-                    Failure::new(
-                        Status::NoInput,
-                        t!(
-                            "cannot read {path}: {error}",
-                            path = path.display(),
-                            error = e
-                        ),
-                    )
-                })?;
+                let file = crate::fail::open_input(path)?;
                 let fd: std::os::fd::OwnedFd = file.into();
                 let name = path
                     .file_name()

@@ -61,16 +61,7 @@ fn read(path: &PathBuf) -> Result<String, Failure> {
         })?;
         return Ok(s);
     }
-    std::fs::read_to_string(path).map_err(|e| {
-        Failure::new(
-            Status::NoInput,
-            t!(
-                "cannot read {path}: {error}",
-                path = path.display(),
-                error = e
-            ),
-        )
-    })
+    std::fs::read_to_string(path).map_err(|e| crate::fail::cannot_read(path, e))
 }
 
 /// The content type a mail reader needs to open the file, from its extension.
@@ -140,16 +131,7 @@ pub async fn send(
     let html = args.html_file.as_ref().map(read).transpose()?;
     let mut attachments = Vec::new();
     for path in &args.attach {
-        let file = std::fs::File::open(path).map_err(|e| {
-            Failure::new(
-                Status::NoInput,
-                t!(
-                    "cannot open attachment {path}: {error}",
-                    path = path.display(),
-                    error = e
-                ),
-            )
-        })?;
+        let file = crate::fail::open_input(path)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

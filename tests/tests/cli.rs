@@ -77,6 +77,14 @@ fn run(bus: &Bus, user: Option<&str>, env: &[(&str, &str)], args: &[&str], stdin
     }
 }
 
+/// A daemon delivering into its local-mail directory, and an active account of `kind`.
+fn embedded_account(kind: &str, address: &str) -> (Bus, Daemon, String) {
+    let bus = Bus::start();
+    let daemon = Daemon::start(&bus, "");
+    let account = active_account(&bus, &daemon, None, None, kind, address);
+    (bus, daemon, account)
+}
+
 fn french() -> Vec<(&'static str, &'static str)> {
     vec![
         ("LANG", "fr_FR.UTF-8"),
@@ -293,9 +301,7 @@ fn exit_statuses_say_what_kind_of_failure() {
 
 #[test]
 fn queue_list_into_a_closed_pipe_ends_quietly() {
-    let bus = Bus::start();
-    let daemon = Daemon::start(&bus, "");
-    let account = active_account(&bus, &daemon, None, None, "personal", "moi@ecole.fr");
+    let (bus, _daemon, account) = embedded_account("personal", "moi@ecole.fr");
     mailctl(
         &bus,
         None,
@@ -337,16 +343,7 @@ fn queue_list_into_a_closed_pipe_ends_quietly() {
 
 #[test]
 fn accounts_by_address_default_marked_and_queue_filters() {
-    let bus = Bus::start();
-    let daemon = Daemon::start(&bus, "");
-    let account = active_account(
-        &bus,
-        &daemon,
-        None,
-        None,
-        "establishment",
-        "secretariat@ecole.fr",
-    );
+    let (bus, _daemon, account) = embedded_account("establishment", "secretariat@ecole.fr");
     let en = english();
     let set = run(
         &bus,
@@ -446,9 +443,7 @@ fn accounts_by_address_default_marked_and_queue_filters() {
 
 #[test]
 fn archive_show_decodes_saves_attachments_and_export_never_overwrites() {
-    let bus = Bus::start();
-    let daemon = Daemon::start(&bus, "");
-    let account = active_account(&bus, &daemon, None, None, "personal", "moi@ecole.fr");
+    let (bus, _daemon, account) = embedded_account("personal", "moi@ecole.fr");
     let dir = tempfile::tempdir().unwrap();
     let pdf = dir.path().join("bilan-léa.pdf");
     let pdf_bytes: Vec<u8> = (0..120_000u32).map(|i| (i % 251) as u8).collect();
@@ -728,9 +723,7 @@ fn merge_asks_before_leaving_families_out_and_says_partly_sent() {
 
 #[test]
 fn delete_says_what_went_with_the_account() {
-    let bus = Bus::start();
-    let daemon = Daemon::start(&bus, "");
-    let account = active_account(&bus, &daemon, None, None, "personal", "moi@ecole.fr");
+    let (bus, _daemon, account) = embedded_account("personal", "moi@ecole.fr");
     let deleted = run(
         &bus,
         None,
