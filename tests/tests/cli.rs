@@ -188,6 +188,33 @@ fn french_locale_gives_french_prompts_errors_and_help() {
         list.stdout
     );
 
+    let sent = run(
+        &bus,
+        None,
+        &fr,
+        &[
+            "send",
+            "--account",
+            "martin@ecole.fr",
+            "--to",
+            "famille.durand@example.org",
+            "--subject",
+            "Bilan",
+            "--body",
+            "Bonjour",
+            "--wait",
+        ],
+        "",
+    );
+    assert_eq!(sent.code, 0, "{sent:?}");
+    assert!(sent.stderr.contains("remis"), "{}", sent.stderr);
+    let queue = run(&bus, None, &fr, &["queue", "list"], "");
+    assert!(
+        queue.stdout.contains("DERNIÈRE RÉPONSE") && queue.stdout.contains("remis"),
+        "{}",
+        queue.stdout
+    );
+
     // LANGUAGE=fr over the C.UTF-8 locale, as on a machine without fr_FR generated.
     let mut language = english();
     language.push(("LANGUAGE", "fr"));
@@ -687,6 +714,25 @@ fn merge_asks_before_leaving_families_out_and_says_partly_sent() {
         "--attach-column",
         "fichier",
     ];
+
+    let shown = run(
+        &bus,
+        None,
+        &en,
+        &[
+            "template",
+            "show",
+            "bilan",
+            "--account",
+            "secretariat@ecole.fr",
+        ],
+        "",
+    );
+    assert!(
+        shown.stdout.contains("subject") && shown.stdout.contains("{{ eleve }}"),
+        "the text, each variable standing for itself: {}",
+        shown.stdout
+    );
 
     let preview = run(
         &bus,
