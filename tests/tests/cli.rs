@@ -55,7 +55,7 @@ fn run(bus: &Bus, user: Option<&str>, env: &[(&str, &str)], args: &[&str], stdin
         }
         None => Command::new(bin("mailctl")),
     };
-    let mut child = cmd
+    let child = cmd
         .args(args)
         .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
         .env_remove("LANGUAGE")
@@ -68,6 +68,11 @@ fn run(bus: &Bus, user: Option<&str>, env: &[(&str, &str)], args: &[&str], stdin
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    finish(child, stdin)
+}
+
+/// Types `stdin` into a started mailctl and waits for its end.
+fn finish(mut child: std::process::Child, stdin: &str) -> Run {
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     Run {
@@ -785,4 +790,38 @@ fn delete_says_what_went_with_the_account() {
         "{}",
         deleted.stderr
     );
+}
+
+/// `mailctl ARGS` on a terminal (util-linux `script` gives it one), typing `typed`.
+fn on_terminal(bus: &Bus, args: &str, typed: &str) -> Run {
+    let child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} {args}", bin("mailctl").display()),
+            "/dev/null",
+        ])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .env("LANG", "C.UTF-8")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    finish(child, typed)
+}
+
+#[test]
+fn delete_on_a_terminal_asks_first() {
+    let (bus, _daemon, account) = embedded_account("personal", "moi@ecole.fr");
+    let kept = on_terminal(&bus, &format!("account delete {account}"), "n\n");
+    assert_eq!(kept.code, 65, "{kept:?}");
+    assert!(
+        kept.stdout.contains("archive export") && kept.stdout.contains("nothing was deleted"),
+        "{}",
+        kept.stdout
+    );
+    mailctl(&bus, None, &["account", "show", &account], None).out();
+    let gone = on_terminal(&bus, "account delete moi@ecole.fr", "y\n");
+    assert_eq!(gone.code, 0, "{gone:?}");
+    mailctl(&bus, None, &["account", "show", &account], None).err("NotFound");
 }
