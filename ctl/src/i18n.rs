@@ -142,7 +142,8 @@ pub fn texts(cmd: &clap::Command, out: &mut Vec<String>) {
     }
 }
 
-/// The msgids of a PO file, unescaped (a small reader: enough for the catalogue's tests).
+/// The entries of a PO file, unescaped, with their translations (none when fuzzy); a small
+/// reader, enough for the catalogue's tests.
 #[cfg(test)]
 pub fn po_entries(po: &str) -> Vec<(String, Vec<String>)> {
     fn unquote(line: &str) -> String {
@@ -170,15 +171,24 @@ pub fn po_entries(po: &str) -> Vec<(String, Vec<String>)> {
     let mut plural = None::<String>;
     let mut strs: Vec<String> = Vec::new();
     let mut field = 0; // 1: msgid, 2: msgid_plural, 3: msgstr
+    // msgfmt leaves fuzzy entries out (msgcat marks conflicting ones so): untranslated.
+    let mut fuzzy = false;
+    let mut fuzzy_next = false;
     for line in po.lines() {
         let line = line.trim();
-        if let Some(rest) = line.strip_prefix("msgid ") {
+        if line.starts_with("#,") && line.contains("fuzzy") {
+            fuzzy_next = true;
+        } else if let Some(rest) = line.strip_prefix("msgid ") {
             if let Some(id) = id.take() {
+                if fuzzy {
+                    strs.clear();
+                }
                 if let Some(plural) = plural.take() {
                     entries.push((plural, strs.clone()));
                 }
                 entries.push((id, std::mem::take(&mut strs)));
             }
+            fuzzy = std::mem::take(&mut fuzzy_next);
             id = Some(unquote(rest));
             field = 1;
         } else if let Some(rest) = line.strip_prefix("msgid_plural ") {
@@ -202,6 +212,9 @@ pub fn po_entries(po: &str) -> Vec<(String, Vec<String>)> {
         }
     }
     if let Some(id) = id.take() {
+        if fuzzy {
+            strs.clear();
+        }
         if let Some(plural) = plural.take() {
             entries.push((plural, strs.clone()));
         }

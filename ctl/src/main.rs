@@ -1312,6 +1312,15 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let po = std::fs::read_to_string(root.join("po/fr.po")).unwrap();
         let entries = i18n::po_entries(&po);
+        let fuzzy =
+            i18n::po_entries("#, fuzzy\nmsgid \"a\"\nmsgstr \"b\"\nmsgid \"c\"\nmsgstr \"d\"\n");
+        assert_eq!(
+            fuzzy,
+            vec![
+                ("a".to_owned(), vec![]),
+                ("c".to_owned(), vec!["d".to_owned()])
+            ]
+        );
         let translated: std::collections::HashSet<&str> = entries
             .iter()
             .filter(|(_, strs)| !strs.is_empty() && strs.iter().all(|s| !s.is_empty()))
