@@ -15,9 +15,19 @@ CARGO_FLAGS := $(if $(filter release,$(PROFILE)),--release -p postecoled -p mail
 
 .PHONY: build install deb clean-deb
 
+LINGUAS := fr
+
 build:
 	cargo build $(CARGO_FLAGS)
 	rm -rf $(GEN) && $(BIN)/mailctl generate-files $(GEN)
+	# The catalogues (gettext's msgfmt), then the man pages in each language from them. C.UTF-8:
+	# gettext ignores LANGUAGE under the plain C locale.
+	for lang in $(LINGUAS); do \
+		install -d $(GEN)/locale/$$lang/LC_MESSAGES && \
+		msgfmt --check -o $(GEN)/locale/$$lang/LC_MESSAGES/postecole.mo po/$$lang.po && \
+		LC_ALL=C.UTF-8 LANGUAGE=$$lang POSTECOLE_LOCALEDIR=$(GEN)/locale \
+			$(BIN)/mailctl generate-files $(GEN)/$$lang || exit 1; \
+	done
 
 install: build
 	install -Dm755 $(BIN)/postecoled $(DESTDIR)/usr/libexec/postecoled
@@ -34,6 +44,11 @@ install: build
 	install -d $(DESTDIR)/usr/share/man/man1 $(DESTDIR)/usr/share/man/man8
 	for page in $(GEN)/man/*.1; do gzip -9n < $$page > $(DESTDIR)/usr/share/man/man1/$$(basename $$page).gz; done
 	gzip -9n < doc/postecoled.8 > $(DESTDIR)/usr/share/man/man8/postecoled.8.gz
+	for lang in $(LINGUAS); do \
+		install -Dm644 $(GEN)/locale/$$lang/LC_MESSAGES/postecole.mo $(DESTDIR)/usr/share/locale/$$lang/LC_MESSAGES/postecole.mo && \
+		install -d $(DESTDIR)/usr/share/man/$$lang/man1 && \
+		for page in $(GEN)/$$lang/man/*.1; do gzip -9n < $$page > $(DESTDIR)/usr/share/man/$$lang/man1/$$(basename $$page).gz; done || exit 1; \
+	done
 	install -Dm644 $(GEN)/completions/mailctl.bash $(DESTDIR)/usr/share/bash-completion/completions/mailctl
 	install -Dm644 $(GEN)/completions/_mailctl $(DESTDIR)/usr/share/zsh/vendor-completions/_mailctl
 	install -Dm644 $(GEN)/completions/mailctl.fish $(DESTDIR)/usr/share/fish/vendor_completions.d/mailctl.fish

@@ -12,6 +12,9 @@ bin="$root/target/debug"
 
 work=$(mktemp -d /tmp/postecole-demo.XXXXXX)
 chmod 755 "$work"
+# The French catalogue, for LANG=fr_FR.UTF-8 (gettext's msgfmt; skipped without it).
+mkdir -p "$work/locale/fr/LC_MESSAGES"
+msgfmt -o "$work/locale/fr/LC_MESSAGES/postecole.mo" po/fr.po 2> /dev/null || true
 user=$(id -un)
 group=$(id -gn)
 
@@ -50,45 +53,66 @@ until "$bin/mailctl" account list > /dev/null 2>&1; do
     sleep 0.1
 done
 
-say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+# Prints a command as it can be pasted back into a shell (each argument quoted when it needs
+# it), then runs it with this build's mailctl.
+quote() {
+    case "$1" in
+        *[!A-Za-z0-9_./:@=,+-]* | "") printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")" ;;
+        *) printf '%s' "$1" ;;
+    esac
+}
+say() {
+    {
+        printf '\n\033[1m$'
+        for arg in "$@"; do printf ' %s' "$(quote "$arg")"; done
+        printf '\033[0m\n'
+    } >&2
+}
+mailctl() {
+    say mailctl "$@"
+    "$bin/mailctl" "$@"
+}
+# `echo ANSWER | mailctl …`: the answer on standard input, as a script gives it.
+answer() {
+    text=$1
+    shift
+    {
+        printf '\n\033[1m$ echo %s |' "$(quote "$text")"
+        for arg in mailctl "$@"; do printf ' %s' "$(quote "$arg")"; done
+        printf '\033[0m\n'
+    } >&2
+    echo "$text" | "$bin/mailctl" "$@"
+}
 code_for() {
     # The code as written in the newest mail: "mailctl account verify ID CODE".
-    grep -h "mailctl account verify $1 " "$work"/state/local-mail/*.eml | tail -n1 | awk '{print $5}'
+    grep -h "mailctl account verify $1 " "$work"/state/local-mail/*.eml | tail -n1 | awk '{print $5}' | tr -d '\r'
 }
 
-say mailctl account create --kind establishment --label "Secrétariat" --address secretariat@ecole.fr
-shared=$("$bin/mailctl" account create --kind establishment --label "Secrétariat" --address secretariat@ecole.fr)
+shared=$(mailctl account create --kind establishment --label "Secrétariat" --address secretariat@ecole.fr)
 echo "$shared"
 echo "(the code went to $work/state/local-mail/)"
 code=$(code_for "$shared")
-say mailctl account verify "$shared" "$code"
-"$bin/mailctl" account verify "$shared" "$code"
-say "echo 'Clermont-Ferrand' | mailctl account secure $shared --question 'Ville de naissance de la directrice ?'"
-echo 'Clermont-Ferrand' | "$bin/mailctl" account secure "$shared" --question 'Ville de naissance de la directrice ?'
-say mailctl account staff "$shared" --add "$user"
-"$bin/mailctl" account staff "$shared" --add "$user"
+mailctl account verify "$shared" "$code"
+answer 'Clermont-Ferrand' account secure "$shared" --question 'Ville de naissance de la directrice ?'
+mailctl account staff "$shared" --add "$user"
 
-say mailctl account create --kind personal --label "Mme Martin" --address martin@ecole.fr
-mine=$("$bin/mailctl" account create --kind personal --label "Mme Martin" --address martin@ecole.fr)
+mine=$(mailctl account create --kind personal --label "Mme Martin" --address martin@ecole.fr)
 echo "$mine"
 code=$(code_for "$mine")
 wrong=000000; [ "$code" != "$wrong" ] || wrong=111111
-say mailctl account verify "$mine" $wrong "   # a wrong code is refused"
-"$bin/mailctl" account verify "$mine" $wrong || true
-say mailctl account verify "$mine" "$code"
-"$bin/mailctl" account verify "$mine" "$code"
-say "echo 'le chat Minouche' | mailctl account secure $mine --question 'Mon premier chat ?'"
-echo 'le chat Minouche' | "$bin/mailctl" account secure "$mine" --question 'Mon premier chat ?'
-say mailctl account list
-"$bin/mailctl" account list
+echo "(a wrong code is refused, with what to do and exit status 65)"
+mailctl account verify "$mine" $wrong || echo "exit status $?"
+mailctl account verify "$mine" "$code"
+answer 'le chat Minouche' account secure "$mine" --question 'Mon premier chat ?'
+mailctl account default martin@ecole.fr
+mailctl account list
 
 # A report (bilan) with a PDF attached, followed until delivered.
 printf '%%PDF-1.4\n%% Bilan du 1er trimestre\n%%%%EOF\n' > "$work/bilan-lea.pdf"
-say mailctl send --account "$shared" --to famille.durand@example.org --subject "Bilan du 1er trimestre" --body "Bonjour, veuillez trouver ci-joint le bilan de Léa." --attach "$work/bilan-lea.pdf" --wait
-"$bin/mailctl" send --account "$shared" --to famille.durand@example.org --subject "Bilan du 1er trimestre" \
-    --body "Bonjour, veuillez trouver ci-joint le bilan de Léa." --attach "$work/bilan-lea.pdf" --wait
-say mailctl queue list
-"$bin/mailctl" queue list
+mailctl send --account secretariat@ecole.fr --to famille.durand@example.org \
+    --subject "Bilan du 1er trimestre" --body "Bonjour, veuillez trouver ci-joint le bilan de Léa." \
+    --attach "$work/bilan-lea.pdf" --wait
+mailctl queue list --account secretariat@ecole.fr
 
 cat <<EOF2
 
@@ -97,9 +121,10 @@ Try it by hand:
 
   export DBUS_SYSTEM_BUS_ADDRESS='$DBUS_SYSTEM_BUS_ADDRESS'
   export PATH="$bin:\$PATH"
-  mailctl account show $shared
-  mailctl send --account $shared --to parent@example.org --subject Absence --body 'Merci de justifier…' --wait
-  mailctl queue list
+  mailctl account show secretariat@ecole.fr
+  mailctl send --account secretariat@ecole.fr --to parent@example.org --subject Absence --body 'Merci de justifier…' --wait
+  mailctl queue list --state delivered --since 1h
+  LANG=fr_FR.UTF-8 POSTECOLE_LOCALEDIR=$work/locale mailctl queue list
   mailctl account create --kind personal --label 'M. Durand' --address durand@ecole.fr
   ls $work/state/local-mail/
   busctl --address="\$DBUS_SYSTEM_BUS_ADDRESS" introspect org.postecole.Mail1 /org/postecole/Mail1

@@ -3,6 +3,7 @@
 //! every row with the daemon before anything is queued, then follows delivery.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,11 +11,11 @@ use clap::Args;
 use postecole_dbus::{OutboxProxy, RowAttachment};
 use serde_json::json;
 
-use crate::Failure;
+use crate::{Failure, Status, t, tn};
 
 #[derive(Args)]
 pub struct MergeArgs {
-    /// Account to send with (default: `mailctl account default`).
+    /// Account to send with, by id or address (default: `mailctl account default`).
     #[arg(long)]
     account: Option<String>,
     /// Template name (see `mailctl template list`).
@@ -32,12 +33,12 @@ pub struct MergeArgs {
     /// Check every row and report, without sending.
     #[arg(long)]
     dry_run: bool,
-    /// Show the first N messages as they will be sent.
+    /// Show the first N messages as they will be sent, each with its family's file.
     #[arg(long, value_name = "N")]
     preview: Option<usize>,
-    /// Print the outcome as JSON.
+    /// When some rows are refused, send to the others without asking (scripts).
     #[arg(long)]
-    json: bool,
+    yes: bool,
 }
 
 /// The CSV's text: UTF-8 (with or without BOM), else Windows-1252.
@@ -65,8 +66,8 @@ pub struct Table {
 }
 
 pub fn read_csv(path: &Path) -> Result<Table, Failure> {
-    let bytes =
-        std::fs::read(path).map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path).map_err(|e| crate::fail::cannot_read(path, e))?;
+    let bad = |e: csv::Error| Failure::new(Status::Data, format!("{}: {e}", path.display()));
     let text = decode(&bytes);
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter(&text))
@@ -74,7 +75,7 @@ pub fn read_csv(path: &Path) -> Result<Table, Failure> {
         .from_reader(text.as_bytes());
     let header = reader
         .headers()
-        .map_err(|e| Failure(format!("{}: {e}", path.display())))?
+        .map_err(bad)?
         .iter()
         .map(|h| h.trim().to_owned())
         .collect();
@@ -82,7 +83,7 @@ pub fn read_csv(path: &Path) -> Result<Table, Failure> {
         .records()
         .map(|r| r.map(|r| r.iter().map(|c| c.trim().to_owned()).collect()))
         .collect::<Result<Vec<Vec<String>>, _>>()
-        .map_err(|e| Failure(format!("{}: {e}", path.display())))?;
+        .map_err(bad)?;
     Ok(Table { header, rows })
 }
 
@@ -94,7 +95,11 @@ struct Outcome {
     detail: String,
 }
 
-pub async fn merge(connection: &zbus::Connection, args: MergeArgs) -> Result<(), Failure> {
+pub async fn merge(
+    connection: &zbus::Connection,
+    args: MergeArgs,
+    json: bool,
+) -> Result<(), Failure> {
     let account = crate::send::account_or_default(connection, args.account).await?;
     let outbox = OutboxProxy::new(connection).await?;
     let template = outbox
@@ -103,10 +108,13 @@ pub async fn merge(connection: &zbus::Connection, args: MergeArgs) -> Result<(),
         .into_iter()
         .find(|t| t.name == args.template)
         .ok_or_else(|| {
-            Failure(format!(
-                "no template `{}` (see `mailctl template list`)",
-                args.template
-            ))
+            Failure::new(
+                Status::NoInput,
+                t!(
+                    "no template `{name}` (see mailctl template list)",
+                    name = args.template
+                ),
+            )
         })?;
     let table = read_csv(&args.csv)?;
     let column = |name: &str| {
@@ -115,16 +123,15 @@ pub async fn merge(connection: &zbus::Connection, args: MergeArgs) -> Result<(),
             .iter()
             .position(|h| h.eq_ignore_ascii_case(name))
     };
-    let address_at = column(&args.address_column).ok_or_else(|| {
-        Failure(format!(
-            "the CSV has no column `{}` (--address-column)",
-            args.address_column
-        ))
-    })?;
+    let no_column = |name: &str| {
+        Failure::new(
+            Status::Data,
+            t!("the CSV has no column `{name}`", name = name),
+        )
+    };
+    let address_at = column(&args.address_column).ok_or_else(|| no_column(&args.address_column))?;
     let attach_at = match &args.attach_column {
-        Some(name) => {
-            Some(column(name).ok_or_else(|| Failure(format!("the CSV has no column `{name}`")))?)
-        }
+        Some(name) => Some(column(name).ok_or_else(|| no_column(name))?),
         None => None,
     };
     let variable_at: Vec<(String, usize)> = template
@@ -132,11 +139,15 @@ pub async fn merge(connection: &zbus::Connection, args: MergeArgs) -> Result<(),
         .iter()
         .map(|v| {
             column(v).map(|i| (v.clone(), i)).ok_or_else(|| {
-                Failure(format!(
-                    "the CSV has no column `{v}`, which template {} needs ({})",
-                    template.name,
-                    template.variables.join(", ")
-                ))
+                Failure::new(
+                    Status::Data,
+                    t!(
+                        "the CSV has no column `{name}`, which template {template} needs ({variables})",
+                        name = v,
+                        template = template.name,
+                        variables = template.variables.join(", ")
+                    ),
+                )
             })
         })
         .collect::<Result<_, _>>()?;
@@ -165,7 +176,7 @@ pub async fn merge(connection: &zbus::Connection, args: MergeArgs) -> Result<(),
                         line,
                         address: cell(record, address_at),
                         state: "refused".into(),
-                        detail: format!("file {}: {e}", path.display()),
+                        detail: t!("file {path}: {error}", path = path.display(), error = e),
                     });
                     continue;
                 }
@@ -179,11 +190,19 @@ pub async fn merge(connection: &zbus::Connection, args: MergeArgs) -> Result<(),
     }
 
     if let Some(n) = args.preview {
-        for row in rows.iter().take(n) {
+        for (row, file) in rows.iter().zip(&files).take(n) {
             let vars: HashMap<&str, &str> =
                 row.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let (subject, text, _) = outbox.preview(&account, &template.name, vars).await?;
-            println!("To: {}\nSubject: {subject}\n\n{text}\n----", row["email"]);
+            let attached = match file {
+                Some(path) => path.display().to_string(),
+                None => t!("(none)"),
+            };
+            crate::outln!(
+                "To: {}\nSubject: {subject}\n{}: {attached}\n\n{text}\n----",
+                row["email"],
+                t!("Attachment")
+            );
         }
     }
 
@@ -210,16 +229,51 @@ pub async fn merge(connection: &zbus::Connection, args: MergeArgs) -> Result<(),
             None => accepted.push(i),
         }
     }
+    outcomes.sort_by_key(|o| o.line);
     if args.dry_run {
-        outcomes.sort_by_key(|o| o.line);
-        if !args.json {
+        if !json {
             eprintln!(
-                "{} families can receive the message, {} cannot:",
-                accepted.len(),
-                outcomes.len()
+                "{} {}",
+                tn!(
+                    "{n} family can receive the message,",
+                    "{n} families can receive the message,",
+                    accepted.len()
+                ),
+                tn!("{n} cannot:", "{n} cannot:", outcomes.len())
             );
         }
-        return report(&outcomes, accepted.len(), args.json, true);
+        return report(&outcomes, accepted.len(), json, true);
+    }
+    if !outcomes.is_empty() && !args.yes {
+        // The refused rows first, so that the question is asked knowing who is left out.
+        if !json {
+            crate::output::stdout(&refused_table(&outcomes));
+        }
+        let question = tn!(
+            "{n} family cannot receive the message (above).",
+            "{n} families cannot receive the message (above).",
+            outcomes.len()
+        );
+        let send_rest = tn!(
+            "Send it to the {n} other family?",
+            "Send it to the {n} other families?",
+            accepted.len()
+        );
+        let go = std::io::stdin().is_terminal()
+            && !json
+            && crate::confirm(&format!("{question} {send_rest}"))?;
+        if !go {
+            return Err(Failure::new(
+                Status::Data,
+                t!(
+                    "nothing was sent: some rows are refused. Correct the CSV, or send to the others with --yes."
+                ),
+            )
+            .with_partial(report_json(&outcomes, 0, false)));
+        }
+    }
+    if accepted.is_empty() {
+        return report(&outcomes, 0, json, false);
     }
 
     // The system bus carries at most 16 descriptors per message.
@@ -230,8 +284,7 @@ pub async fn merge(connection: &zbus::Connection, args: MergeArgs) -> Result<(),
         let mut attachments: Vec<RowAttachment> = Vec::new();
         for (k, &i) in chunk.iter().enumerate() {
             if let Some(path) = &files[i] {
-                let file = std::fs::File::open(path)
-                    .map_err(|e| Failure(format!("cannot open {}: {e}", path.display())))?;
+                let file = crate::fail::open_input(path)?;
                 let fd: std::os::fd::OwnedFd = file.into();
                 let name = path
                     .file_name()
@@ -269,15 +322,20 @@ pub async fn merge(connection: &zbus::Connection, args: MergeArgs) -> Result<(),
             }
         }
     }
-    if !args.json {
+    if !json {
         eprintln!(
-            "{} messages queued; {} families left out. Following delivery (interrupting is safe: the queue keeps going).",
-            ids.len(),
-            outcomes.len()
+            "{} {} {}",
+            tn!("{n} message queued;", "{n} messages queued;", ids.len()),
+            tn!(
+                "{n} family left out.",
+                "{n} families left out.",
+                outcomes.len()
+            ),
+            t!("Following delivery (interrupting is safe: the queue keeps going).")
         );
     }
     let message_ids: Vec<String> = ids.iter().map(|(_, _, id)| id.clone()).collect();
-    let finals = follow(&outbox, &message_ids, args.json).await?;
+    let finals = follow(&outbox, &message_ids, json).await?;
     for (line, address, id) in ids {
         let (state, detail) = finals.get(&id).cloned().unwrap_or_default();
         outcomes.push(Outcome {
@@ -288,7 +346,7 @@ pub async fn merge(connection: &zbus::Connection, args: MergeArgs) -> Result<(),
         });
     }
     outcomes.sort_by_key(|o| o.line);
-    report(&outcomes, message_ids.len(), args.json, false)
+    report(&outcomes, message_ids.len(), json, false)
 }
 
 fn borrowed_rows(rows: &[HashMap<String, String>]) -> Vec<HashMap<&str, &str>> {
@@ -309,7 +367,7 @@ async fn follow(
         let bar = indicatif::ProgressBar::new(ids.len() as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
-                .map_err(|e| Failure(e.to_string()))?,
+                .map_err(|e| Failure::new(Status::Other, e.to_string()))?,
         );
         bar
     };
@@ -331,7 +389,11 @@ async fn follow(
         }
         bar.set_position(finals.len() as u64);
         bar.set_message(if deferred > 0 {
-            format!("({deferred} deferred, will be retried)")
+            tn!(
+                "({n} deferred, will be retried)",
+                "({n} deferred, will be retried)",
+                deferred
+            )
         } else {
             String::new()
         });
@@ -343,50 +405,106 @@ async fn follow(
     }
 }
 
+fn report_json(outcomes: &[Outcome], queued: usize, dry_run: bool) -> serde_json::Value {
+    let count = |s: &str| outcomes.iter().filter(|o| o.state == s).count();
+    let rows: Vec<_> = outcomes
+        .iter()
+        .map(
+            |o| json!({"line": o.line, "address": o.address, "state": o.state, "detail": o.detail}),
+        )
+        .collect();
+    json!({"dry_run": dry_run, "queued": queued, "delivered": count("delivered"),
+           "failed": count("failed"), "refused": count("refused"), "rows": rows})
+}
+
+fn refused_table<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) -> String {
+    let rows: Vec<Vec<String>> = outcomes
+        .into_iter()
+        .map(|o| {
+            vec![
+                o.line.to_string(),
+                o.address.clone(),
+                crate::output::state(&o.state),
+                o.detail.clone(),
+            ]
+        })
+        .collect();
+    crate::output::table(
+        &[t!("LINE"), t!("ADDRESS"), t!("OUTCOME"), t!("WHY")],
+        &rows,
+    )
+}
+
+/// The outcome, and an exit status that tells "all sent" from "partly sent" from "none".
 fn report(outcomes: &[Outcome], queued: usize, json: bool, dry_run: bool) -> Result<(), Failure> {
     let count = |s: &str| outcomes.iter().filter(|o| o.state == s).count();
+    let failure = if dry_run { None } else { outcome(outcomes) };
     if json {
-        let rows: Vec<_> = outcomes
-            .iter()
-            .map(|o| json!({"line": o.line, "address": o.address, "state": o.state, "detail": o.detail}))
-            .collect();
-        println!(
-            "{}",
-            json!({"dry_run": dry_run, "queued": queued, "delivered": count("delivered"),
-                   "failed": count("failed"), "refused": count("refused"), "rows": rows})
-        );
+        // One JSON document: the report, with the error in it when not all was sent.
+        let mut doc = report_json(outcomes, queued, dry_run);
+        if let Some(f) = &failure {
+            doc["error"] = f.json()["error"].clone();
+        }
+        crate::outln!("{doc}");
     } else {
-        let rows: Vec<Vec<String>> = outcomes
+        let shown: Vec<&Outcome> = outcomes
             .iter()
             .filter(|o| dry_run || o.state != "delivered")
-            .map(|o| {
-                vec![
-                    o.line.to_string(),
-                    o.address.clone(),
-                    o.state.clone(),
-                    o.detail.clone(),
-                ]
-            })
             .collect();
-        if !rows.is_empty() {
-            print!(
-                "{}",
-                crate::output::table(&["LINE", "ADDRESS", "OUTCOME", "WHY"], &rows)
-            );
+        if !shown.is_empty() {
+            crate::output::stdout(&refused_table(shown));
         }
         if !dry_run {
-            println!(
-                "delivered: {}  failed: {}  refused: {}",
-                count("delivered"),
-                count("failed"),
-                count("refused")
+            crate::outln!(
+                "{}",
+                t!(
+                    "delivered: {delivered}  failed: {failed}  refused: {refused}",
+                    delivered = count("delivered"),
+                    failed = count("failed"),
+                    refused = count("refused")
+                )
             );
         }
     }
-    if count("failed") > 0 {
-        return Err(Failure(format!("{} messages failed", count("failed"))));
+    match failure {
+        Some(mut f) => {
+            f.json_printed = json;
+            Err(f)
+        }
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// "All sent", or a failure that tells "partly sent" from "none".
+fn outcome(outcomes: &[Outcome]) -> Option<Failure> {
+    let count = |s: &str| outcomes.iter().filter(|o| o.state == s).count();
+    let (delivered, failed, refused) = (count("delivered"), count("failed"), count("refused"));
+    if failed + refused == 0 {
+        return None;
+    }
+    let why = t!(
+        "{failed} failed, {refused} refused",
+        failed = failed,
+        refused = refused
+    );
+    Some(if delivered > 0 {
+        Failure::new(
+            Status::Partial,
+            tn!(
+                "partly sent: {n} family received the message; {why}",
+                "partly sent: {n} families received the message; {why}",
+                delivered,
+                why = why
+            ),
+        )
+    } else if failed > 0 {
+        Failure::new(
+            Status::Unavailable,
+            t!("nothing was delivered: {why}", why = why),
+        )
+    } else {
+        Failure::new(Status::Data, t!("nothing was sent: {why}", why = why))
+    })
 }
 
 #[cfg(test)]

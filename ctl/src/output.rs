@@ -1,9 +1,54 @@
-//! Human tables and `--json` for what the daemon returns.
+//! Human tables and `--json` for what the daemon returns, and the one way to stdout.
+
+use std::io::Write;
 
 use postecole_dbus::{AccountInfo, ArchivedInfo, AuditEntry, MessageInfo};
 use serde_json::{Value, json};
 
-pub fn account_json(a: &AccountInfo) -> Value {
+use crate::{t, tn};
+
+/// Writes to standard output. A reader that stopped reading (`mailctl queue list | head`)
+/// ends mailctl quietly, as it does `cat`, instead of a panic.
+pub fn stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("mailctl: {e}");
+        std::process::exit(74);
+    }
+}
+
+/// A message's or an account's state in the caller's language (JSON keeps the English name).
+pub fn state(name: &str) -> String {
+    match name {
+        "queued" => t!("queued"),
+        "sending" => t!("sending"),
+        "deferred" => t!("deferred"),
+        "held" => t!("held"),
+        "delivered" => t!("delivered"),
+        "failed" => t!("failed"),
+        "cancelled" => t!("cancelled"),
+        "refused" => t!("refused"),
+        "awaiting-code" => t!("awaiting-code"),
+        "awaiting-secret" => t!("awaiting-secret"),
+        "active" => t!("active"),
+        "establishment" => t!("establishment"),
+        "personal" => t!("personal"),
+        other => other.to_owned(),
+    }
+}
+
+/// `println!` through [`stdout`].
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::stdout(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub fn account_json(a: &AccountInfo, default: &str) -> Value {
     json!({
         "id": a.id,
         "kind": a.kind,
@@ -14,21 +59,23 @@ pub fn account_json(a: &AccountInfo) -> Value {
         "staff": a.staff,
         "question": a.question,
         "created": a.created,
+        "default": !default.is_empty() && a.id == default,
     })
 }
 
-pub fn accounts_json(accounts: &[AccountInfo]) -> Value {
-    Value::Array(accounts.iter().map(account_json).collect())
+pub fn accounts_json(accounts: &[AccountInfo], default: &str) -> Value {
+    Value::Array(accounts.iter().map(|a| account_json(a, default)).collect())
 }
 
-pub fn accounts_table(accounts: &[AccountInfo]) -> String {
+/// The caller's default account is marked `*` in the last column.
+pub fn accounts_table(accounts: &[AccountInfo], default: &str) -> String {
     let rows: Vec<Vec<String>> = accounts
         .iter()
         .map(|a| {
             vec![
                 a.id.clone(),
-                a.kind.clone(),
-                a.state.clone(),
+                state(&a.kind),
+                state(&a.state),
                 a.label.clone(),
                 a.address.clone(),
                 if a.kind == postecole_dbus::KIND_PERSONAL {
@@ -36,13 +83,25 @@ pub fn accounts_table(accounts: &[AccountInfo]) -> String {
                 } else {
                     a.staff.join(",")
                 },
+                if a.id == default { "*" } else { "" }.to_owned(),
             ]
         })
         .collect();
-    table(&["ID", "KIND", "STATE", "LABEL", "ADDRESS", "USERS"], &rows)
+    table(
+        &[
+            t!("ID"),
+            t!("KIND"),
+            t!("STATE"),
+            t!("LABEL"),
+            t!("ADDRESS"),
+            t!("USERS"),
+            t!("DEFAULT"),
+        ],
+        &rows,
+    )
 }
 
-pub fn account_details(a: &AccountInfo) -> String {
+pub fn account_details(a: &AccountInfo, default: &str) -> String {
     let staff = if a.staff.is_empty() {
         "-".to_owned()
     } else {
@@ -53,20 +112,34 @@ pub fn account_details(a: &AccountInfo) -> String {
     } else {
         &a.question
     };
-    let rows = [
-        ("id", a.id.as_str()),
-        ("kind", a.kind.as_str()),
-        ("label", a.label.as_str()),
-        ("address", a.address.as_str()),
-        ("state", a.state.as_str()),
-        ("owner", a.owner.as_str()),
-        ("staff", staff.as_str()),
-        ("question", question),
-    ];
-    rows.iter().map(|(k, v)| format!("{k:<9} {v}\n")).collect()
+    let is_default = if a.id == default { t!("yes") } else { t!("no") };
+    details(&[
+        (t!("id"), a.id.clone()),
+        (t!("kind"), state(&a.kind)),
+        (t!("label"), a.label.clone()),
+        (t!("address"), a.address.clone()),
+        (t!("state"), state(&a.state)),
+        (t!("owner"), a.owner.clone()),
+        (t!("staff"), staff),
+        (t!("question"), question.to_owned()),
+        (t!("default"), is_default),
+    ])
+}
+
+/// `key   value` lines, keys padded to the longest (they are translated).
+pub fn details(rows: &[(String, String)]) -> String {
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    rows.iter()
+        .map(|(k, v)| format!("{k}{}  {v}\n", " ".repeat(width - k.chars().count())))
+        .collect()
 }
 
 pub fn message_json(m: &MessageInfo) -> Value {
+    // One shape per field across commands: `to` is an array wherever it appears.
     json!({
         "id": m.id,
         "account": m.account,
@@ -101,15 +174,15 @@ pub fn relative(at: u64, now: u64) -> String {
         (at - now, false)
     };
     let span = match delta {
-        0..=59 => format!("{delta} s"),
-        60..=3599 => format!("{} min", delta / 60),
-        3600..=172_799 => format!("{} h", delta / 3600),
-        _ => format!("{} days", delta / 86_400),
+        0..=59 => t!("{n} s", n = delta),
+        60..=3599 => t!("{n} min", n = delta / 60),
+        3600..=172_799 => t!("{n} h", n = delta / 3600),
+        _ => tn!("{n} day", "{n} days", delta / 86_400),
     };
     if past {
-        format!("{span} ago")
+        t!("{span} ago", span = span)
     } else {
-        format!("in {span}")
+        t!("in {span}", span = span)
     }
 }
 
@@ -122,69 +195,102 @@ fn shorten(s: &str, max: usize) -> String {
     }
 }
 
-pub fn messages_table(messages: &[MessageInfo], now: u64) -> String {
+/// Who (account, by address when known), when, to whom, where it stands and what the relay
+/// said last, whole: the last column is never cut.
+pub fn messages_table(
+    messages: &[MessageInfo],
+    addresses: &std::collections::HashMap<String, String>,
+    now: u64,
+) -> String {
     let rows: Vec<Vec<String>> = messages
         .iter()
         .map(|m| {
             vec![
                 m.id.clone(),
-                m.account.clone(),
-                m.state.clone(),
-                m.attempts.to_string(),
                 relative(m.created, now),
-                shorten(&m.to.join(","), 40),
-                shorten(&m.last_reply, 60),
+                addresses
+                    .get(&m.account)
+                    .cloned()
+                    .unwrap_or_else(|| m.account.clone()),
+                m.submitter.clone(),
+                state(&m.state),
+                m.attempts.to_string(),
+                if m.to.is_empty() {
+                    "-".to_owned()
+                } else {
+                    shorten(&m.to.join(","), 40)
+                },
+                if m.last_reply.is_empty() {
+                    "-".to_owned()
+                } else {
+                    m.last_reply.clone()
+                },
             ]
         })
         .collect();
     table(
         &[
-            "ID",
-            "ACCOUNT",
-            "STATE",
-            "TRIES",
-            "CREATED",
-            "TO",
-            "LAST REPLY",
+            t!("ID"),
+            t!("CREATED"),
+            t!("ACCOUNT"),
+            t!("USER"),
+            t!("STATE"),
+            t!("TRIES"),
+            t!("TO"),
+            t!("LAST REPLY"),
         ],
         &rows,
     )
 }
 
 pub fn message_details(m: &MessageInfo, now: u64) -> String {
-    let next = if m.next_attempt == 0 {
-        "-".to_owned()
-    } else {
-        relative(m.next_attempt, now)
-    };
-    let rows = [
-        ("id", m.id.clone()),
-        ("account", m.account.clone()),
-        ("state", m.state.clone()),
-        ("to", m.to.join(", ")),
-        ("created", relative(m.created, now)),
-        ("attempts", m.attempts.to_string()),
-        ("next try", next),
+    details(&[
+        (t!("id"), m.id.clone()),
+        (t!("account"), m.account.clone()),
+        (t!("state"), state(&m.state)),
+        (t!("to"), m.to.join(", ")),
+        (t!("created"), relative(m.created, now)),
+        (t!("attempts"), m.attempts.to_string()),
+        (t!("next try"), next_try(m, now)),
         (
-            "reply",
+            t!("reply"),
             if m.last_reply.is_empty() {
                 "-".into()
             } else {
                 m.last_reply.clone()
             },
         ),
-        ("msg-id", m.message_id.clone()),
-        ("sender", m.submitter.clone()),
-        ("size", format!("{} bytes", m.size)),
-    ];
-    rows.iter().map(|(k, v)| format!("{k:<9} {v}\n")).collect()
+        (t!("msg-id"), m.message_id.clone()),
+        (t!("sender"), m.submitter.clone()),
+        (t!("size"), tn!("{n} byte", "{n} bytes", m.size)),
+    ])
+}
+
+/// A try that is due is "now", never "1 s ago"; a message that is not waiting has none.
+pub fn next_try(m: &MessageInfo, now: u64) -> String {
+    let waiting = matches!(m.state.as_str(), "queued" | "deferred");
+    if m.next_attempt == 0 || !waiting {
+        "-".to_owned()
+    } else if m.next_attempt <= now {
+        t!("now")
+    } else {
+        relative(m.next_attempt, now)
+    }
 }
 
 pub fn archived_json(messages: &[ArchivedInfo]) -> Value {
     Value::Array(
         messages
             .iter()
-            .map(|m| json!({"id": m.id, "created": m.created, "subject": m.subject, "to": m.to, "size": m.size}))
+            .map(|m| {
+                let to: Vec<&str> = m
+                    .to
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .collect();
+                json!({"id": m.id, "created": m.created, "subject": m.subject, "to": to, "size": m.size})
+            })
             .collect(),
     )
 }
@@ -201,7 +307,7 @@ pub fn archived_table(messages: &[ArchivedInfo], now: u64) -> String {
             ]
         })
         .collect();
-    table(&["ID", "SENT", "TO", "SUBJECT"], &rows)
+    table(&[t!("ID"), t!("SENT"), t!("TO"), t!("SUBJECT")], &rows)
 }
 
 pub fn audit_json(entries: &[AuditEntry]) -> Value {
@@ -229,11 +335,20 @@ pub fn audit_table(entries: &[AuditEntry], now: u64) -> String {
             ]
         })
         .collect();
-    table(&["WHEN", "USER", "ACTION", "ACCOUNT", "OUTCOME"], &rows)
+    table(
+        &[
+            t!("WHEN"),
+            t!("USER"),
+            t!("ACTION"),
+            t!("ACCOUNT"),
+            t!("OUTCOME"),
+        ],
+        &rows,
+    )
 }
 
 /// Columns padded to their widest cell, counted in characters so that accents align.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub fn table(header: &[String], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -253,7 +368,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push('\n');
         out
     };
-    let mut out = line(header.to_vec());
+    let mut out = line(header.iter().map(|h| h.as_str()).collect());
     for row in rows {
         out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
@@ -276,7 +391,7 @@ mod tests {
     #[test]
     fn table_aligns_on_characters() {
         let t = table(
-            &["ID", "LABEL"],
+            &["ID".to_owned(), "LABEL".to_owned()],
             &[
                 vec!["a".into(), "Écolé".into()],
                 vec!["bbbb".into(), "x".into()],

@@ -8,11 +8,11 @@ use clap::Args;
 use futures_util::StreamExt;
 use postecole_dbus::{AccountsProxy, OutboxProxy, OutgoingMessage};
 
-use crate::Failure;
+use crate::{Failure, Status, t};
 
 #[derive(Args)]
 pub struct SendArgs {
-    /// Account to send with (default: `mailctl account default`).
+    /// Account to send with, by id or address (default: `mailctl account default`).
     #[arg(long)]
     account: Option<String>,
     /// Recipient; repeat for several.
@@ -44,17 +44,24 @@ pub struct SendArgs {
     /// Follow the message until it is delivered or has failed.
     #[arg(long)]
     wait: bool,
+    /// With --wait: give up waiting after this many seconds (exit status 75); the message
+    /// stays queued.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, requires = "wait")]
+    timeout: u64,
 }
 
-fn read(path: &PathBuf, what: &str) -> Result<String, Failure> {
+fn read(path: &PathBuf) -> Result<String, Failure> {
     if path.as_os_str() == "-" {
         let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-            .map_err(|e| Failure(format!("cannot read the {what} from standard input: {e}")))?;
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| {
+            Failure::new(
+                Status::NoInput,
+                t!("cannot read standard input: {error}", error = e),
+            )
+        })?;
         return Ok(s);
     }
-    std::fs::read_to_string(path)
-        .map_err(|e| Failure(format!("cannot read {what} {}: {e}", path.display())))
+    std::fs::read_to_string(path).map_err(|e| crate::fail::cannot_read(path, e))
 }
 
 /// The content type a mail reader needs to open the file, from its extension.
@@ -81,42 +88,50 @@ pub fn content_type(path: &std::path::Path) -> &'static str {
     }
 }
 
-/// `--account`, or the caller's default account.
+/// The caller's default account, if one is set.
+pub async fn default_account(connection: &zbus::Connection) -> Result<Option<String>, Failure> {
+    let id = AccountsProxy::new(connection)
+        .await?
+        .get_default_account()
+        .await?;
+    Ok(Some(id).filter(|id| !id.is_empty()))
+}
+
+/// `--account` (id or address), or the caller's default account.
 pub async fn account_or_default(
     connection: &zbus::Connection,
     account: Option<String>,
 ) -> Result<String, Failure> {
     if let Some(a) = account {
-        return Ok(a);
+        return crate::resolve(connection, &a).await;
     }
-    let id = AccountsProxy::new(connection)
-        .await?
-        .get_default_account()
-        .await?;
-    if id.is_empty() {
-        return Err(Failure(
-            "no --account given and no default account set (mailctl account default ID)".into(),
-        ));
+    match default_account(connection).await? {
+        Some(id) => {
+            crate::fail::set_account(&id);
+            Ok(id)
+        }
+        None => Err(Failure::new(
+            Status::Usage,
+            t!("no --account given and no default account set (mailctl account default ID)"),
+        )),
     }
-    Ok(id)
 }
 
-pub async fn send(connection: &zbus::Connection, args: SendArgs) -> Result<(), Failure> {
+pub async fn send(
+    connection: &zbus::Connection,
+    args: SendArgs,
+    json: bool,
+) -> Result<(), Failure> {
     let account = account_or_default(connection, args.account).await?;
     let text = match (&args.body, &args.body_file) {
         (Some(body), _) => body.clone(),
-        (None, Some(path)) => read(path, "body")?,
+        (None, Some(path)) => read(path)?,
         (None, None) => unreachable!("clap requires --body or --body-file"),
     };
-    let html = args
-        .html_file
-        .as_ref()
-        .map(|p| read(p, "HTML file"))
-        .transpose()?;
+    let html = args.html_file.as_ref().map(read).transpose()?;
     let mut attachments = Vec::new();
     for path in &args.attach {
-        let file = std::fs::File::open(path)
-            .map_err(|e| Failure(format!("cannot open attachment {}: {e}", path.display())))?;
+        let file = crate::fail::open_input(path)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -140,14 +155,27 @@ pub async fn send(connection: &zbus::Connection, args: SendArgs) -> Result<(), F
         None
     };
     let id = outbox.send(&account, message, attachments).await?;
-    println!("{id}");
     let Some(changes) = changes.as_mut() else {
+        if json {
+            crate::outln!("{}", serde_json::json!({ "id": id }));
+        } else {
+            crate::outln!("{id}");
+        }
         return Ok(());
     };
+    if !json {
+        crate::outln!("{id}");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
     // Each state as the daemon announces it; a periodic look covers a missed signal.
     let mut last = String::new();
     loop {
-        let announced = match tokio::time::timeout(Duration::from_secs(5), changes.next()).await {
+        let wait = Duration::from_secs(5).min(
+            deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(Duration::from_millis(1)),
+        );
+        let announced = match tokio::time::timeout(wait, changes.next()).await {
             Ok(Some(signal)) => match signal.args() {
                 Ok(args) if *args.id() == id => Some(args.state().to_string()),
                 _ => continue,
@@ -156,25 +184,65 @@ pub async fn send(connection: &zbus::Connection, args: SendArgs) -> Result<(), F
         };
         let info = outbox.get_message(&id).await?;
         let state = announced.unwrap_or_else(|| info.state.clone());
+        let now = crate::output::now();
+        if tokio::time::Instant::now() >= deadline
+            && !matches!(state.as_str(), "delivered" | "failed" | "cancelled")
+        {
+            let next = crate::output::next_try(&info, now);
+            return Err(Failure::new(
+                Status::TempFail,
+                t!(
+                    "message {id} is still {state} after {seconds} s (next try: {next}); it stays queued and is retried automatically. Follow it with: mailctl queue show {id}",
+                    id = id,
+                    state = info.state,
+                    seconds = args.timeout,
+                    next = next
+                ),
+            )
+            .with_partial(crate::output::message_json(&info)));
+        }
         if state == last {
             continue;
         }
         let detail = match state.as_str() {
             "deferred" => format!(
-                " ({}; next try {})",
+                " ({}; {})",
                 info.last_reply,
-                crate::output::relative(info.next_attempt, crate::output::now())
+                t!(
+                    "next try {when}",
+                    when = crate::output::next_try(&info, now)
+                )
             ),
             "delivered" | "failed" if !info.last_reply.is_empty() => {
                 format!(" ({})", info.last_reply)
             }
             _ => String::new(),
         };
-        eprintln!("{state}{detail}");
+        eprintln!("{}{detail}", crate::output::state(&state));
         match state.as_str() {
-            "delivered" => return Ok(()),
-            "failed" => return Err(Failure(format!("message {id} failed: {}", info.last_reply))),
-            "cancelled" => return Err(Failure(format!("message {id} was cancelled"))),
+            "delivered" => {
+                if json {
+                    crate::outln!("{}", crate::output::message_json(&info));
+                }
+                return Ok(());
+            }
+            "failed" => {
+                return Err(Failure::new(
+                    Status::Unavailable,
+                    t!(
+                        "message {id} failed: {reply}",
+                        id = id,
+                        reply = info.last_reply
+                    ),
+                )
+                .with_partial(crate::output::message_json(&info)));
+            }
+            "cancelled" => {
+                return Err(Failure::new(
+                    Status::Data,
+                    t!("message {id} was cancelled", id = id),
+                ));
+            }
             _ => {}
         }
         last = state;
