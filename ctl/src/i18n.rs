@@ -19,8 +19,10 @@ pub fn locale_dir() -> PathBuf {
 
 /// Takes the language from the environment (LANGUAGE, LC_ALL, LC_MESSAGES, LANG). An unknown
 /// locale or a missing catalogue leaves mailctl in English, which is what gettext answers.
+#[allow(unsafe_code)]
 pub fn init() {
-    // SAFETY: called first thing in main, before any other thread exists or reads the locale.
+    // SAFETY: setlocale is not thread-safe; this runs first thing in main, before any other
+    // thread exists or reads the locale.
     let _ = unsafe { gettextrs::setlocale(LocaleCategory::LcAll, "") };
     let _ = gettextrs::bindtextdomain(DOMAIN, locale_dir());
     let _ = gettextrs::bind_textdomain_codeset(DOMAIN, "UTF-8");

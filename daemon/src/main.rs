@@ -1,4 +1,5 @@
 //! postecoled: the e-mail service of a shared school PC, on the D-Bus system bus.
+#![forbid(unsafe_code)]
 
 mod accounts;
 mod archive;

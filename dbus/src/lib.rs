@@ -2,6 +2,7 @@
 //!
 //! The checked-in `org.postecole.Mail1.xml` is the same contract in the form other languages
 //! read; the integration tests fail when the running daemon drifts from it.
+#![forbid(unsafe_code)]
 
 mod accounts;
 mod archive;

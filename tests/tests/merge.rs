@@ -221,7 +221,7 @@ fn a_line_break_in_a_field_refuses_that_row_by_name_in_the_dry_run_too() {
     assert_eq!(refused.len(), 1, "{}", dry.stdout);
     assert!(refused[0].1.contains("line break"), "{refused:?}");
 
-    let real = merge(&bus, &account, "identifiants", &path, &["--json"]);
+    let real = merge(&bus, &account, "identifiants", &path, &["--json", "--yes"]);
     assert_eq!(refused_rows(&real.stdout), refused, "{}", real.stderr);
     postecole_tests::wait_for("two families' mail", Duration::from_secs(20), || {
         let mails = smtp.messages();
