@@ -105,6 +105,7 @@ async fn run(args: Args) -> Result<(), String> {
         )
         .map_err(|e| format!("cannot open the outgoing queue: {e}"))?,
     );
+    queue.set_disk_reserve(config.limits.disk_reserve_bytes);
     let accounts = Arc::new(accounts::Accounts::new(
         config.clone(),
         store.clone(),

@@ -19,6 +19,7 @@ pub async fn run(queue: Arc<Queue>, relay: Arc<Relay>, concurrency: usize) {
     // free for the next send as soon as the relay has answered.
     let (done, outcomes) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(record_outcomes(queue.clone(), outcomes));
+    tokio::spawn(seal_pending(queue.clone()));
     loop {
         let permit = permits
             .clone()
@@ -67,25 +68,52 @@ async fn record_outcomes(
             }
         }
         let ids: Vec<String> = group.iter().map(|(r, _)| r.id.clone()).collect();
-        let queue = queue.clone();
-        match tokio::task::spawn_blocking(move || queue.finish_batch(group)).await {
-            Ok(Ok(records)) => {
-                for r in records {
-                    tracing::info!(
-                        message = %r.id,
-                        state = r.state.as_str(),
-                        attempts = r.attempts,
-                        reply = %r.last_reply,
-                        "delivery attempt"
-                    );
+        // A message the relay has answered for must not stay `sending` (nor be sent again
+        // while the daemon runs): the outcome is kept and written again until it is recorded.
+        loop {
+            let queue = queue.clone();
+            let attempt = group.clone();
+            match tokio::task::spawn_blocking(move || queue.finish_batch(attempt)).await {
+                Ok(Ok(records)) => {
+                    for r in records {
+                        tracing::info!(
+                            message = %r.id,
+                            state = r.state.as_str(),
+                            attempts = r.attempts,
+                            reply = %r.last_reply,
+                            "delivery attempt"
+                        );
+                    }
+                    break;
                 }
+                Ok(Err(e)) => tracing::error!(
+                    messages = ?ids,
+                    error = %e,
+                    "cannot record delivery outcomes; trying again in 5 s"
+                ),
+                Err(e) => tracing::error!(
+                    messages = ?ids,
+                    error = %e,
+                    "recording task failed; trying again in 5 s"
+                ),
             }
-            // Left `sending`: sent again after a restart, as after a crash.
-            Ok(Err(e)) => {
-                tracing::error!(messages = ?ids, error = %e, "cannot record delivery outcomes")
-            }
-            Err(e) => tracing::error!(messages = ?ids, error = %e, "recording task failed"),
+            tokio::time::sleep(Duration::from_secs(5)).await;
         }
+    }
+}
+
+/// Seals, now and then, what must not stay in clear in the spool (see `Queue::seal_pending`).
+async fn seal_pending(queue: Arc<Queue>) {
+    let every = Duration::from_secs((queue.max_lifetime_secs() / 4).clamp(1, 60));
+    loop {
+        let q = queue.clone();
+        match tokio::task::spawn_blocking(move || q.seal_pending()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(messages = n, "spooled clear text sealed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot seal spooled clear text now"),
+            Err(e) => tracing::error!(error = %e, "sealing task failed"),
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
