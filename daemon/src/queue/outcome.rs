@@ -65,6 +65,7 @@ pub fn apply(policy: &config::Queue, mut r: Record, outcome: Outcome, now: u64) 
 /// Whether a failed message's clear text has been kept as long as it may be at `now`.
 pub fn clear_text_expired(policy: &config::Queue, r: &Record, now: u64) -> bool {
     r.state == MsgState::Failed && r.failed_at != 0 && r.failed_at + policy.max_lifetime_secs <= now
+}
 
 #[cfg(test)]
 mod tests {
