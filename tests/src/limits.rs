@@ -24,12 +24,20 @@ impl SmallDisk {
     pub fn mount(dir: &Path, mib: u64) -> SmallDisk {
         std::fs::create_dir_all(dir).unwrap();
         let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0700"),
+                "tmpfs",
+            ])
             .arg(dir)
             .status()
             .unwrap();
         assert!(status.success(), "mount a tmpfs on {}", dir.display());
-        SmallDisk { dir: dir.to_owned() }
+        SmallDisk {
+            dir: dir.to_owned(),
+        }
     }
 
     /// Takes what is left, as a user writing outside the daemon would; returns the file.

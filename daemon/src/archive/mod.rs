@@ -88,7 +88,11 @@ impl Archive {
             logs.open.insert(account.to_owned(), log);
         }
         let log = logs.open.get_mut(account).expect("just opened");
-        log.file.write_all_at(&sealed, log.len)?;
+        if let Err(e) = log.file.write_all_at(&sealed, log.len) {
+            // A partial write (a full disk) must not keep the blocks it took.
+            let _ = log.file.set_len(log.len);
+            return Err(e);
+        }
         let slot = Slot {
             segment: log.name.clone(),
             offset: log.len,
@@ -251,7 +255,8 @@ mod tests {
         let archive = Archive::new(dir.path());
         let big: Vec<Vec<u8>> = (0..3)
             .map(|n| {
-                let mut m = format!("Subject: lettre {n}\r\nTo: f{n}@ecole.fr\r\n\r\n").into_bytes();
+                let mut m =
+                    format!("Subject: lettre {n}\r\nTo: f{n}@ecole.fr\r\n\r\n").into_bytes();
                 m.resize(300_000, b'a' + n as u8);
                 m
             })
@@ -266,7 +271,8 @@ mod tests {
         // Damage the last message's chunks: the index and the other messages still open.
         let log = dir.path().join("archive/acct/000001.log");
         let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
-        file.write_all_at(b"XXXX", slot.offset + slot.len - 1000).unwrap();
+        file.write_all_at(b"XXXX", slot.offset + slot.len - 1000)
+            .unwrap();
         let mut group = archive.open_group("acct", &slot, &key).unwrap().unwrap();
         let summary: Vec<(String, String, String, u64)> = group
             .entries
@@ -275,7 +281,12 @@ mod tests {
             .collect();
         assert_eq!(
             summary[1],
-            ("m1".into(), "lettre 1".into(), "f1@ecole.fr".into(), 300_000)
+            (
+                "m1".into(),
+                "lettre 1".into(),
+                "f1@ecole.fr".into(),
+                300_000
+            )
         );
         let m1 = group.entry("m1").unwrap().clone();
         assert_eq!(group.bytes(&m1).unwrap(), big[1]);

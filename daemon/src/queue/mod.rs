@@ -550,7 +550,8 @@ impl Queue {
     /// Records how one attempt ended and plans the next one.
     #[cfg(test)]
     pub fn finish(&self, r: Record, outcome: Outcome) -> Result<Record> {
-        Ok(self.finish_batch(vec![(r, outcome)])?.remove(0))
+        let mut records = self.finish_batch(vec![(r, outcome)]).map_err(|(e, _)| e)?;
+        Ok(records.remove(0))
     }
 
     /// Records how a group of attempts ended, with one sync for the whole group: delivered mail
@@ -560,15 +561,34 @@ impl Queue {
     ///
     /// Sealing may fail (a full disk): the outcome is recorded all the same, and the message
     /// keeps its bytes in the spool until `seal_pending` manages to seal them.
-    pub fn finish_batch(&self, items: Vec<(Record, Outcome)>) -> Result<Vec<Record>> {
+    ///
+    /// On failure the group comes back with what was sealed noted, to be recorded again
+    /// without sealing it twice.
+    pub fn finish_batch(
+        &self,
+        items: Vec<(Record, Outcome)>,
+    ) -> std::result::Result<Vec<Record>, (Error, Vec<(Record, Outcome)>)> {
         let now = self.now();
         let (mut records, outcomes): (Vec<Record>, Vec<Outcome>) = items.into_iter().unzip();
         let delivered: Vec<usize> = (0..records.len())
             .filter(|&i| {
-                matches!(outcomes[i], Outcome::Delivered(_)) && records[i].archive_to.is_some()
+                matches!(outcomes[i], Outcome::Delivered(_))
+                    && records[i].archive_to.is_some()
+                    && records[i].archived.is_none()
             })
             .collect();
         self.seal(&mut records, &delivered);
+        let kept: Vec<(Record, Outcome)> = records.iter().cloned().zip(outcomes.clone()).collect();
+        self.record_outcomes(records, outcomes, now)
+            .map_err(|e| (e, kept))
+    }
+
+    fn record_outcomes(
+        &self,
+        records: Vec<Record>,
+        outcomes: Vec<Outcome>,
+        now: u64,
+    ) -> Result<Vec<Record>> {
         let mut freed = Vec::new();
         let records: Vec<Record> = {
             let _guard = self.transitions.lock().unwrap();
@@ -633,11 +653,19 @@ impl Queue {
                 size += records[i].size;
                 chunks.last_mut().expect("never empty").push(i);
             }
-            for chunk in chunks {
-                let stored = chunk
-                    .iter()
-                    .map(|&i| self.body(&records[i]))
-                    .collect::<std::io::Result<Vec<_>>>()
+            // Short of room, a chunk that could not be sealed is tried message by message: each
+            // needs only its own size free.
+            let mut todo: Vec<Vec<usize>> = chunks.into_iter().rev().collect();
+            while let Some(chunk) = todo.pop() {
+                let size: u64 = chunk.iter().map(|&i| records[i].size).sum();
+                let stored = self
+                    .room_to_seal(size)
+                    .and_then(|()| {
+                        chunk
+                            .iter()
+                            .map(|&i| self.body(&records[i]))
+                            .collect::<std::io::Result<Vec<_>>>()
+                    })
                     .and_then(|bodies| {
                         let messages: Vec<(&str, &[u8])> = chunk
                             .iter()
@@ -653,9 +681,10 @@ impl Queue {
                             sealed.push(i);
                         }
                     }
+                    Err(_) if chunk.len() > 1 => todo.extend(chunk.iter().rev().map(|&i| vec![i])),
                     Err(e) => tracing::warn!(
                         %account,
-                        messages = chunk.len(),
+                        message = %records[chunk[0]].id,
                         error = %e,
                         "cannot seal into the archive now; kept in the spool until it can be"
                     ),
@@ -670,11 +699,27 @@ impl Queue {
         }
     }
 
+    /// Whether `size` bytes can be sealed and still leave the store room to record it: with a
+    /// reserve set, a sealed copy never takes the last of it.
+    fn room_to_seal(&self, size: u64) -> std::io::Result<()> {
+        const STORE_ROOM: u64 = 1 << 20;
+        if self.reserve.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let free = quota::free_bytes(&self.state_dir)?;
+        if free < size + size / 8 + STORE_ROOM {
+            return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        }
+        Ok(())
+    }
+
     /// Seals what must not stay in clear in the spool: delivered mail that could not be sealed
     /// when it was delivered, and failed mail `max_lifetime_secs` after it failed (then
     /// `retry` says where it went). Returns how many messages left the spool.
     pub fn seal_pending(&self) -> Result<usize> {
-        const GROUP: usize = 256;
+        // Small groups, each freeing its spool bytes before the next is sealed: this is what
+        // runs when the disk is short of room.
+        const GROUP_BYTES: u64 = 1 << 20;
         let now = self.now();
         let pending: Vec<Record> = self
             .store
@@ -687,9 +732,18 @@ impl Queue {
                         || outcome::clear_text_expired(&self.policy, r, now))
             })
             .collect();
+        let mut groups: Vec<Vec<Record>> = Vec::new();
+        let mut size = 0;
+        for r in pending {
+            if groups.is_empty() || size + r.size > GROUP_BYTES {
+                groups.push(Vec::new());
+                size = 0;
+            }
+            size += r.size;
+            groups.last_mut().expect("just pushed").push(r);
+        }
         let mut done = 0;
-        for group in pending.chunks(GROUP) {
-            let mut records = group.to_vec();
+        for mut records in groups {
             let all: Vec<usize> = (0..records.len()).collect();
             self.seal(&mut records, &all);
             let mut freed = Vec::new();
