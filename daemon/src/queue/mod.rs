@@ -65,6 +65,9 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Messages tried and how each attempt ended.
+pub type Attempts = Vec<(Record, Outcome)>;
+
 pub struct Queue {
     store: Store,
     spool: Spool,
@@ -567,7 +570,7 @@ impl Queue {
     pub fn finish_batch(
         &self,
         items: Vec<(Record, Outcome)>,
-    ) -> std::result::Result<Vec<Record>, (Error, Vec<(Record, Outcome)>)> {
+    ) -> std::result::Result<Vec<Record>, (Error, Attempts)> {
         let now = self.now();
         let (mut records, outcomes): (Vec<Record>, Vec<Outcome>) = items.into_iter().unzip();
         let delivered: Vec<usize> = (0..records.len())
