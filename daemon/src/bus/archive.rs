@@ -124,13 +124,7 @@ impl ArchiveService {
             .archive_view(&caller, account, with, "archive-export")
             .await?;
         // Written as it is read: one message in memory at a time, whatever the archive's size.
-        crate::blocking::CALLER_FILES
-            .run(caller.uid, move || {
-                view.export(&mut std::io::BufWriter::new(file))
-            })
-            .await
-            .map_err(|e| BusError::InvalidInput(format!("the export: {e}")))?
-            .map_err(|e| BusError::InvalidInput(format!("cannot write the export: {e}")))
+        files::write_streamed(caller.uid, file, move |out| view.export(out)).await
     }
 
     async fn change_secret(
