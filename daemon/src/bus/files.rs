@@ -154,13 +154,12 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 3_000_000);
         // A file opened read-only refuses the first chunk: the producer stops, nothing hangs.
         let read_only = File::open(&path).unwrap();
-        let err = write_streamed(1000, read_only, |out| {
+        let err = write_streamed::<()>(1000, read_only, |out| {
             loop {
                 std::io::Write::write_all(out, &[0u8; 1000])?;
             }
         })
         .await
-        .map(|()| ())
         .unwrap_err();
         assert!(matches!(err, BusError::InvalidInput(_)), "{err:?}");
     }
