@@ -46,6 +46,11 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
+/// The Python that runs the test servers: the virtual environment tests/run sets up.
+pub fn python() -> String {
+    std::env::var("POSTECOLE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
 /// A world-traversable temporary directory: other Unix users must reach the bus socket.
 pub fn shared_tempdir() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
@@ -196,7 +201,7 @@ impl Smtp {
     /// On a given port: to bring a relay "back" where the daemon expects it.
     pub fn start_on(port: u16, extra: &[&str]) -> Smtp {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new("python3")
+        let mut child = Command::new(python())
             .arg(workspace_root().join("tests/support/smtp_server.py"))
             .args(["--port", &port.to_string()])
             .arg("--maildir")
@@ -206,7 +211,7 @@ impl Smtp {
             .args(extra)
             .stdout(Stdio::piped())
             .spawn()
-            .expect("python3 with aiosmtpd must be installed");
+            .expect("python with aiosmtpd: run the tests with tests/run");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
