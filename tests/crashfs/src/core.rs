@@ -59,6 +59,8 @@ pub struct CutReport {
     pub dirs: usize,
     /// Live names that the cut removed or brought back.
     pub names: usize,
+    /// Those names, relative to the backing directory: `-` removed, `+` brought back.
+    pub changed: Vec<String>,
 }
 
 pub struct Core {
@@ -502,9 +504,14 @@ impl Core {
                 }
             }
         }
-        let before: HashSet<(u64, u64, OsString)> = live
+        let before: HashMap<(u64, u64, OsString), PathBuf> = live
             .iter()
-            .map(|id| (*id, self.nodes[id].parent, self.nodes[id].name.clone()))
+            .map(|id| {
+                let n = &self.nodes[id];
+                let path = self.path(*id);
+                let path = path.strip_prefix(&self.root).unwrap_or(&path).to_owned();
+                ((*id, n.parent, n.name.clone()), path)
+            })
             .collect();
         for id in live {
             self.move_to_attic(id)?;
@@ -525,17 +532,19 @@ impl Core {
             let node = self.nodes.get_mut(&id).expect("known node");
             node.parent = parent;
             node.name = name.clone();
-            if !before.contains(&(id, parent, name)) {
-                report.names += 1;
+            if !before.contains_key(&(id, parent, name)) {
+                let to = to.strip_prefix(&self.root).unwrap_or(&to);
+                report.changed.push(format!("+{}", to.display()));
             }
         }
-        report.names += before
-            .iter()
-            .filter(|(id, parent, name)| {
-                let n = &self.nodes[id];
-                (n.parent, &n.name) != (*parent, name)
-            })
-            .count();
+        for ((id, parent, name), path) in &before {
+            let n = &self.nodes[id];
+            if (n.parent, &n.name) != (*parent, name) {
+                report.changed.push(format!("-{}", path.display()));
+            }
+        }
+        report.changed.sort();
+        report.names = report.changed.len();
         std::fs::remove_dir_all(self.root.join(ATTIC))?;
         Ok(report)
     }
@@ -672,7 +681,8 @@ mod tests {
             &dir,
             &[(ATTIC, "/"), (&format!("{ATTIC}/3"), "2"), ("target", "1")],
         );
-        core.cut().unwrap();
+        let report = core.cut().unwrap();
+        assert_eq!(report.changed, ["+old", "+target", "-target"]);
         expect(&dir, &[("old", "1"), ("target", "2")]);
 
         // The write-then-rename pattern, done right, survives whole.

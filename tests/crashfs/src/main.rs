@@ -82,6 +82,9 @@ fn main() {
     let core = core.lock().unwrap().take().expect("core");
     let end = if cut.load(Ordering::SeqCst) {
         core.cut().map(|r| {
+            for name in &r.changed {
+                eprintln!("crashfs: name rolled back: {name}");
+            }
             format!(
                 "rolled back: {} files ({} bytes), {} directories ({} names)",
                 r.files, r.bytes, r.dirs, r.names
