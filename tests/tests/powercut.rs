@@ -59,8 +59,16 @@ struct Ledger {
 }
 
 /// Sends until told to stop or until the daemon stops answering: one message per call, and
-/// every fifth call a batch of ten. Each message has its own recipient, `<tag>-<n>@…`.
-fn burst(bus: &Bus, account: &str, tag: &str, ledger: &Mutex<Ledger>, stop: &AtomicBool) {
+/// every fifth call a batch of ten; or, `once`, one batch of fifty and no more. Each message
+/// has its own recipient, `<tag>-<n>@…`.
+fn burst(
+    bus: &Bus,
+    account: &str,
+    tag: &str,
+    once: bool,
+    ledger: &Mutex<Ledger>,
+    stop: &AtomicBool,
+) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -75,6 +83,9 @@ fn burst(bus: &Bus, account: &str, tag: &str, ledger: &Mutex<Ledger>, stop: &Ato
                 return;
             }
             let to: Vec<String> = match n % 5 {
+                _ if once => (0..50)
+                    .map(|i| format!("{tag}-{n}-{i}@example.org"))
+                    .collect(),
                 4 => (0..10)
                     .map(|i| format!("{tag}-{n}-{i}@example.org"))
                     .collect(),
@@ -108,6 +119,9 @@ fn burst(bus: &Bus, account: &str, tag: &str, ledger: &Mutex<Ledger>, stop: &Ato
                     }
                 }
                 _ => return,
+            }
+            if once {
+                return;
             }
             // A school's pace rather than a flood: the queue stays small over many cuts.
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -181,6 +195,15 @@ fn header<'a>(mail: &'a str, name: &str) -> Option<&'a str> {
     let head = &mail[..mail.find("\r\n\r\n").unwrap_or(mail.len())];
     head.split("\r\n")
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+}
+
+/// When a cut falls.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Moment {
+    Sending,
+    Delivering,
+    SettingUp,
+    AfterActive,
 }
 
 /// The daemon with its state on crashfs over `backing`.
@@ -343,28 +366,42 @@ fn round(rng: &mut Rng, journal: bool, first_cut: usize, cuts: usize, f: &mut Fi
     let mut active = vec![first.clone()];
     let mut seen_unanswered: HashSet<String> = HashSet::new();
     for k in first_cut..first_cut + cuts {
-        // A third of the cuts fall while an account is set up: half of those at any moment,
-        // half within 400 ms of its being reported active, when only a store flush stands
-        // between the answer and the disk.
-        let with_account = rng.below(3) == 0;
-        let after_active = with_account && rng.below(2) == 0;
-        let delay = Duration::from_millis(match (with_account, after_active) {
-            (true, true) => rng.below(400),
-            (true, false) => rng.below(2500),
-            _ => rng.below(800),
+        // A third of the cuts fall while messages are sent, a third while a batch of fifty
+        // is being delivered and nothing else comes in, a third while an account is set up:
+        // half of those at any moment, half within 400 ms of its being reported active, when
+        // only a store flush stands between the answer and the disk.
+        let moment = [
+            Moment::Sending,
+            Moment::Sending,
+            Moment::Delivering,
+            Moment::Delivering,
+            Moment::SettingUp,
+            Moment::AfterActive,
+        ][rng.below(6) as usize];
+        let with_account = matches!(moment, Moment::SettingUp | Moment::AfterActive);
+        let delay = Duration::from_millis(match moment {
+            Moment::Sending => rng.below(800),
+            Moment::Delivering => rng.below(1500),
+            Moment::SettingUp => rng.below(2500),
+            Moment::AfterActive => rng.below(400),
         });
         let stop = AtomicBool::new(false);
         let tag = format!("c{k}");
         let address = format!("c{k}@ecole.fr");
+        let once = moment == Moment::Delivering;
         let new = std::thread::scope(|s| {
-            let sender = s.spawn(|| burst(&w.bus, &first, &tag, &ledger, &stop));
+            let sender = s.spawn(|| burst(&w.bus, &first, &tag, once, &ledger, &stop));
             let setup =
                 with_account.then(|| s.spawn(|| new_account(&w.bus, &w.smtp, &address, &stop)));
-            if let Some(setup) = setup.as_ref().filter(|_| after_active) {
-                let start = Instant::now();
-                while !setup.is_finished() && start.elapsed() < Duration::from_secs(30) {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+            // The delay counts from the batch's answer, or from the account's activation.
+            let ready = || match moment {
+                Moment::Delivering => sender.is_finished(),
+                Moment::AfterActive => setup.as_ref().is_none_or(|t| t.is_finished()),
+                _ => true,
+            };
+            let start = Instant::now();
+            while !ready() && start.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(1));
             }
             std::thread::sleep(delay);
             w.mount.as_mut().unwrap().cut();
@@ -382,12 +419,11 @@ fn round(rng: &mut Rng, journal: bool, first_cut: usize, cuts: usize, f: &mut Fi
                 "rolled back"
             })
             .or_default() += 1;
-        let moment = if after_active {
-            "after an account became active"
-        } else if with_account {
-            "during an account set-up"
-        } else {
-            "while sending"
+        let moment = match moment {
+            Moment::Sending => "while sending",
+            Moment::Delivering => "while delivering a batch",
+            Moment::SettingUp => "during an account set-up",
+            Moment::AfterActive => "after an account became active",
         };
         *f.moments.entry(moment).or_default() += 1;
         let context = format!("cut {k} {delay:?} {moment} ({said})");
