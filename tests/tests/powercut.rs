@@ -438,8 +438,22 @@ fn round(rng: &mut Rng, journal: bool, first_cut: usize, cuts: usize, f: &mut Fi
             list_messages(&w.bus)
         }));
         let Ok(messages) = restarted else {
-            f.violation("daemon did not come back", "", context);
-            break;
+            // Nothing more can be asked of this machine; the figures say why.
+            f.violation(
+                "daemon did not come back",
+                "",
+                format!(
+                    "{context}: {}",
+                    w.daemon
+                        .log()
+                        .lines()
+                        .rev()
+                        .take(5)
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                ),
+            );
+            return;
         };
         let recovery = start.elapsed();
         if recovery > f.worst_recovery {
