@@ -4,10 +4,12 @@
 
 mod admin;
 mod audit;
+mod limits;
 pub mod notices;
 mod setup;
 mod vault;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, broadcast};
@@ -124,7 +126,32 @@ impl Accounts {
     }
 
     fn audit(&self, caller: &Caller, action: &str, account: &str, outcome: &str) {
-        audit::record(&self.store, self.now(), caller, action, account, outcome);
+        let private_to = match self.store.account(account) {
+            Ok(Some(a)) => audit::private_to(&a),
+            _ => None,
+        };
+        audit::record(
+            &self.store,
+            self.now(),
+            caller,
+            action,
+            account,
+            private_to,
+            outcome,
+        );
+    }
+
+    /// As `audit`, for an account at hand (one being created or deleted is not in the store).
+    fn audit_about(&self, caller: &Caller, action: &str, account: &Account, outcome: &str) {
+        audit::record(
+            &self.store,
+            self.now(),
+            caller,
+            action,
+            &account.id,
+            audit::private_to(account),
+            outcome,
+        );
     }
 }
 

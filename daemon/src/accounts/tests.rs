@@ -1,7 +1,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::setup::RESEND_INTERVAL_SECS;
 use super::*;
+
+/// The default `limits.code_interval_secs`.
+const RESEND_INTERVAL_SECS: u64 = 60;
 
 struct Fixture {
     accounts: Accounts,
@@ -124,15 +126,16 @@ fn admin() -> Caller {
     }
 }
 
+/// An active account of `caller`'s, each at an address of its own.
 async fn active(f: &Fixture, caller: &Caller, kind: &str) -> Account {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let address = format!(
+        "secretariat{}@ecole.fr",
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
     let a = f
         .accounts
-        .create(
-            caller,
-            kind,
-            "Secrétariat Jules Ferry",
-            "secretariat@ecole.fr",
-        )
+        .create(caller, kind, "Secrétariat Jules Ferry", &address)
         .await
         .unwrap();
     f.accounts
@@ -561,13 +564,27 @@ async fn conversion_both_ways() {
 
     let alice = user(1001, "alice");
     let mine = active(&f, &alice, "personal").await;
-    f.accounts
+    // A personal account is its owner's to hand over, not an administrator's to take.
+    let err = f
+        .accounts
         .convert(&root, &mine.id, "establishment")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    f.accounts
+        .convert(&alice, &mine.id, "establishment")
         .await
         .unwrap();
     let a = f.accounts.store.account(&mine.id).unwrap().unwrap();
     assert_eq!(a.kind, Kind::Establishment);
-    assert_eq!(a.staff, vec![authz::name_of(1001)]);
+    assert_eq!((a.staff, a.owner), (vec!["alice".to_owned()], 1001));
+    // Back to personal is an administrator's decision, as for any establishment address.
+    let err = f
+        .accounts
+        .convert(&alice, &mine.id, "personal")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotAuthorized(_)), "{err:?}");
 }
 
 /// Forty wrong answers at once: each is counted before it is checked, so five are checked,
