@@ -199,6 +199,11 @@ impl Accounts {
             .collect())
     }
 
+    /// Whether `id` is a personal account, whose id is its owner's to know.
+    pub fn is_personal(&self, id: &str) -> bool {
+        matches!(self.store.account(id), Ok(Some(a)) if a.kind == Kind::Personal)
+    }
+
     /// The account, if the caller may send with it now.
     pub fn for_sending(&self, caller: &Caller, id: &str) -> Result<Account> {
         let account = self.visible(caller, id)?;
