@@ -84,6 +84,9 @@ impl Accounts {
             _ => self.managed(caller, id)?,
         };
         self.store.remove_account(&account.id)?;
+        // Its address's count stays: it is what keeps delete-and-create from mailing it again.
+        self.store
+            .put_events(&super::setup::account_events_key(&account.id), &[])?;
         if let Err(e) = self.archive.remove_account(&account.id) {
             tracing::error!(account = %id, error = %e, "archive not removed");
         }

@@ -263,11 +263,6 @@ impl Accounts {
     }
 
     pub async fn confirm_code(&self, caller: &Caller, id: &str, typed: &str) -> Result<()> {
-        let _guard = self.write.lock().await;
-        let mut account = self.managed(caller, id)?;
-        if account.state != State::AwaitingCode {
-            return Err(already_verified(&account));
-        }
         let typed = secret::normalise_code(typed).ok_or_else(|| {
             Error::InvalidInput(format!(
                 "a code is {} digits, as written in the e-mail",
@@ -275,43 +270,73 @@ impl Accounts {
             ))
         })?;
         let resend = format!("ask for a new one with `mailctl account resend {id}`");
-        let Some(pending) = account.code.clone() else {
-            return Err(Error::TooManyAttempts(format!(
-                "this code can no longer be used; {resend}"
-            )));
+        // The try is counted before the code is checked, and the check runs without the
+        // lock: however many guesses arrive at once, at most MAX_WRONG_CODES are checked, and
+        // nobody else's account waits behind them.
+        let (pending, wrong) = {
+            let _guard = self.write.lock().await;
+            let mut account = self.managed(caller, id)?;
+            if account.state != State::AwaitingCode {
+                return Err(already_verified(&account));
+            }
+            let pending = match account.code.clone() {
+                Some(p) if p.wrong < MAX_WRONG_CODES => p,
+                _ => {
+                    return Err(Error::TooManyAttempts(format!(
+                        "this code can no longer be used; {resend}"
+                    )));
+                }
+            };
+            if self.now() >= pending.expires {
+                return Err(Error::CodeExpired(format!(
+                    "the code has expired (it lasts {CODE_LIFETIME_MINUTES} minutes); {resend}"
+                )));
+            }
+            let wrong = pending.wrong + 1;
+            account.code = Some(PendingCode {
+                wrong,
+                ..pending.clone()
+            });
+            self.store.put_account(&account)?;
+            (pending, wrong)
         };
-        if self.now() >= pending.expires {
-            return Err(Error::CodeExpired(format!(
-                "the code has expired (it lasts {CODE_LIFETIME_MINUTES} minutes); {resend}"
-            )));
-        }
-        // Counted before it is evaluated: a crash or a parallel guess cannot win a free try.
-        let wrong = pending.wrong + 1;
-        account.code = Some(PendingCode {
-            wrong,
-            ..pending.clone()
-        });
-        self.store.put_account(&account)?;
         let hash = pending.hash.clone();
         let matches = crate::blocking::ARGON2
             .run(caller.uid, move || secret::verify(&typed, &hash))
             .await?;
+        let _guard = self.write.lock().await;
+        let mut account = self.managed(caller, id)?;
+        // The same code still pending: not replaced by a resend, not voided, not used.
+        let current = account.state == State::AwaitingCode
+            && account
+                .code
+                .as_ref()
+                .is_some_and(|c| c.hash == pending.hash);
         if !matches {
+            self.audit_about(caller, "verify", &account, "wrong-code");
+            tracing::info!(account = %id, uid = caller.uid, wrong, "wrong code");
             if wrong >= MAX_WRONG_CODES {
-                account.code = None;
-                self.store.put_account(&account)?;
-                self.audit_about(caller, "verify", &account, "wrong-code, code voided");
+                if current {
+                    account.code = None;
+                    self.store.put_account(&account)?;
+                }
                 tracing::warn!(account = %id, uid = caller.uid, "code voided after too many wrong tries");
                 return Err(Error::TooManyAttempts(format!(
                     "{MAX_WRONG_CODES} wrong codes: this code no longer works; {resend}"
                 )));
             }
-            self.audit_about(caller, "verify", &account, "wrong-code");
-            tracing::info!(account = %id, uid = caller.uid, wrong, "wrong code");
             return Err(Error::WrongCode(format!(
                 "wrong code; {} tries left",
                 MAX_WRONG_CODES - wrong
             )));
+        }
+        if !current {
+            return Err(match account.state {
+                State::AwaitingCode => {
+                    Error::TooManyAttempts(format!("this code can no longer be used; {resend}"))
+                }
+                _ => already_verified(&account),
+            });
         }
         if !caller.admin
             && self
@@ -473,7 +498,7 @@ fn address_events_key(address: &str) -> String {
     format!("codes-to:{}", limits::address_key(address))
 }
 
-fn account_events_key(id: &str) -> String {
+pub(super) fn account_events_key(id: &str) -> String {
     format!("codes-for:{id}")
 }
 

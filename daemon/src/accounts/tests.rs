@@ -962,3 +962,58 @@ fn subject_of(headers: &str) -> String {
     }
     subject
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_guesses_get_five_tries_in_all() {
+    let f = fixture();
+    let alice = user(1001, "alice");
+    let (a, code) = f.awaiting_code(&alice).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let accounts = &f.accounts;
+    let guesses: Vec<_> = (0..12)
+        .map(|_| accounts.confirm_code(&alice, &a.id, wrong))
+        .collect();
+    let results = futures_util::future::join_all(guesses).await;
+    let wrong_codes = results
+        .iter()
+        .filter(|r| matches!(r, Err(Error::WrongCode(_))))
+        .count();
+    assert_eq!(wrong_codes, 4, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(Error::WrongCode(_) | Error::TooManyAttempts(_))))
+    );
+    let logged = f
+        .accounts
+        .audit_log(&admin(), 100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.outcome == "wrong-code")
+        .count();
+    assert_eq!(logged, 5, "five tries were checked, and logged");
+    let err = f
+        .accounts
+        .confirm_code(&alice, &a.id, &code)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TooManyAttempts(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_two_creations_for_one_address_at_once_one_code_leaves() {
+    let f = fixture();
+    let (alice, bob) = (user(1001, "alice"), user(1002, "bob"));
+    let (ra, rb) = tokio::join!(
+        f.accounts.create(&alice, "personal", "A", "same@ecole.fr"),
+        f.accounts.create(&bob, "personal", "B", "same@ecole.fr"),
+    );
+    assert!(ra.is_ok() != rb.is_ok(), "{ra:?} {rb:?}");
+    assert!(
+        [&ra, &rb]
+            .iter()
+            .any(|r| matches!(r, Err(Error::RateLimited(_)))),
+        "{ra:?} {rb:?}"
+    );
+    assert_eq!(f.mail_count(), 1);
+}
