@@ -91,7 +91,7 @@ impl Accounts {
             tracing::error!(account = %id, error = %e, "archive not removed");
         }
         self.audit_about(caller, "delete", &account, "ok");
-        self.changed(id, change::DELETED);
+        self.changed_about(&account, change::DELETED);
         tracing::info!(account = %id, uid = caller.uid, "account deleted");
         Ok(())
     }
@@ -200,11 +200,6 @@ impl Accounts {
             .filter(|a| a.kind == Kind::Personal && a.owner != caller.uid)
             .map(|a| a.id)
             .collect())
-    }
-
-    /// Whether `id` is a personal account, whose id is its owner's to know.
-    pub fn is_personal(&self, id: &str) -> bool {
-        matches!(self.store.account(id), Ok(Some(a)) if a.kind == Kind::Personal)
     }
 
     /// The account, if the caller may send with it now.

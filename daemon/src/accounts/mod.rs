@@ -46,6 +46,9 @@ pub mod change {
 pub struct Event {
     pub id: String,
     pub change: &'static str,
+    /// For a personal account, its owner's uid: the id is theirs to know, so the change is
+    /// told to their connections alone, never broadcast.
+    pub private_to: Option<u32>,
 }
 
 pub struct Accounts {
@@ -92,9 +95,23 @@ impl Accounts {
 
     /// Tells the listeners; having none is no error.
     fn changed(&self, id: &str, change: &'static str) {
+        let private_to = match self.store.account(id) {
+            Ok(Some(a)) => audit::private_to(&a),
+            _ => None,
+        };
+        self.tell(id, change, private_to);
+    }
+
+    /// As `changed`, for an account no longer in the store.
+    fn changed_about(&self, account: &Account, change: &'static str) {
+        self.tell(&account.id, change, audit::private_to(account));
+    }
+
+    fn tell(&self, id: &str, change: &'static str, private_to: Option<u32>) {
         let _ = self.events.send(Event {
             id: id.to_owned(),
             change,
+            private_to,
         });
     }
 

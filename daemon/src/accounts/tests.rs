@@ -1017,3 +1017,25 @@ async fn of_two_creations_for_one_address_at_once_one_code_leaves() {
     );
     assert_eq!(f.mail_count(), 1);
 }
+
+#[tokio::test]
+async fn a_personal_accounts_changes_are_told_to_its_owner_alone() {
+    let f = fixture();
+    let alice = user(1001, "alice");
+    let mut events = f.accounts.subscribe();
+    let mine = active(&f, &alice, "personal").await;
+    let shared = active(&f, &admin(), "establishment").await;
+    f.accounts.delete(&alice, &mine.id).await.unwrap();
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push((e.id, e.change, e.private_to));
+    }
+    assert!(
+        seen.iter()
+            .filter(|(id, ..)| *id == mine.id)
+            .all(|(.., to)| *to == Some(1001)),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&(mine.id.clone(), change::DELETED, Some(1001))));
+    assert!(seen.contains(&(shared.id.clone(), change::CREATED, None)));
+}
