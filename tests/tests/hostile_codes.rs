@@ -303,7 +303,15 @@ async fn a_personal_account_is_its_owners_alone_even_against_administrators() {
     );
     // Nor does a signal give it away.
     let early = tokio::time::timeout(Duration::from_millis(500), changes.next()).await;
-    assert!(early.is_err(), "a personal account's change was broadcast");
+    if let Ok(Some(signal)) = &early {
+        let args = signal.args().unwrap();
+        panic!(
+            "a personal account's change was broadcast: {} {}",
+            args.id(),
+            args.change()
+        );
+    }
+    assert!(early.is_err(), "the signal stream ended");
 
     // Given the id, an administrator can neither convert, use nor manage it, nor its mail.
     for args in [
