@@ -30,6 +30,10 @@ const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    /// sled's log file (`db/db`): sled 0.34's `flush` writes it with sync_file_range, which a
+    /// power cut can still take back, so every flush that a reply stands on is followed by an
+    /// fdatasync of it.
+    log: std::sync::Arc<std::fs::File>,
     accounts: sled::Tree,
     /// Unix uid (big-endian) → default account id.
     defaults: sled::Tree,
@@ -59,7 +63,10 @@ impl Store {
                 }
                 other => open_err(other.to_string()),
             })?;
+        let log = std::fs::File::open(state_dir.join("db").join("db"))
+            .map_err(|e| open_err(format!("cannot open the store's log: {e}")))?;
         Ok(Store {
+            log: std::sync::Arc::new(log),
             accounts: db.open_tree("accounts")?,
             defaults: db.open_tree("defaults")?,
             messages: db.open_tree("messages")?,
@@ -84,7 +91,7 @@ impl Store {
     pub fn put_account(&self, account: &Account) -> Result<()> {
         self.accounts
             .insert(account.id.as_bytes(), encode(account))?;
-        self.accounts.flush()?;
+        self.sync(&self.accounts)?;
         Ok(())
     }
 
@@ -95,13 +102,13 @@ impl Store {
             None as Option<&[u8]>,
             Some(encode(account)),
         )?;
-        self.accounts.flush()?;
+        self.sync(&self.accounts)?;
         Ok(swapped.is_ok())
     }
 
     pub fn remove_account(&self, id: &str) -> Result<()> {
         self.accounts.remove(id.as_bytes())?;
-        self.accounts.flush()?;
+        self.sync(&self.accounts)?;
         Ok(())
     }
 
@@ -117,7 +124,7 @@ impl Store {
             Some(id) => self.defaults.insert(uid.to_be_bytes(), id.as_bytes())?,
             None => self.defaults.remove(uid.to_be_bytes())?,
         };
-        self.defaults.flush()?;
+        self.sync(&self.defaults)?;
         Ok(())
     }
 
@@ -143,7 +150,7 @@ impl Store {
         }
         self.messages.apply_batch(batch)?;
         if durable {
-            self.messages.flush()?;
+            self.sync(&self.messages)?;
         }
         Ok(())
     }
@@ -162,7 +169,7 @@ impl Store {
     pub fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
         let key = self.db.generate_id()?.to_be_bytes();
         self.audit.insert(key, encode(entry))?;
-        self.audit.flush()?;
+        self.sync(&self.audit)?;
         Ok(())
     }
 
@@ -191,7 +198,7 @@ impl Store {
         } else {
             self.events.insert(key.as_bytes(), encode(&times))?;
         }
-        self.events.flush()?;
+        self.sync(&self.events)?;
         Ok(())
     }
 
@@ -200,9 +207,18 @@ impl Store {
         Ok(self.db.generate_id()?)
     }
 
+    /// Flushes `tree` and makes the log durable: what a reply promises survives a power cut.
+    fn sync(&self, tree: &sled::Tree) -> Result<()> {
+        tree.flush()?;
+        self.log
+            .sync_data()
+            .map_err(|e| Error::Db(sled::Error::Io(e)))?;
+        Ok(())
+    }
+
     /// Last flush on shutdown; sled also flushes on drop, but errors would be lost there.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        self.sync(&self.db)?;
         Ok(())
     }
 }
