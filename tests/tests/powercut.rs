@@ -13,8 +13,8 @@
 //! `POSTECOLE_POWERCUTS=N` sets the number of cuts (default 6, a bounded CI run),
 //! `POSTECOLE_POWERCUT_SEED` the seed (printed with the figures), and
 //! `POSTECOLE_POWERCUT_NAMES=posix` makes name changes durable only through a directory fsync
-//! (default `journal`: any fsync commits them, as ext4 does), `POSTECOLE_POWERCUT_STRICT=1`
-//! fails on the known bug too (see `KNOWN`). Run with `--nocapture` to see the figures.
+//! (default `journal`: any fsync commits them, as ext4 does). Run with `--nocapture` to see
+//! the figures.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -323,16 +323,6 @@ impl Figures {
 
 /// What is wrong with an acknowledged message to `to` that the queue shows as `m`, if
 /// anything: waiting and delivered are both right.
-/// Broken promises that one known bug explains (RELIABILITY.md): the store's flush returns
-/// before its writes are on disk, so a cut soon after it takes back what it recorded: a
-/// delivery (the message comes back forgotten, or failed once its spool bytes are gone), or
-/// an account's activation. Reported always; failing the test only with
-/// `POSTECOLE_POWERCUT_STRICT=1` until that bug is fixed.
-const KNOWN: [&str; 3] = [
-    "delivered, then forgotten by the queue",
-    "delivered, then shown failed",
-    "account reported active, then not",
-];
 
 fn broken(
     m: Option<&api::MessageInfo>,
@@ -639,11 +629,6 @@ fn power_cuts_lose_no_acknowledged_message() {
         }
     }
     assert!(f.acked > 0, "nothing was acknowledged: nothing was tested");
-    let strict = std::env::var("POSTECOLE_POWERCUT_STRICT").as_deref() == Ok("1");
-    let broken: Vec<_> = f
-        .violations
-        .keys()
-        .filter(|kind| strict || !KNOWN.contains(kind))
-        .collect();
+    let broken: Vec<_> = f.violations.keys().collect();
     assert!(broken.is_empty(), "promises broken: {broken:?}");
 }
