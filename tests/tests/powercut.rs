@@ -323,7 +323,6 @@ impl Figures {
 
 /// What is wrong with an acknowledged message to `to` that the queue shows as `m`, if
 /// anything: waiting and delivered are both right.
-
 fn broken(
     m: Option<&api::MessageInfo>,
     to: &str,
