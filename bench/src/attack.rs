@@ -103,7 +103,8 @@ pub fn under_attack(runtime: &tokio::runtime::Runtime, length: Duration) -> (f64
     let mut latencies = latencies;
     latencies.sort();
     let p99 = super::percentile(&latencies, 0.99);
-    (p99, peak_rss_mib(daemon.pid().unwrap()))
+    let peak = postecole_tests::limits::peak_rss_mib(daemon.pid().unwrap());
+    (p99, peak as f64)
 }
 
 type Attack<'a> = Box<dyn Fn() + Send + 'a>;
@@ -119,15 +120,4 @@ fn repeat<'scope, 'env>(
             attack();
         }
     });
-}
-
-/// VmHWM: the most the process ever held resident.
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .expect("VmHWM in /proc/PID/status")
 }

@@ -153,20 +153,9 @@ fn forty_parallel_wrong_answers_check_five_and_lock_for_a_minute() {
         .map(|e| e["outcome"].as_str().unwrap())
         .collect();
     assert_eq!(locks, ["60 s"], "{audit}");
-    let peak = daemon_peak_rss_mib(&daemon);
+    let peak = postecole_tests::limits::peak_rss_mib(daemon.pid().unwrap());
     eprintln!("daemon peak RSS: {peak} MiB");
     assert!(peak <= 256, "{peak} MiB");
-}
-
-fn daemon_peak_rss_mib(daemon: &Daemon) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", daemon.pid().unwrap())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb / 1024)
-        .expect("VmHWM in /proc/PID/status")
 }
 
 /// Under polkit, a teacher's everyday calls ask polkit without user interaction (no password
