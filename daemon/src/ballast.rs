@@ -64,9 +64,10 @@ pub fn owed(state_dir: &Path) -> u64 {
     }
 }
 
-fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+/// Bytes an unprivileged writer may still use in the file system holding `dir`.
+pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
     let stat = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
-    Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+    Ok((stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64))
 }
 
 #[cfg(test)]

@@ -1,8 +1,6 @@
 //! The rules of what one submitter may hold in the spool, and of the disk's reserve. Pure but
 //! for reading the file system's free space, so that they are tested as rules.
 
-use std::path::Path;
-
 /// Messages whose bytes are in the spool, and those bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -69,11 +67,8 @@ pub fn admit_disk(free: u64, reserve: u64, adding: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Bytes an unprivileged writer may still use in the file system holding `dir`.
-pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
-    let stat = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
-    Ok((stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64))
-}
+// The disk reserve's file and the quotas read free space the same way.
+pub use crate::ballast::free_bytes;
 
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1_000_000.0
