@@ -7,15 +7,15 @@ mod mbox;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::model::Slot;
 
-pub use keys::{RECOVERY_FILE_NAME, Unlocked, parse_recovery_file, recovery_file};
 pub use mbox::{mbox_entry, summary};
+pub use postecole_archive::log::Sealed;
+pub use postecole_archive::{RECOVERY_FILE_NAME, Unlocked, parse_recovery_file, recovery_file};
 
 /// Sealed copies of delivered messages, appended to per-account logs under
 /// `state_dir/archive/<account>/NNNNNN.log`; the queue record of each message says where its
@@ -43,9 +43,6 @@ struct Log {
     len: u64,
 }
 
-/// A message from the archive: its queue id and its clear bytes.
-pub type Sealed = (String, Vec<u8>);
-
 /// A log stops growing past this size and the next one is started.
 const LOG_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -67,24 +64,7 @@ impl Archive {
         recipient: &str,
         messages: &[(&str, &[u8])],
     ) -> std::io::Result<Slot> {
-        let recipient: age::x25519::Recipient = recipient
-            .parse()
-            .map_err(|e: &str| std::io::Error::other(format!("bad archive key: {e}")))?;
-        let encryptor =
-            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-                .map_err(std::io::Error::other)?;
-        let total: usize = messages.iter().map(|(id, b)| 12 + id.len() + b.len()).sum();
-        let mut sealed = Vec::with_capacity(total + 512);
-        let mut writer = encryptor.wrap_output(&mut sealed)?;
-        // Each message: id length (u32), id, length (u64), bytes; little-endian.
-        for (id, bytes) in messages {
-            writer.write_all(&(id.len() as u32).to_le_bytes())?;
-            writer.write_all(id.as_bytes())?;
-            writer.write_all(&(bytes.len() as u64).to_le_bytes())?;
-            writer.write_all(bytes)?;
-        }
-        writer.finish()?;
-
+        let sealed = postecole_archive::log::seal_group(recipient, messages)?;
         let mut logs = self.logs.lock().unwrap();
         let full = logs.open.get(account).is_none_or(|l| l.len >= LOG_BYTES);
         if full {
@@ -166,30 +146,34 @@ impl Archive {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut sealed = vec![0; slot.len as usize];
-        file.read_exact_at(&mut sealed, slot.offset)?;
-        let decryptor = age::Decryptor::new(&sealed[..]).map_err(std::io::Error::other)?;
-        let mut reader = decryptor
-            .decrypt(std::iter::once(&key.0 as &dyn age::Identity))
-            .map_err(std::io::Error::other)?;
-        let mut clear = Vec::new();
-        reader.read_to_end(&mut clear)?;
-        let malformed = || std::io::Error::other("malformed archive group");
-        let mut rest = &clear[..];
-        let mut out = Vec::new();
-        while !rest.is_empty() {
-            let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(malformed)?;
-            let (id, tail) = tail
-                .split_at_checked(u32::from_le_bytes(*len) as usize)
-                .ok_or_else(malformed)?;
-            let (len, tail) = tail.split_first_chunk::<8>().ok_or_else(malformed)?;
-            let (bytes, tail) = tail
-                .split_at_checked(u64::from_le_bytes(*len) as usize)
-                .ok_or_else(malformed)?;
-            out.push((String::from_utf8_lossy(id).into_owned(), bytes.to_vec()));
-            rest = tail;
-        }
-        Ok(Some(out))
+        postecole_archive::log::read_group(&file, slot.offset, slot.len, key).map(Some)
+    }
+
+    /// Keeps what the recovery file unwraps in the account's directory, replacing what was
+    /// there: with it, the directory and the recovery file are enough to read the account's
+    /// mail after the database is lost.
+    pub fn write_key(&self, key: &postecole_archive::KeyFile) -> std::io::Result<()> {
+        let dir = self.dir.join(&key.account);
+        create_synced_dir(&self.dir)?;
+        create_synced_dir(&dir)?;
+        key.write(&dir)
+    }
+
+    /// The key files of every account directory, for recovery after the database is lost.
+    pub fn key_files(&self) -> Vec<postecole_archive::KeyFile> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| postecole_archive::KeyFile::read(&e.ok()?.path()).ok())
+            .collect()
+    }
+
+    pub fn has_key(&self, account: &str) -> bool {
+        self.dir
+            .join(account)
+            .join(postecole_archive::KEY_FILE_NAME)
+            .exists()
     }
 
     /// Removes an account's archive (when the account is deleted).

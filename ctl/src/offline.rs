@@ -1,0 +1,189 @@
+//! `mailctl archive open`: reads an account's archive directory with its recovery file, with
+//! no daemon and no database — what is left when the PC's database is lost. The format is
+//! `postecole_archive`'s, shared with postecoled.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use postecole_archive::{KEY_FILE_NAME, KeyFile, RECOVERY_FILE_NAME, log};
+
+use crate::fail::{Failure, Status};
+
+#[derive(Args)]
+pub struct OpenArgs {
+    /// The account's archive directory (`archive/ID` in the state directory), or the archive
+    /// directory holding it.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// The account's recovery file, cleRecuperation.crbee.
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    #[command(subcommand)]
+    command: Option<OpenCommand>,
+}
+
+#[derive(Subcommand)]
+enum OpenCommand {
+    /// One sent message, exactly as it left.
+    Show { msgid: String },
+}
+
+/// A message found in the archive, with where it was sealed.
+struct Found {
+    id: String,
+    bytes: Vec<u8>,
+}
+
+pub fn open(args: OpenArgs, json: bool) -> Result<(), Failure> {
+    let text = read_recovery(&args.key)?;
+    let (account, recovery) = postecole_archive::parse_recovery_file(&text)
+        .map_err(|e| Failure::new(Status::Data, format!("{}: {e}", args.key.display())))?;
+    let dir = account_dir(&args.dir, &account)?;
+    let key_file = KeyFile::read(&dir).map_err(|e| Failure::new(Status::Data, e))?;
+    if key_file.account != account {
+        return Err(Failure::new(
+            Status::Data,
+            format!(
+                "this {RECOVERY_FILE_NAME} belongs to account {account}; {} holds account {}",
+                dir.display(),
+                key_file.account
+            ),
+        ));
+    }
+    let key = key_file.unlock(&recovery).ok_or_else(|| {
+        Failure::new(Status::NoPerm, format!(
+            "this {RECOVERY_FILE_NAME} does not open the archive in {} (another key of the same account?)",
+            dir.display()
+        ),
+        )
+    })?;
+    let mut messages: BTreeMap<String, (usize, Found)> = BTreeMap::new();
+    let mut order = 0;
+    let logs = log::logs(&dir).map_err(|e| {
+        Failure::new(
+            Status::NoInput,
+            format!("cannot list {}: {e}", dir.display()),
+        )
+    })?;
+    for name in logs {
+        let path = dir.join(&name);
+        let file = File::open(&path).map_err(|e| {
+            Failure::new(
+                Status::NoInput,
+                format!("cannot open {}: {e}", path.display()),
+            )
+        })?;
+        let groups = log::groups(&file).map_err(|e| {
+            Failure::new(
+                Status::Other,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        for (offset, len) in groups {
+            match log::read_group(&file, offset, len, &key) {
+                Ok(group) => {
+                    for (id, bytes) in group {
+                        // Sent again after a crash: the later copy is the one recorded.
+                        order += 1;
+                        messages.insert(id.clone(), (order, Found { id, bytes }));
+                    }
+                }
+                Err(e) => eprintln!(
+                    "mailctl: {}: the group at byte {offset} cannot be read ({e}); skipped",
+                    path.display()
+                ),
+            }
+        }
+    }
+    let mut found: Vec<(usize, Found)> = messages.into_values().collect();
+    found.sort_by_key(|(order, _)| *order);
+    match args.command {
+        Some(OpenCommand::Show { msgid }) => {
+            let (_, message) = found
+                .into_iter()
+                .find(|(_, m)| m.id == msgid)
+                .ok_or_else(|| {
+                    Failure::new(
+                        Status::NoInput,
+                        format!("no message `{msgid}` in this archive"),
+                    )
+                })?;
+            std::io::stdout()
+                .write_all(&message.bytes)
+                .map_err(|e| Failure::new(Status::Other, e.to_string()))?;
+        }
+        None => {
+            let rows: Vec<(String, String, String, u64)> = found
+                .into_iter()
+                .map(|(_, m)| {
+                    let (subject, to) = postecole_archive::summary(&m.bytes);
+                    (m.id, to, subject, m.bytes.len() as u64)
+                })
+                .collect();
+            if json {
+                let list: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|(id, to, subject, size)| {
+                        serde_json::json!({"id": id, "to": to, "subject": subject, "size": size})
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                println!("{:<14} {:<40} SUBJECT", "ID", "TO");
+                for (id, to, subject, _) in rows {
+                    let to: String = if to.chars().count() > 40 {
+                        to.chars().take(39).chain(['…']).collect()
+                    } else {
+                        to
+                    };
+                    println!("{id:<14} {to:<40} {subject}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_recovery(path: &Path) -> Result<String, Failure> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        Failure::new(
+            Status::NoInput,
+            format!("cannot open the recovery file {}: {e}", path.display()),
+        )
+    })?;
+    // A recovery file is a few hundred bytes; anything else is not one.
+    if !meta.is_file() || meta.len() > 64 * 1024 {
+        return Err(Failure::new(
+            Status::Data,
+            format!("{} is not a {RECOVERY_FILE_NAME} file", path.display()),
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| {
+        Failure::new(
+            Status::NoInput,
+            format!("cannot read the recovery file {}: {e}", path.display()),
+        )
+    })
+}
+
+/// `dir` itself when it holds a key file, else its subdirectory named after the account.
+fn account_dir(dir: &Path, account: &str) -> Result<PathBuf, Failure> {
+    if dir.join(KEY_FILE_NAME).exists() {
+        return Ok(dir.to_owned());
+    }
+    let sub = dir.join(account);
+    if sub.join(KEY_FILE_NAME).exists() {
+        return Ok(sub);
+    }
+    Err(Failure::new(
+        Status::NoInput,
+        format!(
+            "{} holds no archive of account {account} (no `{KEY_FILE_NAME}` file in it or in {})",
+            dir.display(),
+            sub.display()
+        ),
+    ))
+}
