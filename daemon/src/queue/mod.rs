@@ -26,7 +26,7 @@ use crate::clock::Clock;
 use crate::config;
 use crate::model::{MsgState, Record, Slot};
 use crate::store::{self, Store};
-use spool::Spool;
+use spool::{Mark, Spool};
 
 pub use outcome::Outcome;
 pub use outgoing::{Outgoing, package, packaged};
@@ -98,19 +98,41 @@ impl Queue {
                 .filter(|r| !known.contains(&r.id))
         })?;
         let restored = recovered.len();
+        let mut ended = 0;
         for entry in recovered {
             let mut r = entry.record;
             r.slot = Some(entry.slot);
+            if entry.mark != Mark::Waiting {
+                ended += 1;
+                end_as_marked(&mut r, entry.mark);
+            }
             store.put_messages(&[&r], false)?;
             records.push(r);
         }
         let mut requeued = 0;
         let mut due = BTreeSet::new();
         for r in &mut records {
-            let waiting = !matches!(
+            let mut waiting = !matches!(
                 r.state,
                 MsgState::Delivered | MsgState::Cancelled | MsgState::Failed
             );
+            // A store restored from an older snapshot has messages as waiting that ended
+            // since: the spool's marks say how, so that none is sent again.
+            if waiting && let Some(slot) = &r.slot {
+                match spool.outcome(slot)? {
+                    spool::Outcome::Waiting => {}
+                    spool::Outcome::Ended(mark) => {
+                        end_as_marked(r, mark);
+                        store.put_messages(&[r], false)?;
+                        ended += 1;
+                        waiting = false;
+                    }
+                    spool::Outcome::Gone => {
+                        r.slot = None;
+                        ended += 1;
+                    }
+                }
+            }
             if waiting && r.slot.is_none() {
                 r.state = MsgState::Failed;
                 r.last_reply = "its content is missing from the spool".into();
@@ -127,6 +149,12 @@ impl Queue {
         }
         store.flush()?;
         spool.retain(records.iter().filter_map(|r| r.slot.as_ref()))?;
+        if ended > 0 {
+            tracing::warn!(
+                ended,
+                "messages the store had as waiting or did not know had ended, as the spool says: not sent again"
+            );
+        }
         tracing::info!(waiting = due.len(), requeued, restored, "queue opened");
         Ok(Queue {
             store,
@@ -222,7 +250,7 @@ impl Queue {
         if let Err(e) = self.store.put_messages(&refs, false) {
             // Not accepted after all: punched out, the entries are not read back either.
             for r in &records {
-                self.free(r.slot.as_ref().expect("just set"));
+                self.free(r.slot.as_ref().expect("just set"), Mark::Cancelled);
             }
             return Err(e.into());
         }
@@ -270,7 +298,7 @@ impl Queue {
             self.wake.notify_one();
         }
         if let Some(slot) = freed {
-            self.free(&slot);
+            self.free(&slot, Mark::Cancelled);
         }
         self.emit(&r);
         Ok(r)
@@ -293,6 +321,11 @@ impl Queue {
             )));
         }
         self.relay_reachable();
+        // Unmarked before the store says queued: a store restored later must not find the
+        // message queued and the spool saying it failed for good.
+        if let Some(slot) = &self.get(id)?.slot {
+            self.mark(slot, Mark::Waiting);
+        }
         self.transition(id, &[Queued, Deferred, Failed], "retried", |r| {
             r.state = Queued;
             r.next_attempt = now;
@@ -416,11 +449,19 @@ impl Queue {
         self.spool.read(slot)
     }
 
-    /// Frees a finished message's bytes. A failure here loses nothing: the segment is not
-    /// needed by any record and goes when the queue is next opened.
-    fn free(&self, slot: &Slot) {
+    /// Frees a finished message's bytes, its entry marked with how it ended. A failure here
+    /// loses nothing: the segment is not needed by any record and goes when the queue is next
+    /// opened.
+    fn free(&self, slot: &Slot, mark: Mark) {
+        self.mark(slot, mark);
         if let Err(e) = self.spool.release(slot) {
             tracing::warn!(segment = %slot.segment, error = %e, "cannot free spooled bytes");
+        }
+    }
+
+    fn mark(&self, slot: &Slot, mark: Mark) {
+        if let Err(e) = self.spool.mark(slot, mark) {
+            tracing::warn!(segment = %slot.segment, error = %e, "cannot mark a spooled message");
         }
     }
 
@@ -447,7 +488,7 @@ impl Queue {
                     let done =
                         r.state == MsgState::Delivered || (r.state == MsgState::Failed && r.notice);
                     if done {
-                        freed.extend(r.slot.take());
+                        freed.extend(r.slot.take().map(|s| (s, r.state)));
                     }
                     r
                 })
@@ -459,8 +500,20 @@ impl Queue {
         // The archive's new files, then the records that say they are there.
         self.archive.sync()?;
         self.store.flush()?;
-        for slot in &freed {
-            self.free(slot);
+        for (slot, state) in &freed {
+            let mark = if *state == MsgState::Delivered {
+                Mark::Delivered
+            } else {
+                Mark::Failed
+            };
+            self.free(slot, mark);
+        }
+        for r in &records {
+            if r.state == MsgState::Failed
+                && let Some(slot) = &r.slot
+            {
+                self.mark(slot, Mark::Failed);
+            }
         }
         for r in &records {
             if r.state == MsgState::Deferred {
@@ -515,6 +568,27 @@ impl Queue {
             }
         }
         Ok(())
+    }
+}
+
+/// What a message's spool mark says it became; its bytes stay only for a failed message
+/// that is not a notice, for `retry`.
+fn end_as_marked(r: &mut Record, mark: Mark) {
+    r.next_attempt = 0;
+    match mark {
+        Mark::Waiting => return,
+        Mark::Delivered => r.state = MsgState::Delivered,
+        Mark::Failed => r.state = MsgState::Failed,
+        Mark::Cancelled => r.state = MsgState::Cancelled,
+    }
+    if r.state != MsgState::Failed || r.notice {
+        r.slot = None;
+    }
+    if r.last_reply.is_empty() || r.state != MsgState::Failed {
+        r.last_reply = format!(
+            "{} (read back from the spool after the store was restored)",
+            r.state.as_str()
+        );
     }
 }
 
