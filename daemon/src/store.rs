@@ -315,10 +315,17 @@ impl Store {
     }
 
     /// Writes status records in one atomic batch; with `durable`, flushed before returning.
+    /// Never their recipients: sled keeps a record's old versions in its log, so recipients
+    /// written once would outlive the message's delivery (they are in the spool meanwhile).
     pub fn put_messages(&self, records: &[&Record], durable: bool) -> Result<()> {
         let mut batch = sled::Batch::default();
         for r in records {
-            batch.insert(r.id.as_bytes(), encode(r));
+            let stored = Record {
+                recipients: Vec::new(),
+                to: Vec::new(),
+                ..(*r).clone()
+            };
+            batch.insert(r.id.as_bytes(), encode(&stored));
         }
         self.messages.apply_batch(batch)?;
         self.wrote();

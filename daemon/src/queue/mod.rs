@@ -1,6 +1,9 @@
 //! The durable outgoing queue. A message is accepted once its first record and its bytes are
 //! synced in the spool, which the store is rebuilt from after a crash; its bytes leave the
-//! spool when it is delivered or cancelled. Status records stay, without subject or body.
+//! spool when it is delivered or cancelled. Status records stay, without subject or body,
+//! and the store never holds a message's recipients (sled keeps old versions of records in
+//! its log): they are read from the message's spool entry while it waits, and once it is
+//! delivered they are only in its sealed copy in the archive.
 //!
 //! Bytes in the spool rather than in store values: bodies can be megabytes, freeing them
 //! really removes the clear text from the state directory, and the store stays small.
@@ -257,16 +260,43 @@ impl Queue {
         Ok(records)
     }
 
+    /// The message's record, with its recipients while its entry is in the spool.
     pub fn get(&self, id: &str) -> Result<Record> {
-        self.store
+        let mut r = self
+            .store
             .message(id)?
-            .ok_or_else(|| Error::NotFound(id.to_owned()))
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        self.add_recipients(&mut r);
+        Ok(r)
     }
 
     pub fn list(&self) -> Result<Vec<Record>> {
         let mut all = self.store.messages()?;
+        for r in &mut all {
+            self.add_recipients(r);
+        }
         all.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
         Ok(all)
+    }
+
+    /// Recipients from the record in the message's spool entry; none once it has left.
+    fn add_recipients(&self, r: &mut Record) {
+        let Some(slot) = &r.slot else {
+            return;
+        };
+        match self
+            .spool
+            .record(slot)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).map_err(|e| e.to_string()))
+        {
+            Ok(first) if first.id == r.id => {
+                r.recipients = first.recipients;
+                r.to = first.to;
+            }
+            Ok(_) => tracing::warn!(message = %r.id, "its spool entry holds another message"),
+            Err(e) => tracing::warn!(message = %r.id, error = %e, "cannot read its recipients"),
+        }
     }
 
     /// Applies a state change if `allowed` accepts the current state.
@@ -383,6 +413,7 @@ impl Queue {
             r.state = MsgState::Sending;
             // Not flushed: after a crash, `queued` and `sending` both mean "send again".
             self.store.put_messages(&[&r], false)?;
+            self.add_recipients(&mut r);
             self.emit(&r);
             return Ok(Some(r));
         }

@@ -239,6 +239,18 @@ impl Spool {
         }
     }
 
+    /// The record the message was accepted with, as written in its entry.
+    pub fn record(&self, slot: &Slot) -> std::io::Result<Vec<u8>> {
+        let file = File::open(self.dir.join(&slot.segment))?;
+        let end = file.metadata()?.len();
+        let (record_len, _, _) = header(&file, slot.offset, end)?.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "no entry at this place")
+        })?;
+        let mut record = vec![0; record_len as usize];
+        file.read_exact_at(&mut record, slot.offset + HEADER)?;
+        Ok(record)
+    }
+
     /// The message's bytes.
     pub fn read(&self, slot: &Slot) -> std::io::Result<Vec<u8>> {
         read_entry(&File::open(self.dir.join(&slot.segment))?, slot)
@@ -414,6 +426,7 @@ mod tests {
             "a released message's bytes are gone from the segment"
         );
         assert_eq!(spool.read(&slots[1]).unwrap(), b"second");
+        assert_eq!(spool.record(&slots[1]).unwrap(), b"r2");
         spool.release(&slots[1]).unwrap();
         spool.release(&more[0]).unwrap();
         assert_eq!(files(dir.path()), 1, "the segment written to stays");

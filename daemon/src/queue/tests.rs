@@ -282,3 +282,42 @@ async fn a_store_restored_from_an_older_snapshot_sends_no_ended_message_again() 
         "a retried message is waiting again"
     );
 }
+
+#[tokio::test]
+async fn recipients_never_reach_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicU64::new(1_000_000));
+    let q = open(dir.path(), &now);
+    let mut message = outgoing(0);
+    message.recipients = vec!["famille-dupont@exemple.fr".into()];
+    message.to = message.recipients.clone();
+    let id = q.enqueue(vec![message]).await.unwrap().remove(0).id;
+    assert_eq!(q.get(&id).unwrap().to, ["famille-dupont@exemple.fr"]);
+    assert_eq!(q.list().unwrap()[0].to, ["famille-dupont@exemple.fr"]);
+    let r = q.take_due().unwrap().unwrap();
+    assert_eq!(
+        r.recipients,
+        ["famille-dupont@exemple.fr"],
+        "for the envelope"
+    );
+    q.finish(r, Outcome::Delivered("250 ok".into())).unwrap();
+    assert!(q.get(&id).unwrap().to.is_empty());
+    q.store.snapshot(1_000_000, false).unwrap().unwrap();
+    q.store.flush().unwrap();
+    let mut stack = vec![dir.path().join("db"), dir.path().join("snapshots")];
+    let mut files = 0;
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            files += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(14).any(|w| w == b"famille-dupont"),
+                "{} holds a recipient",
+                path.display()
+            );
+        }
+    }
+    assert!(files > 2);
+}
