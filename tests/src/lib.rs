@@ -8,6 +8,7 @@ mod ca;
 mod ctl;
 mod daemon;
 mod polkit;
+pub mod recovery;
 mod smtp;
 mod users;
 
