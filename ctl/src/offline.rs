@@ -31,11 +31,8 @@ enum OpenCommand {
     Show { msgid: String },
 }
 
-/// A message found in the archive, with where it was sealed.
-struct Found {
-    id: String,
-    bytes: Vec<u8>,
-}
+/// A message as listed: id, To, Subject, size.
+type Listed = (String, String, String, u64);
 
 pub fn open(args: OpenArgs, json: bool) -> Result<(), Failure> {
     let text = read_recovery(&args.key)?;
@@ -57,10 +54,16 @@ pub fn open(args: OpenArgs, json: bool) -> Result<(), Failure> {
         Failure::new(Status::NoPerm, format!(
             "this {RECOVERY_FILE_NAME} does not open the archive in {} (another key of the same account?)",
             dir.display()
-        ),
-        )
+        ))
     })?;
-    let mut messages: BTreeMap<String, (usize, Found)> = BTreeMap::new();
+    let wanted = args
+        .command
+        .as_ref()
+        .map(|OpenCommand::Show { msgid }| msgid.as_str());
+    // Only summaries are kept while reading, and for `show` only the message asked for: an
+    // archive can hold a whole school year.
+    let mut listed: BTreeMap<String, (usize, Listed)> = BTreeMap::new();
+    let mut shown: Option<Vec<u8>> = None;
     let mut order = 0;
     let logs = log::logs(&dir).map_err(|e| {
         Failure::new(
@@ -83,65 +86,62 @@ pub fn open(args: OpenArgs, json: bool) -> Result<(), Failure> {
             )
         })?;
         for (offset, len) in groups {
-            match log::read_group(&file, offset, len, &key) {
-                Ok(group) => {
-                    for (id, bytes) in group {
-                        // Sent again after a crash: the later copy is the one recorded.
+            let group = match log::read_group(&file, offset, len, &key) {
+                Ok(group) => group,
+                Err(e) => {
+                    eprintln!(
+                        "mailctl: {}: the group at byte {offset} cannot be read ({e}); skipped",
+                        path.display()
+                    );
+                    continue;
+                }
+            };
+            for (id, bytes) in group {
+                // Sent again after a crash: the later copy is the one kept.
+                match wanted {
+                    Some(w) if w == id => shown = Some(bytes),
+                    Some(_) => {}
+                    None => {
                         order += 1;
-                        messages.insert(id.clone(), (order, Found { id, bytes }));
+                        let (subject, to) = postecole_archive::summary(&bytes);
+                        let size = bytes.len() as u64;
+                        listed.insert(id.clone(), (order, (id, to, subject, size)));
                     }
                 }
-                Err(e) => eprintln!(
-                    "mailctl: {}: the group at byte {offset} cannot be read ({e}); skipped",
-                    path.display()
-                ),
             }
         }
     }
-    let mut found: Vec<(usize, Found)> = messages.into_values().collect();
-    found.sort_by_key(|(order, _)| *order);
-    match args.command {
-        Some(OpenCommand::Show { msgid }) => {
-            let (_, message) = found
-                .into_iter()
-                .find(|(_, m)| m.id == msgid)
-                .ok_or_else(|| {
-                    Failure::new(
-                        Status::NoInput,
-                        format!("no message `{msgid}` in this archive"),
-                    )
-                })?;
-            std::io::stdout()
-                .write_all(&message.bytes)
-                .map_err(|e| Failure::new(Status::Other, e.to_string()))?;
-        }
-        None => {
-            let rows: Vec<(String, String, String, u64)> = found
-                .into_iter()
-                .map(|(_, m)| {
-                    let (subject, to) = postecole_archive::summary(&m.bytes);
-                    (m.id, to, subject, m.bytes.len() as u64)
-                })
-                .collect();
-            if json {
-                let list: Vec<serde_json::Value> = rows
-                    .iter()
-                    .map(|(id, to, subject, size)| {
-                        serde_json::json!({"id": id, "to": to, "subject": subject, "size": size})
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(list));
+    if let Some(msgid) = wanted {
+        let bytes = shown.ok_or_else(|| {
+            Failure::new(
+                Status::NoInput,
+                format!("no message `{msgid}` in this archive"),
+            )
+        })?;
+        return std::io::stdout()
+            .write_all(&bytes)
+            .map_err(|e| Failure::new(Status::Other, e.to_string()));
+    }
+    let mut rows: Vec<(usize, Listed)> = listed.into_values().collect();
+    rows.sort_by_key(|(order, _)| *order);
+    let rows: Vec<Listed> = rows.into_iter().map(|(_, row)| row).collect();
+    if json {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(id, to, subject, size)| {
+                serde_json::json!({"id": id, "to": to, "subject": subject, "size": size})
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+    } else {
+        println!("{:<14} {:<40} SUBJECT", "ID", "TO");
+        for (id, to, subject, _) in rows {
+            let to: String = if to.chars().count() > 40 {
+                to.chars().take(39).chain(['…']).collect()
             } else {
-                println!("{:<14} {:<40} SUBJECT", "ID", "TO");
-                for (id, to, subject, _) in rows {
-                    let to: String = if to.chars().count() > 40 {
-                        to.chars().take(39).chain(['…']).collect()
-                    } else {
-                        to
-                    };
-                    println!("{id:<14} {to:<40} {subject}");
-                }
-            }
+                to
+            };
+            println!("{id:<14} {to:<40} {subject}");
         }
     }
     Ok(())

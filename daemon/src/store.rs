@@ -53,6 +53,8 @@ pub struct Store {
     /// Writes since the store was opened; a periodic snapshot is skipped when none happened.
     writes: Arc<AtomicU64>,
     snapshotted: Arc<AtomicU64>,
+    /// One snapshot at a time: the periodic one may run into the one taken at stop.
+    snapshotting: Arc<std::sync::Mutex<()>>,
     accounts: sled::Tree,
     /// Unix uid (big-endian) → default account id.
     defaults: sled::Tree,
@@ -149,6 +151,7 @@ impl Store {
             dir: state_dir.to_owned(),
             writes: Arc::default(),
             snapshotted: Arc::default(),
+            snapshotting: Arc::default(),
             db,
         })
     }
@@ -200,6 +203,7 @@ impl Store {
     /// last one (`only_if_changed`). The store records the generation first: a store that
     /// says less than the newest snapshot lost what it had.
     pub fn snapshot(&self, now: u64, only_if_changed: bool) -> Result<Option<PathBuf>> {
+        let _one = self.snapshotting.lock().unwrap();
         let writes = self.writes.load(Ordering::SeqCst);
         if only_if_changed && writes == self.snapshotted.load(Ordering::SeqCst) {
             return Ok(None);
