@@ -6,6 +6,7 @@
 //! - `NNNNNN.log`: age-encrypted groups appended one after the other (see `log`);
 //! - `key`: the account's public recipient and its private key wrapped under the recovery key
 //!   (see `keys`), never anything in clear.
+#![forbid(unsafe_code)]
 
 pub mod keys;
 pub mod log;
