@@ -1,6 +1,7 @@
 //! postecoled's figures next to Postfix and msmtp, on loopback, in one run; prints `key value`
 //! lines. A measurement, not a test: see `bench/run` and BENCHMARKS.md.
 
+mod attack;
 mod peers;
 
 use std::time::{Duration, Instant};
@@ -237,7 +238,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
-    // BENCH_ONLY=delivery (or peers, enqueue, merge; comma-separated) runs only those parts,
+    // BENCH_ONLY=delivery (or peers, enqueue, merge, attack; comma-separated) runs only those parts,
     // e.g. under a profiler.
     let only = std::env::var("BENCH_ONLY").ok();
     let part = |name: &str| {
@@ -276,5 +277,12 @@ fn main() {
     }
     if part("merge") {
         merge(&sink, (n / 5).max(10), &mut put);
+    }
+    if part("attack") {
+        // Twenty seconds of attack for a real run; a smoke run only checks that it works.
+        let length = Duration::from_secs(if n >= 1000 { 20 } else { 3 });
+        let (p99, peak) = attack::under_attack(&runtime, length);
+        put("honest_p99_ms_under_attack", format!("{p99:.1}"));
+        put("peak_rss_mib_under_attack", format!("{peak:.1}"));
     }
 }

@@ -86,7 +86,12 @@ pub fn open(args: OpenArgs, json: bool) -> Result<(), Failure> {
             )
         })?;
         for (offset, len) in groups {
-            let group = match log::read_group(&file, offset, len, &key) {
+            // The group's index alone is decrypted for a listing, and for `show` only the
+            // chunks of the message asked for (groups before the index are decrypted whole).
+            let opened = file
+                .try_clone()
+                .and_then(|f| log::open_group(f, offset, len, &key));
+            let mut group = match opened {
                 Ok(group) => group,
                 Err(e) => {
                     eprintln!(
@@ -96,16 +101,23 @@ pub fn open(args: OpenArgs, json: bool) -> Result<(), Failure> {
                     continue;
                 }
             };
-            for (id, bytes) in group {
+            let entries = std::mem::take(&mut group.entries);
+            for entry in entries {
                 // Sent again after a crash: the later copy is the one kept.
                 match wanted {
-                    Some(w) if w == id => shown = Some(bytes),
+                    Some(w) if w == entry.id => match group.bytes(&entry) {
+                        Ok(bytes) => shown = Some(bytes),
+                        Err(e) => eprintln!(
+                            "mailctl: {}: message {} in the group at byte {offset} cannot be read ({e})",
+                            path.display(),
+                            entry.id
+                        ),
+                    },
                     Some(_) => {}
                     None => {
                         order += 1;
-                        let (subject, to) = postecole_archive::summary(&bytes);
-                        let size = bytes.len() as u64;
-                        listed.insert(id.clone(), (order, (id, to, subject, size)));
+                        let row = (entry.id.clone(), entry.to, entry.subject, entry.size);
+                        listed.insert(entry.id, (order, row));
                     }
                 }
             }

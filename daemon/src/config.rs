@@ -44,6 +44,8 @@ pub struct Config {
     pub relay: Option<Relay>,
     #[serde(default)]
     pub queue: Queue,
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -104,6 +106,38 @@ impl Default for Queue {
     }
 }
 
+/// What one local user may take of the PC's shared daemon, and the disk's last reserve.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Per non-administrator Unix user: messages whose content waits in the spool (queued,
+    /// deferred, held, sending, or failed and still retryable).
+    pub max_queued_messages: u64,
+    /// Per non-administrator Unix user: the bytes of those messages, as they will be sent.
+    pub max_queued_bytes: u64,
+    /// Per non-administrator call: recipients (To, Cc, Bcc) over all messages of the call.
+    pub max_recipients_per_call: u64,
+    /// Daemon-wide: estimated bytes of the messages being built at once; a call waits for room.
+    pub max_building_bytes: u64,
+    /// Below this much free space in `state_dir`, new mail and new accounts are refused
+    /// (`DiskFull`); what is left is for recording deliveries and sealing the archive.
+    pub disk_reserve_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // A whole-school merge: 1,000 families, one 200 KB PDF each (about 280 KB once
+        // encoded), two addresses per family, with room for a second merge behind it.
+        Limits {
+            max_queued_messages: 5_000,
+            max_queued_bytes: 1 << 30,
+            max_recipients_per_call: 2_000,
+            max_building_bytes: 64 << 20,
+            disk_reserve_bytes: 64 << 20,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -113,6 +147,7 @@ impl Default for Config {
             templates_dir: default_templates_dir(),
             relay: None,
             queue: Queue::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -203,6 +238,28 @@ impl Config {
         if q.max_message_bytes < 1024 {
             return Err(("queue.max_message_bytes", "must be at least 1024".into()));
         }
+        let l = &self.limits;
+        if l.max_queued_messages == 0 {
+            return Err(("limits.max_queued_messages", "must be at least 1".into()));
+        }
+        if l.max_queued_bytes < q.max_message_bytes {
+            return Err((
+                "limits.max_queued_bytes",
+                "must not be less than queue.max_message_bytes".into(),
+            ));
+        }
+        if l.max_recipients_per_call == 0 {
+            return Err((
+                "limits.max_recipients_per_call",
+                "must be at least 1".into(),
+            ));
+        }
+        if l.max_building_bytes < 1 << 20 {
+            return Err((
+                "limits.max_building_bytes",
+                "must be at least 1048576".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -289,6 +346,30 @@ mod tests {
         assert!(c.relay.is_none());
         assert_eq!(c.queue.min_backoff_secs, 300);
         assert_eq!(c.queue.max_lifetime_secs, 432_000);
+        assert_eq!(c.limits.max_queued_messages, 5_000);
+        assert_eq!(c.limits.disk_reserve_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn limits_parse_and_are_checked() {
+        let c = parse("[limits]\nmax_queued_messages = 3\ndisk_reserve_bytes = 0").unwrap();
+        assert_eq!(c.limits.max_queued_messages, 3);
+        assert_eq!(c.limits.disk_reserve_bytes, 0);
+        assert_eq!(c.limits.max_recipients_per_call, 2_000);
+        // The default merge fits: 1,000 families, two addresses, a 200 KB PDF each, encoded.
+        let d = Limits::default();
+        assert!(d.max_queued_messages >= 1_000 && d.max_recipients_per_call >= 2_000);
+        assert!(d.max_queued_bytes >= 1_000 * 280_000);
+        let e = parse("[limits]\nmax_queued_messages = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.max_queued_messages"), "{e}");
+        let e = parse("[limits]\nmax_queued_bytes = 10")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.max_queued_bytes"), "{e}");
+        let e = parse("[limits]\nmax_queud = 1").unwrap_err().to_string();
+        assert!(e.contains("max_queud"), "{e}");
     }
 
     #[test]

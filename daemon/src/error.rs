@@ -30,6 +30,8 @@ impl From<queue::Error> for Error {
                 "no message `{id}` that you may see (see `mailctl queue list`)"
             )),
             queue::Error::InvalidState(m) => Error::InvalidState(m),
+            queue::Error::QuotaExceeded(m) => Error::QuotaExceeded(m),
+            queue::Error::DiskFull(m) => Error::DiskFull(m),
             other => {
                 tracing::error!(error = %other, "queue failure");
                 Error::Internal("the outgoing queue could not be read or written".into())

@@ -38,6 +38,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    bound_allocator();
     let args = Args::parse();
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -87,6 +88,27 @@ fn init_logging() {
         .init();
 }
 
+/// glibc's allocator tuned for a daemon that handles message bodies of megabytes on many threads.
+/// By default it raises its mmap threshold to 32 MiB after the first large free and keeps such
+/// buffers in one arena per thread, never returning them: resident memory would grow with every
+/// thread that once held a large message. A fixed threshold hands them back at once.
+const MALLOC_TUNABLES: &str = "glibc.malloc.mmap_threshold=262144:glibc.malloc.arena_max=2";
+
+/// glibc reads its tunables only at start: without them, the daemon starts itself again with
+/// them (same process id, same arguments). Set by hand (or by the unit), they are left alone.
+fn bound_allocator() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("GLIBC_TUNABLES").is_some() {
+        return;
+    }
+    let e = std::process::Command::new("/proc/self/exe")
+        .args(std::env::args_os().skip(1))
+        .env("GLIBC_TUNABLES", MALLOC_TUNABLES)
+        .exec();
+    // Only a failed exec comes back: run on with the allocator's defaults.
+    eprintln!("postecoled: cannot restart with the allocator's tunables ({e}); running without");
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let (path, explicit) = match args.config {
         Some(p) => (p, true),
@@ -108,6 +130,7 @@ async fn run(args: Args) -> Result<(), String> {
         )
         .map_err(|e| format!("cannot open the outgoing queue: {e}"))?,
     );
+    queue.set_disk_reserve(config.limits.disk_reserve_bytes);
     let accounts = Arc::new(accounts::Accounts::new(
         config.clone(),
         store.clone(),

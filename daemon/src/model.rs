@@ -148,9 +148,14 @@ pub struct Record {
     /// for a failed notice (its code or key is not kept).
     #[serde(default)]
     pub slot: Option<Slot>,
-    /// Where its sealed copy is in the account's archive, once delivered.
+    /// Where its sealed copy is in the account's archive, once delivered (or once its clear
+    /// text has outlived `max_lifetime_secs` after failing).
     #[serde(default)]
     pub archived: Option<Slot>,
+    /// When it failed (clock seconds), 0 while it has not: its clear text is kept for `retry`
+    /// until `max_lifetime_secs` after this, then sealed like delivered mail.
+    #[serde(default)]
+    pub failed_at: u64,
 }
 
 /// Where something is in a segment or log file: for the spool, a whole entry.

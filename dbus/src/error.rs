@@ -59,6 +59,10 @@ errors! {
     TooLarge,
     /// The mail relay could not be reached or refused the message.
     RelayUnavailable,
+    /// Over one of the caller's `[limits]` (queued messages, queued bytes, recipients per call).
+    QuotaExceeded,
+    /// The state directory is below its free-space reserve: no new mail or account for now.
+    DiskFull,
     /// Something failed inside the daemon; details are in its log.
     Internal,
 }

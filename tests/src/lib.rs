@@ -7,6 +7,7 @@ mod bus;
 mod ca;
 mod ctl;
 mod daemon;
+pub mod limits;
 mod polkit;
 pub mod recovery;
 mod smtp;

@@ -84,3 +84,20 @@ pub fn files_holding(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+/// For each group in an account's archive directory, whether it carries an index (the format
+/// the daemon writes now), read with the recovery file's text as `mailctl archive open` does.
+pub fn archived_groups_indexed(account_dir: &Path, recovery: &str) -> Vec<bool> {
+    use postecole_archive::{KeyFile, log, parse_recovery_file};
+    let (_, key) = parse_recovery_file(recovery).unwrap();
+    let key = KeyFile::read(account_dir).unwrap().unlock(&key).unwrap();
+    let mut out = Vec::new();
+    for name in log::logs(account_dir).unwrap() {
+        let file = std::fs::File::open(account_dir.join(name)).unwrap();
+        for (offset, len) in log::groups(&file).unwrap() {
+            let group = log::open_group(file.try_clone().unwrap(), offset, len, &key).unwrap();
+            out.push(group.indexed());
+        }
+    }
+    out
+}

@@ -32,6 +32,8 @@ fn bench_run_prints_every_figure() {
         "idle_rss_mib",
         "rss_10k_queued_mib",
         "merge_200k_pdf_msgs_per_s",
+        "honest_p99_ms_under_attack",
+        "peak_rss_mib_under_attack",
     ] {
         let value = stdout
             .lines()

@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use postecole_tests::recovery::{
-    files_holding, recovery_attachment, scribble_sled_snapshot, truncate_sled_file,
+    archived_groups_indexed, files_holding, recovery_attachment, scribble_sled_snapshot,
+    truncate_sled_file,
 };
 use postecole_tests::{Bus, Daemon, Smtp, active_account, bin, mailctl, wait_for, wait_state};
 
@@ -229,6 +230,12 @@ fn the_archive_folder_and_the_recovery_file_alone_read_sent_mail_after_db_is_del
     let key = s.key_file.path().to_str().unwrap();
     let dir = copy.path().join("archive");
     let account_dir = dir.join(&s.account);
+    // What the daemon writes now: groups with an index, which mailctl lists from alone.
+    let indexed = archived_groups_indexed(&account_dir, &std::fs::read_to_string(key).unwrap());
+    assert!(
+        !indexed.is_empty() && indexed.iter().all(|&i| i),
+        "{indexed:?}"
+    );
 
     for dir in [&dir, &account_dir] {
         let out = archive_open(&["--dir", dir.to_str().unwrap(), "--key", key, "--json"]);

@@ -400,8 +400,8 @@ async fn bad_input_is_refused_and_nothing_is_queued() {
     }
     let dir = std::fs::File::open("/").unwrap();
     match attaching("x.pdf", dir).await {
-        Err(api::Error::InvalidInput(m)) => assert!(m.contains("cannot be read"), "{m}"),
-        other => panic!("expected InvalidInput for an unreadable fd, got {other:?}"),
+        Err(api::Error::InvalidInput(m)) => assert!(m.contains("not a regular file"), "{m}"),
+        other => panic!("expected InvalidInput for a directory, got {other:?}"),
     }
     match attaching("../etc/passwd", tempfile::tempfile().unwrap()).await {
         Err(api::Error::InvalidInput(_)) => {}

@@ -8,7 +8,6 @@ pub mod notices;
 mod setup;
 mod vault;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, broadcast};
@@ -17,9 +16,7 @@ use crate::archive::{self, Archive, Unlocked};
 use crate::authz::{self, Caller};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::model::{
-    Account, AuditEntry, KeyRing, Kind, MsgState, PendingCode, Secret, Slot, State,
-};
+use crate::model::{Account, AuditEntry, KeyRing, Kind, MsgState, PendingCode, Secret, State};
 use crate::queue::{self, Queue};
 use crate::store::Store;
 use crate::{secret, validate};

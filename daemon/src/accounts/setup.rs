@@ -36,6 +36,9 @@ impl Accounts {
                 existing.id, existing.id
             )));
         }
+        // Below the disk's reserve nothing new starts, though deliveries still get recorded;
+        // the room asked for is the account's record, its code e-mail and their records.
+        self.queue.check_disk(64 * 1024)?;
         let now = self.now();
         let code = secret::new_code();
         let mut account = Account {
@@ -65,6 +68,10 @@ impl Accounts {
         }
         match self.send_code(&account, &code, caller.uid).await {
             CodeMail::Sent => {}
+            CodeMail::NotQueued(e) => {
+                self.store.remove_account(&account.id)?;
+                return Err(e);
+            }
             CodeMail::Refused(reply) => {
                 self.store.remove_account(&account.id)?;
                 return Err(Error::RelayUnavailable(format!(
@@ -125,6 +132,7 @@ impl Accounts {
         };
         match self.send_code(&account, &code, caller.uid).await {
             CodeMail::Sent => {}
+            CodeMail::NotQueued(e) => return Err(e),
             CodeMail::Refused(reply) | CodeMail::Deferred(reply) => {
                 return Err(Error::RelayUnavailable(format!(
                     "the new code could not be e-mailed to {} through {}: {reply}",
@@ -272,7 +280,7 @@ impl Accounts {
             .await
         {
             Ok(mut records) => records.remove(0),
-            Err(e) => return CodeMail::Deferred(e.to_string()),
+            Err(e) => return CodeMail::NotQueued(e.into()),
         };
         // Below the 25 s a D-Bus client waits for a reply by default.
         let deadline = tokio::time::Instant::now() + FIRST_ATTEMPT_WAIT;
@@ -316,6 +324,8 @@ const FIRST_ATTEMPT_WAIT: std::time::Duration = std::time::Duration::from_secs(2
 /// How the first attempt at a code e-mail went.
 enum CodeMail {
     Sent,
+    /// Not even queued (a full disk): nothing will be sent unless asked again.
+    NotQueued(Error),
     Refused(String),
     Deferred(String),
 }

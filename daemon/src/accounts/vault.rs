@@ -4,14 +4,6 @@
 use super::setup::check_answer;
 use super::*;
 
-/// One message from the archive, in clear for the length of a call.
-pub struct Archived {
-    pub id: String,
-    pub created: u64,
-    pub sender: String,
-    pub bytes: Vec<u8>,
-}
-
 /// What opens an account's archive key.
 pub enum Unlock {
     Answer(String),
@@ -196,50 +188,35 @@ impl Accounts {
         Ok(())
     }
 
-    /// The account's sent mail, newest last, opened with `with`.
-    pub async fn archived(
+    /// The account's sealed mail, oldest first, opened with `with`: what is read from it is
+    /// decrypted by the caller of `View`'s methods, a group at a time.
+    pub async fn archive_view(
         &self,
         caller: &Caller,
         id: &str,
         with: Unlock,
         action: &str,
-    ) -> Result<Vec<Archived>> {
+    ) -> Result<archive::View> {
         let (account, key) = self.unlock(caller, id, with, action).await?;
-        let records: Vec<_> = self
+        let messages = self
             .queue
             .list()?
             .into_iter()
-            .filter(|r| r.account == account.id && r.state == MsgState::Delivered)
-            .filter_map(|r| Some((r.archived.clone()?, r)))
+            .filter(|r| r.account == account.id)
+            .filter_map(|r| {
+                Some(archive::Held {
+                    slot: r.archived?,
+                    id: r.id,
+                    created: r.created,
+                    sender: r.envelope_from,
+                })
+            })
             .collect();
-        let archive = self.archive.clone();
-        tokio::task::spawn_blocking(move || {
-            // Messages delivered together are sealed together: each group is opened once.
-            let mut groups: HashMap<Slot, HashMap<String, Vec<u8>>> = HashMap::new();
-            let mut out = Vec::new();
-            for (slot, r) in records {
-                if !groups.contains_key(&slot) {
-                    let group = match archive.read(&account.id, &slot, &key) {
-                        Ok(group) => group.unwrap_or_default().into_iter().collect(),
-                        Err(e) => {
-                            tracing::error!(message = %r.id, error = %e, "archived message unreadable");
-                            HashMap::new()
-                        }
-                    };
-                    groups.insert(slot.clone(), group);
-                }
-                if let Some(bytes) = groups.get_mut(&slot).and_then(|g| g.remove(&r.id)) {
-                    out.push(Archived {
-                        id: r.id,
-                        created: r.created,
-                        sender: r.envelope_from,
-                        bytes,
-                    });
-                }
-            }
-            out
+        Ok(archive::View {
+            archive: self.archive.clone(),
+            account: account.id,
+            key,
+            messages,
         })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))
     }
 }

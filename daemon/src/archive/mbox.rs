@@ -1,7 +1,5 @@
-//! Reading archived mail back out: a one-line summary for listings (its parsing is shared
-//! with mailctl's offline reader), and mbox export.
-
-pub use postecole_archive::summary;
+//! Writing archived mail back out as an mbox. (Listings read Subject and To from the
+//! groups' indexes: `postecole_archive::log`.)
 
 /// An mbox "From " line and body with ">From " quoting, for `ExportMbox`.
 pub fn mbox_entry(out: &mut Vec<u8>, sender: &str, date: u64, message: &[u8]) {

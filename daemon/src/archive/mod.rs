@@ -4,6 +4,7 @@
 
 mod keys;
 mod mbox;
+mod read;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -13,9 +14,11 @@ use std::sync::{Arc, Mutex};
 
 use crate::model::Slot;
 
-pub use mbox::{mbox_entry, summary};
+pub use mbox::mbox_entry;
+#[cfg(test)]
 pub use postecole_archive::log::Sealed;
 pub use postecole_archive::{RECOVERY_FILE_NAME, Unlocked, parse_recovery_file, recovery_file};
+pub use read::{Held, View};
 
 /// Sealed copies of delivered messages, appended to per-account logs under
 /// `state_dir/archive/<account>/NNNNNN.log`; the queue record of each message says where its
@@ -72,7 +75,11 @@ impl Archive {
             logs.open.insert(account.to_owned(), log);
         }
         let log = logs.open.get_mut(account).expect("just opened");
-        log.file.write_all_at(&sealed, log.len)?;
+        if let Err(e) = log.file.write_all_at(&sealed, log.len) {
+            // A partial write (a full disk) must not keep the blocks it took.
+            let _ = log.file.set_len(log.len);
+            return Err(e);
+        }
         let slot = Slot {
             segment: log.name.clone(),
             offset: log.len,
@@ -135,18 +142,22 @@ impl Archive {
     }
 
     /// The messages sealed together in `slot`, in clear, or None if its log is gone.
+    #[cfg(test)]
     pub fn read(
         &self,
         account: &str,
         slot: &Slot,
         key: &Unlocked,
     ) -> std::io::Result<Option<Vec<Sealed>>> {
-        let file = match File::open(self.dir.join(account).join(&slot.segment)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(mut group) = self.open_group(account, slot, key)? else {
+            return Ok(None);
         };
-        postecole_archive::log::read_group(&file, slot.offset, slot.len, key).map(Some)
+        let entries = group.entries.clone();
+        entries
+            .iter()
+            .map(|e| Ok((e.id.clone(), group.bytes(e)?)))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map(Some)
     }
 
     /// Keeps what the recovery file unwraps in the account's directory, replacing what was
@@ -247,5 +258,79 @@ mod tests {
         assert!(archive.read("acct", &first, &other_key).is_err());
         archive.remove_account("acct").unwrap();
         assert!(archive.read("acct", &first, &key).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_listing_decrypts_only_the_index_and_old_groups_stay_readable() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let (ring, recovery) = KeyRing::create("le chat noir");
+        let key = ring.unlock_with_recovery(&recovery).unwrap();
+        let archive = Archive::new(dir.path());
+        let big: Vec<Vec<u8>> = (0..3)
+            .map(|n| {
+                let mut m =
+                    format!("Subject: lettre {n}\r\nTo: f{n}@ecole.fr\r\n\r\n").into_bytes();
+                m.resize(300_000, b'a' + n as u8);
+                m
+            })
+            .collect();
+        let slot = archive
+            .store(
+                "acct",
+                &ring.recipient,
+                &[("m0", &big[0]), ("m1", &big[1]), ("m2", &big[2])],
+            )
+            .unwrap();
+        // Damage the last message's chunks: the index and the other messages still open.
+        let log = dir.path().join("archive/acct/000001.log");
+        let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+        file.write_all_at(b"XXXX", slot.offset + slot.len - 1000)
+            .unwrap();
+        let mut group = archive.open_group("acct", &slot, &key).unwrap().unwrap();
+        let summary: Vec<(String, String, String, u64)> = group
+            .entries
+            .iter()
+            .map(|e| (e.id.clone(), e.subject.clone(), e.to.clone(), e.size))
+            .collect();
+        assert_eq!(
+            summary[1],
+            (
+                "m1".into(),
+                "lettre 1".into(),
+                "f1@ecole.fr".into(),
+                300_000
+            )
+        );
+        let m1 = group.entry("m1").unwrap().clone();
+        assert_eq!(group.bytes(&m1).unwrap(), big[1]);
+        let m2 = group.entry("m2").unwrap().clone();
+        assert!(group.bytes(&m2).is_err(), "the damaged chunk is refused");
+
+        // A group in the first format (no index) appended by an older daemon.
+        let encryptor = age::Encryptor::with_recipients(std::iter::once(
+            &ring.recipient.parse::<age::x25519::Recipient>().unwrap() as &dyn age::Recipient,
+        ))
+        .unwrap();
+        let mut sealed = Vec::new();
+        let mut w = encryptor.wrap_output(&mut sealed).unwrap();
+        for (id, bytes) in [("o1", &b"Subject: vieux\r\n\r\nun"[..]), ("o2", b"deux")] {
+            w.write_all(&(id.len() as u32).to_le_bytes()).unwrap();
+            w.write_all(id.as_bytes()).unwrap();
+            w.write_all(&(bytes.len() as u64).to_le_bytes()).unwrap();
+            w.write_all(bytes).unwrap();
+        }
+        w.finish().unwrap();
+        let at = std::fs::metadata(&log).unwrap().len();
+        file.write_all_at(&sealed, at).unwrap();
+        let old = Slot {
+            segment: "000001.log".into(),
+            offset: at,
+            len: sealed.len() as u64,
+        };
+        let group = archive.read("acct", &old, &key).unwrap().unwrap();
+        assert_eq!(group[1], ("o2".to_owned(), b"deux".to_vec()));
+        let group = archive.open_group("acct", &old, &key).unwrap().unwrap();
+        assert_eq!(group.entries[0].subject, "vieux");
     }
 }

@@ -30,6 +30,15 @@ async fn unlock_with(uid: u32, answer: &str, key_file: Vec<OwnedFd>) -> Result<U
     }
 }
 
+/// Runs `work` (decryption, file writes) off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, BusError> + Send + 'static,
+) -> Result<T, BusError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| BusError::Internal(e.to_string()))?
+}
+
 impl ArchiveService {
     pub fn new(accounts: Arc<Accounts>, authority: Arc<Authority>) -> Self {
         ArchiveService {
@@ -51,20 +60,19 @@ impl ArchiveService {
     ) -> Result<Vec<ArchivedInfo>, BusError> {
         let caller = self.authority.caller(&hdr).await?;
         let with = unlock_with(caller.uid, answer, key_file).await?;
-        Ok(self
+        let view = self
             .accounts
-            .archived(&caller, account, with, "archive-list")
-            .await?
+            .archive_view(&caller, account, with, "archive-list")
+            .await?;
+        let listed = blocking(move || Ok(view.list())).await?;
+        Ok(listed
             .into_iter()
-            .map(|m| {
-                let (subject, to) = crate::archive::summary(&m.bytes);
-                ArchivedInfo {
-                    id: m.id,
-                    created: m.created,
-                    subject,
-                    to,
-                    size: m.bytes.len() as u64,
-                }
+            .map(|m| ArchivedInfo {
+                id: m.id,
+                created: m.created,
+                subject: m.subject,
+                to: m.to,
+                size: m.size,
             })
             .collect())
     }
@@ -80,17 +88,23 @@ impl ArchiveService {
     ) -> Result<Vec<u8>, BusError> {
         let caller = self.authority.caller(&hdr).await?;
         let with = unlock_with(caller.uid, answer, key_file).await?;
-        self.accounts
-            .archived(&caller, account, with, "archive-read")
-            .await?
-            .into_iter()
-            .find(|m| m.id == message)
-            .map(|m| m.bytes)
-            .ok_or_else(|| {
-                BusError::NotFound(format!(
-                    "no message `{message}` in the archive of {account}"
-                ))
+        let view = self
+            .accounts
+            .archive_view(&caller, account, with, "archive-read")
+            .await?;
+        let id = message.to_owned();
+        blocking(move || {
+            view.read(&id).map_err(|e| {
+                tracing::error!(message = %id, error = %e, "archived message unreadable");
+                BusError::Internal("the archived message cannot be read".into())
             })
+        })
+        .await?
+        .ok_or_else(|| {
+            BusError::NotFound(format!(
+                "no message `{message}` in the archive of {account}"
+            ))
+        })
     }
 
     #[zbus(out_args("count"))]
@@ -102,27 +116,15 @@ impl ArchiveService {
         key_file: Vec<OwnedFd>,
         output: OwnedFd,
     ) -> Result<u32, BusError> {
-        use std::io::Write;
         let caller = self.authority.caller(&hdr).await?;
-        let mut file = files::regular(output, "the export's destination")?;
+        let file = files::regular(output, "the export's destination")?;
         let with = unlock_with(caller.uid, answer, key_file).await?;
-        let messages = self
+        let view = self
             .accounts
-            .archived(&caller, account, with, "archive-export")
+            .archive_view(&caller, account, with, "archive-export")
             .await?;
-        let count = messages.len() as u32;
-        crate::blocking::CALLER_FILES
-            .run(caller.uid, move || {
-                let mut mbox = Vec::new();
-                for m in &messages {
-                    crate::archive::mbox_entry(&mut mbox, &m.sender, m.created, &m.bytes);
-                }
-                file.write_all(&mbox)
-            })
-            .await
-            .map_err(|e| BusError::InvalidInput(format!("the export: {e}")))?
-            .map_err(|e| BusError::InvalidInput(format!("cannot write the export: {e}")))?;
-        Ok(count)
+        // Written as it is read: one message in memory at a time, whatever the archive's size.
+        files::write_streamed(caller.uid, file, move |out| view.export(out)).await
     }
 
     async fn change_secret(

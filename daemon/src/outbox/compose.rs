@@ -92,7 +92,9 @@ pub fn build(config: &Config, account: &Account, r: Request) -> Result<(Message,
                 "attachment `{name}`: `{content_type}` is not a content type (e.g. application/pdf)"
             ))
         })?;
-        let mut bytes = Vec::new();
+        // Sized once: doubling as it reads would hold half as much again, copied.
+        let expected = file.metadata().map_or(0, |m| m.len()).min(max + 1);
+        let mut bytes = Vec::with_capacity(expected as usize + 1);
         file.take(max + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| Error::InvalidInput(format!("attachment `{name}` cannot be read: {e}")))?;

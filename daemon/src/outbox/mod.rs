@@ -29,7 +29,16 @@ pub struct Outbox {
     accounts: Arc<Accounts>,
     queue: Arc<Queue>,
     relay: Arc<Relay>,
+    /// Room for messages being built, in units of `BUILD_UNIT` bytes (`limits.max_building_bytes`):
+    /// concurrent large sends wait their turn instead of each holding its copies in memory.
+    building: Arc<tokio::sync::Semaphore>,
+    /// One call building at a time per Unix user, so that one user's many calls cannot take
+    /// all the room.
+    callers: std::sync::Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// The unit of `Outbox::building`.
+const BUILD_UNIT: u64 = 4096;
 
 impl Outbox {
     pub fn new(
@@ -38,11 +47,14 @@ impl Outbox {
         queue: Arc<Queue>,
         relay: Arc<Relay>,
     ) -> Self {
+        let units = (config.limits.max_building_bytes / BUILD_UNIT).max(1) as usize;
         Outbox {
             config,
             accounts,
             queue,
             relay,
+            building: Arc::new(tokio::sync::Semaphore::new(units)),
+            callers: Default::default(),
         }
     }
 
@@ -69,6 +81,47 @@ impl Outbox {
                 crate::authz::ACTION_SEND_ESTABLISHMENT
             )));
         }
+        let limits = &self.config.limits;
+        let quota = (!caller.admin).then_some(queue::Quota {
+            max_messages: limits.max_queued_messages,
+            max_bytes: limits.max_queued_bytes,
+        });
+        let weight = building_weight(&requests);
+        if let Some(quota) = quota {
+            let recipients: usize = requests
+                .iter()
+                .map(|r| r.to.len() + r.cc.len() + r.bcc.len())
+                .sum();
+            check_recipients(recipients as u64, limits.max_recipients_per_call)?;
+            let adding = queue::Usage {
+                messages: requests.len() as u64,
+                bytes: 0,
+            };
+            quota
+                .admit(self.queue.usage(caller.uid), adding)
+                .map_err(Error::QuotaExceeded)?;
+        }
+        if weight > limits.max_building_bytes {
+            return Err(Error::QuotaExceeded(format!(
+                "this call carries about {:.1} MB of messages; at most {:.1} MB can be built at once (max_building_bytes): send fewer messages or attachments per call",
+                weight as f64 / 1e6,
+                limits.max_building_bytes as f64 / 1e6
+            )));
+        }
+        self.queue.check_disk(weight)?;
+        let mine = self
+            .callers
+            .lock()
+            .unwrap()
+            .entry(caller.uid)
+            .or_default()
+            .clone();
+        let _mine = mine.lock().await;
+        let _room = self
+            .building
+            .acquire_many(weight.div_ceil(BUILD_UNIT).max(1) as u32)
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
         let submitter = caller.uid;
         let batch = requests.len() > 1;
         // Building (MIME, base64 attachments) is most of a batch's CPU: one share per core.
@@ -104,7 +157,7 @@ impl Outbox {
             outgoing.extend(task.await.map_err(|e| Error::Internal(e.to_string()))??);
         }
         let count = outgoing.len();
-        let records = self.queue.enqueue(outgoing).await?;
+        let records = self.queue.enqueue_within(outgoing, quota).await?;
         tracing::info!(uid = caller.uid, count, "messages queued");
         Ok(records.into_iter().map(|r| r.id).collect())
     }
@@ -274,11 +327,71 @@ fn may_see(caller: &Caller, r: &Record) -> bool {
     caller.admin || r.submitter == caller.uid
 }
 
+/// About how many bytes a call's messages take once built (attachments in base64): what it
+/// holds in memory until they are in the spool.
+fn building_weight(requests: &[Request]) -> u64 {
+    requests
+        .iter()
+        .map(|r| {
+            let text = r.text.len() + r.html.as_ref().map_or(0, |h| h.len());
+            let files: u64 = r
+                .attachments
+                .iter()
+                .map(|(_, _, f)| f.metadata().map_or(0, |m| m.len()))
+                .sum();
+            4096 + text as u64 + files / 3 * 4 + files / 57 * 2
+        })
+        .sum()
+}
+
+/// At most `max` recipients over all messages of one call (`limits.max_recipients_per_call`).
+fn check_recipients(count: u64, max: u64) -> Result<()> {
+    if count > max {
+        return Err(Error::QuotaExceeded(format!(
+            "{count} recipients in one call: at most {max} (max_recipients_per_call)"
+        )));
+    }
+    Ok(())
+}
+
 fn in_batch(e: Error, n: usize) -> Error {
     let prefix = |m: String| format!("message {}: {m}", n + 1);
     match e {
         Error::InvalidInput(m) => Error::InvalidInput(prefix(m)),
         Error::TooLarge(m) => Error::TooLarge(prefix(m)),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_per_call_are_counted_over_the_call() {
+        assert!(check_recipients(2_000, 2_000).is_ok());
+        let e = check_recipients(2_001, 2_000).unwrap_err();
+        assert!(
+            matches!(&e, Error::QuotaExceeded(m) if m.contains("max_recipients_per_call")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn building_weight_counts_attachments_encoded() {
+        use std::io::Write;
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&vec![7u8; 300_000]).unwrap();
+        let requests = vec![
+            Request {
+                text: "x".repeat(1000),
+                attachments: vec![("a.pdf".into(), "application/pdf".into(), file)],
+                ..Request::default()
+            },
+            Request::default(),
+        ];
+        let w = building_weight(&requests);
+        // 300 KB in base64 is 400 KB plus line ends; the texts and headers are small.
+        assert!((400_000..420_000).contains(&w), "{w}");
     }
 }

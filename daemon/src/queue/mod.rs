@@ -15,12 +15,14 @@
 pub mod delivery;
 mod outcome;
 mod outgoing;
+mod quota;
 pub mod relay;
 mod spool;
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{Notify, broadcast};
 
@@ -33,6 +35,7 @@ use spool::{Mark, Spool};
 
 pub use outcome::Outcome;
 pub use outgoing::{Outgoing, package, packaged};
+pub use quota::{Quota, Usage};
 
 /// Why and until when (clock seconds) delivery waits for the relay.
 #[derive(Debug, Clone)]
@@ -53,6 +56,10 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     InvalidState(String),
+    #[error("{0}")]
+    QuotaExceeded(String),
+    #[error("{0}")]
+    DiskFull(String),
     #[error(transparent)]
     Store(#[from] store::Error),
     #[error("spool: {0}")]
@@ -60,6 +67,9 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Messages tried and how each attempt ended.
+pub type Attempts = Vec<(Record, Outcome)>;
 
 pub struct Queue {
     store: Store,
@@ -78,6 +88,11 @@ pub struct Queue {
     pause: Mutex<Option<Pause>>,
     wake: Notify,
     events: broadcast::Sender<Event>,
+    state_dir: PathBuf,
+    /// Free bytes of `state_dir` that new mail may not take (`limits.disk_reserve_bytes`).
+    reserve: AtomicU64,
+    /// Submitter → the messages whose bytes are in the spool, and those bytes.
+    usage: Mutex<HashMap<u32, Usage>>,
 }
 
 impl Queue {
@@ -114,6 +129,7 @@ impl Queue {
         }
         let mut requeued = 0;
         let mut due = BTreeSet::new();
+        let now = clock();
         for r in &mut records {
             let mut waiting = !matches!(
                 r.state,
@@ -126,6 +142,10 @@ impl Queue {
                     spool::Outcome::Waiting => {}
                     spool::Outcome::Ended(mark) => {
                         end_as_marked(r, mark);
+                        // Kept (a failure, a delivery to seal) only if its bytes still are.
+                        if r.slot.as_ref().is_some_and(|s| spool.read(s).is_err()) {
+                            r.slot = None;
+                        }
                         store.put_messages(&[r], false)?;
                         ended += 1;
                         waiting = false;
@@ -135,6 +155,12 @@ impl Queue {
                         ended += 1;
                     }
                 }
+            }
+            if r.state == MsgState::Failed && r.slot.is_some() && r.failed_at == 0 {
+                // Failed before the failure time was kept (or read back from the spool's
+                // marks): its clear text gets a full lifetime.
+                r.failed_at = now;
+                store.put_messages(&[r], false)?;
             }
             if waiting && r.slot.is_none() {
                 r.state = MsgState::Failed;
@@ -158,6 +184,10 @@ impl Queue {
                 "messages the store had as waiting or did not know had ended, as the spool says: not sent again"
             );
         }
+        let mut usage: HashMap<u32, Usage> = HashMap::new();
+        for r in records.iter().filter(|r| r.slot.is_some()) {
+            usage.entry(r.submitter).or_default().add(r.size);
+        }
         tracing::info!(waiting = due.len(), requeued, restored, "queue opened");
         Ok(Queue {
             store,
@@ -170,7 +200,40 @@ impl Queue {
             pause: Mutex::new(None),
             wake: Notify::new(),
             events: broadcast::channel(4096).0,
+            state_dir: state_dir.to_owned(),
+            reserve: AtomicU64::new(0),
+            usage: Mutex::new(usage),
         })
+    }
+
+    /// New mail is refused while `state_dir` has less than `bytes` free beyond it.
+    pub fn set_disk_reserve(&self, bytes: u64) {
+        self.reserve.store(bytes, Ordering::Relaxed);
+    }
+
+    pub fn max_lifetime_secs(&self) -> u64 {
+        self.policy.max_lifetime_secs
+    }
+
+    /// What `submitter` has in the spool now.
+    pub fn usage(&self, submitter: u32) -> Usage {
+        self.usage
+            .lock()
+            .unwrap()
+            .get(&submitter)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Refuses new content that would leave less than the reserve free: what is left is for
+    /// recording deliveries and sealing them.
+    pub fn check_disk(&self, adding: u64) -> Result<()> {
+        let reserve = self.reserve.load(Ordering::Relaxed);
+        if reserve == 0 {
+            return Ok(());
+        }
+        let free = quota::free_bytes(&self.state_dir)?;
+        quota::admit_disk(free, reserve, adding).map_err(Error::DiskFull)
     }
 
     fn now(&self) -> u64 {
@@ -190,8 +253,17 @@ impl Queue {
 
     /// Accepts messages: every spool file synced, then every record flushed, in one commit.
     pub async fn enqueue(self: &std::sync::Arc<Self>, items: Vec<Outgoing>) -> Result<Vec<Record>> {
+        self.enqueue_within(items, None).await
+    }
+
+    /// Like `enqueue`, refused whole if a submitter would hold more than `quota` in the spool.
+    pub async fn enqueue_within(
+        self: &std::sync::Arc<Self>,
+        items: Vec<Outgoing>,
+        quota: Option<Quota>,
+    ) -> Result<Vec<Record>> {
         let queue = self.clone();
-        let records = tokio::task::spawn_blocking(move || queue.commit(items))
+        let records = tokio::task::spawn_blocking(move || queue.commit(items, quota))
             .await
             .map_err(|e| Error::Spool(std::io::Error::other(e)))??;
         {
@@ -209,8 +281,39 @@ impl Queue {
 
     /// One spool append synced: that is the commit. The records then go to the store without
     /// waiting for its flush; the spool has them if the store loses them in a crash.
-    fn commit(&self, items: Vec<Outgoing>) -> Result<Vec<Record>> {
+    fn commit(&self, items: Vec<Outgoing>, quota: Option<Quota>) -> Result<Vec<Record>> {
         let now = self.now();
+        let mut adding: HashMap<u32, Usage> = HashMap::new();
+        for item in &items {
+            adding
+                .entry(item.submitter)
+                .or_default()
+                .add(item.bytes.len() as u64);
+        }
+        self.check_disk(adding.values().map(|u| u.bytes).sum())?;
+        {
+            let mut usage = self.usage.lock().unwrap();
+            if let Some(quota) = quota {
+                for (submitter, more) in &adding {
+                    let held = usage.get(submitter).copied().unwrap_or_default();
+                    quota.admit(held, *more).map_err(Error::QuotaExceeded)?;
+                }
+            }
+            for (submitter, more) in &adding {
+                usage.entry(*submitter).or_default().plus(*more);
+            }
+        }
+        let result = self.write_new(items, now);
+        if result.is_err() {
+            let mut usage = self.usage.lock().unwrap();
+            for (submitter, more) in &adding {
+                usage.entry(*submitter).or_default().minus(*more);
+            }
+        }
+        result
+    }
+
+    fn write_new(&self, items: Vec<Outgoing>, now: u64) -> Result<Vec<Record>> {
         let mut records = Vec::with_capacity(items.len());
         let mut bytes = Vec::with_capacity(items.len());
         for item in items {
@@ -233,6 +336,7 @@ impl Queue {
                 last_reply: String::new(),
                 slot: None,
                 archived: None,
+                failed_at: 0,
             });
             bytes.push(item.bytes);
         }
@@ -245,7 +349,7 @@ impl Queue {
             .zip(&bytes)
             .map(|(r, b)| (r.as_slice(), b.as_slice()))
             .collect();
-        let slots = self.spool.append(&entries)?;
+        let slots = self.spool.append(&entries).map_err(disk_full)?;
         for (r, slot) in records.iter_mut().zip(slots) {
             r.slot = Some(slot);
         }
@@ -309,6 +413,7 @@ impl Queue {
     ) -> Result<Record> {
         let _guard = self.transitions.lock().unwrap();
         let mut r = self.get(id)?;
+        let before = r.clone();
         if !allowed.contains(&r.state) {
             return Err(Error::InvalidState(format!(
                 "message {id} is {}: it cannot be {verb}",
@@ -328,7 +433,7 @@ impl Queue {
             self.wake.notify_one();
         }
         if let Some(slot) = freed {
-            self.free(&slot, Mark::Cancelled);
+            self.free_of(&before, &slot, Mark::Cancelled);
         }
         self.emit(&r);
         Ok(r)
@@ -345,7 +450,22 @@ impl Queue {
     pub fn retry(&self, id: &str) -> Result<Record> {
         use MsgState::*;
         let now = self.now();
-        if self.get(id)?.slot.is_none() {
+        let r = self.get(id)?;
+        if r.slot.is_none() && r.archived.is_some() && r.state == MsgState::Failed {
+            return Err(Error::InvalidState(format!(
+                "message {id} failed more than {} days ago: its content is no longer kept for sending but sealed in the archive of account {} (`mailctl archive read {} {id}`); send it again from there",
+                self.policy.max_lifetime_secs / 86_400,
+                r.account,
+                r.account
+            )));
+        }
+        if r.slot.is_none() && !r.notice && r.state == MsgState::Failed {
+            return Err(Error::InvalidState(format!(
+                "message {id} failed more than {} days ago and its content is no longer kept: send it again",
+                self.policy.max_lifetime_secs / 86_400
+            )));
+        }
+        if r.slot.is_none() {
             return Err(Error::InvalidState(format!(
                 "message {id} was written by postecole and its content is not kept: ask for it again (e.g. `mailctl account resend`)"
             )));
@@ -480,6 +600,18 @@ impl Queue {
         self.spool.read(slot)
     }
 
+    /// Frees the bytes of `r` (as it was while it held `slot`) and its submitter's share, its
+    /// entry marked with how it ended.
+    fn free_of(&self, r: &Record, slot: &Slot, mark: Mark) {
+        if let Some(u) = self.usage.lock().unwrap().get_mut(&r.submitter) {
+            u.minus(Usage {
+                messages: 1,
+                bytes: r.size,
+            });
+        }
+        self.free(slot, mark);
+    }
+
     /// Frees a finished message's bytes, its entry marked with how it ended. A failure here
     /// loses nothing: the segment is not needed by any record and goes when the queue is next
     /// opened.
@@ -499,27 +631,59 @@ impl Queue {
     /// Records how one attempt ended and plans the next one.
     #[cfg(test)]
     pub fn finish(&self, r: Record, outcome: Outcome) -> Result<Record> {
-        Ok(self.finish_batch(vec![(r, outcome)])?.remove(0))
+        let mut records = self.finish_batch(vec![(r, outcome)]).map_err(|(e, _)| e)?;
+        Ok(records.remove(0))
     }
 
     /// Records how a group of attempts ended, with one sync for the whole group: delivered mail
     /// is sealed into its account's archive, the records are written, the file system and the
     /// store are synced once, and only then do delivered messages leave the spool. A crash
     /// before the sync leaves them `sending`, to be sent again (at least once).
-    pub fn finish_batch(&self, mut items: Vec<(Record, Outcome)>) -> Result<Vec<Record>> {
-        self.seal_delivered(&mut items)?;
+    ///
+    /// Sealing may fail (a full disk): the outcome is recorded all the same, and the message
+    /// keeps its bytes in the spool until `seal_pending` manages to seal them.
+    ///
+    /// On failure the group comes back with what was sealed noted, to be recorded again
+    /// without sealing it twice.
+    pub fn finish_batch(
+        &self,
+        items: Vec<(Record, Outcome)>,
+    ) -> std::result::Result<Vec<Record>, (Error, Attempts)> {
         let now = self.now();
+        let (mut records, outcomes): (Vec<Record>, Vec<Outcome>) = items.into_iter().unzip();
+        let delivered: Vec<usize> = (0..records.len())
+            .filter(|&i| {
+                matches!(outcomes[i], Outcome::Delivered(_))
+                    && records[i].archive_to.is_some()
+                    && records[i].archived.is_none()
+            })
+            .collect();
+        self.seal(&mut records, &delivered);
+        let kept: Vec<(Record, Outcome)> = records.iter().cloned().zip(outcomes.clone()).collect();
+        self.record_outcomes(records, outcomes, now)
+            .map_err(|e| (e, kept))
+    }
+
+    fn record_outcomes(
+        &self,
+        records: Vec<Record>,
+        outcomes: Vec<Outcome>,
+        now: u64,
+    ) -> Result<Vec<Record>> {
         let mut freed = Vec::new();
         let records: Vec<Record> = {
             let _guard = self.transitions.lock().unwrap();
-            let records: Vec<Record> = items
+            let records: Vec<Record> = records
                 .into_iter()
+                .zip(outcomes)
                 .map(|(r, outcome)| {
+                    let before = r.clone();
                     let mut r = outcome::apply(&self.policy, r, outcome, now);
-                    let done =
-                        r.state == MsgState::Delivered || (r.state == MsgState::Failed && r.notice);
-                    if done {
-                        freed.extend(r.slot.take().map(|s| (s, r.state)));
+                    let done = (r.state == MsgState::Delivered
+                        && (r.archive_to.is_none() || r.archived.is_some()))
+                        || (r.state == MsgState::Failed && r.notice);
+                    if done && let Some(slot) = r.slot.take() {
+                        freed.push((before, slot, r.state));
                     }
                     r
                 })
@@ -528,22 +692,17 @@ impl Queue {
             self.store.put_messages(&refs, false)?;
             records
         };
-        // The archive's new files, then the records that say they are there.
-        self.archive.sync()?;
         self.store.flush()?;
-        for (slot, state) in &freed {
-            let mark = if *state == MsgState::Delivered {
-                Mark::Delivered
-            } else {
-                Mark::Failed
-            };
-            self.free(slot, mark);
+        for (r, slot, state) in &freed {
+            self.free_of(r, slot, ended_mark(*state));
         }
+        // Ended but kept a while (a failure, a delivery not sealed yet): marked all the same,
+        // so that a store restored from an older snapshot sends none of them again.
         for r in &records {
-            if r.state == MsgState::Failed
+            if matches!(r.state, MsgState::Failed | MsgState::Delivered)
                 && let Some(slot) = &r.slot
             {
-                self.mark(slot, Mark::Failed);
+                self.mark(slot, ended_mark(r.state));
             }
         }
         for r in &records {
@@ -557,53 +716,187 @@ impl Queue {
         Ok(records)
     }
 
-    /// Seals the delivered messages of a group into their accounts' archives, those of one
-    /// account together, in chunks of a few MiB of clear text.
-    fn seal_delivered(&self, items: &mut [(Record, Outcome)]) -> Result<()> {
+    /// Seals `which` of `records` into their accounts' archives, those of one account together,
+    /// in chunks of a few MiB of clear text, and syncs the logs. A chunk that cannot be sealed
+    /// (or a sync that fails) leaves its messages without `archived`: still in the spool.
+    fn seal(&self, records: &mut [Record], which: &[usize]) {
         const CHUNK_BYTES: u64 = 4 * 1024 * 1024;
         let mut groups: std::collections::BTreeMap<(String, String), Vec<usize>> =
             Default::default();
-        for (i, (r, outcome)) in items.iter().enumerate() {
-            if let (Outcome::Delivered(_), Some(recipient)) = (outcome, &r.archive_to) {
+        for &i in which {
+            if let Some(recipient) = &records[i].archive_to {
                 groups
-                    .entry((r.account.clone(), recipient.clone()))
+                    .entry((records[i].account.clone(), recipient.clone()))
                     .or_default()
                     .push(i);
             }
         }
+        let mut sealed = Vec::new();
         for ((account, recipient), members) in groups {
             let mut chunks: Vec<Vec<usize>> = vec![Vec::new()];
             let mut size = 0;
             for i in members {
-                if size > 0 && size + items[i].0.size > CHUNK_BYTES {
+                if size > 0 && size + records[i].size > CHUNK_BYTES {
                     chunks.push(Vec::new());
                     size = 0;
                 }
-                size += items[i].0.size;
+                size += records[i].size;
                 chunks.last_mut().expect("never empty").push(i);
             }
-            for chunk in chunks {
-                let bodies = chunk
-                    .iter()
-                    .map(|&i| self.body(&items[i].0))
-                    .collect::<std::io::Result<Vec<_>>>()?;
-                let messages: Vec<(&str, &[u8])> = chunk
-                    .iter()
-                    .zip(&bodies)
-                    .map(|(&i, b)| (items[i].0.id.as_str(), b.as_slice()))
-                    .collect();
-                let slot = self.archive.store(&account, &recipient, &messages)?;
-                for &i in &chunk {
-                    items[i].0.archived = Some(slot.clone());
+            // Short of room, a chunk that could not be sealed is tried message by message: each
+            // needs only its own size free.
+            let mut todo: Vec<Vec<usize>> = chunks.into_iter().rev().collect();
+            while let Some(chunk) = todo.pop() {
+                let size: u64 = chunk.iter().map(|&i| records[i].size).sum();
+                let stored = self
+                    .room_to_seal(size)
+                    .and_then(|()| {
+                        chunk
+                            .iter()
+                            .map(|&i| self.body(&records[i]))
+                            .collect::<std::io::Result<Vec<_>>>()
+                    })
+                    .and_then(|bodies| {
+                        let messages: Vec<(&str, &[u8])> = chunk
+                            .iter()
+                            .zip(&bodies)
+                            .map(|(&i, b)| (records[i].id.as_str(), b.as_slice()))
+                            .collect();
+                        self.archive.store(&account, &recipient, &messages)
+                    });
+                match stored {
+                    Ok(slot) => {
+                        for &i in &chunk {
+                            records[i].archived = Some(slot.clone());
+                            sealed.push(i);
+                        }
+                    }
+                    Err(_) if chunk.len() > 1 => todo.extend(chunk.iter().rev().map(|&i| vec![i])),
+                    Err(e) => tracing::warn!(
+                        %account,
+                        message = %records[chunk[0]].id,
+                        error = %e,
+                        "cannot seal into the archive now; kept in the spool until it can be"
+                    ),
                 }
             }
         }
+        if let Err(e) = self.archive.sync() {
+            tracing::warn!(error = %e, "cannot sync the archive; kept in the spool until it can be");
+            for i in sealed {
+                records[i].archived = None;
+            }
+        }
+    }
+
+    /// Whether `size` bytes can be sealed and still leave the store room to record it: with a
+    /// reserve set, a sealed copy never takes the last of it.
+    fn room_to_seal(&self, size: u64) -> std::io::Result<()> {
+        const STORE_ROOM: u64 = 1 << 20;
+        if self.reserve.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let free = quota::free_bytes(&self.state_dir)?;
+        if free < size + size / 8 + STORE_ROOM {
+            return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        }
         Ok(())
+    }
+
+    /// Seals what must not stay in clear in the spool: delivered mail that could not be sealed
+    /// when it was delivered, and failed mail `max_lifetime_secs` after it failed (then
+    /// `retry` says where it went). Returns how many messages left the spool.
+    pub fn seal_pending(&self) -> Result<usize> {
+        // Small groups, each freeing its spool bytes before the next is sealed: this is what
+        // runs when the disk is short of room.
+        const GROUP_BYTES: u64 = 1 << 20;
+        let now = self.now();
+        let pending: Vec<Record> = self
+            .store
+            .messages()?
+            .into_iter()
+            .filter(|r| {
+                r.slot.is_some()
+                    && r.archived.is_none()
+                    && (r.state == MsgState::Delivered
+                        || outcome::clear_text_expired(&self.policy, r, now))
+            })
+            .collect();
+        let mut groups: Vec<Vec<Record>> = Vec::new();
+        let mut size = 0;
+        for r in pending {
+            if groups.is_empty() || size + r.size > GROUP_BYTES {
+                groups.push(Vec::new());
+                size = 0;
+            }
+            size += r.size;
+            groups.last_mut().expect("just pushed").push(r);
+        }
+        let mut done = 0;
+        for mut records in groups {
+            let all: Vec<usize> = (0..records.len()).collect();
+            self.seal(&mut records, &all);
+            let mut freed = Vec::new();
+            let mut changed = Vec::new();
+            {
+                let _guard = self.transitions.lock().unwrap();
+                for mut r in records {
+                    // Sealed or not, a failed message with no archive key loses its clear text.
+                    if r.archived.is_none() && r.archive_to.is_some() {
+                        continue;
+                    }
+                    let Some(fresh) = self.store.message(&r.id)? else {
+                        continue;
+                    };
+                    // Retried or cancelled meanwhile: its sealed copy is dead weight in the log.
+                    if fresh.state != r.state || fresh.slot != r.slot {
+                        continue;
+                    }
+                    let before = r.clone();
+                    if let Some(slot) = r.slot.take() {
+                        freed.push((before, slot));
+                    }
+                    changed.push(r);
+                }
+                let refs: Vec<&Record> = changed.iter().collect();
+                self.store.put_messages(&refs, false)?;
+            }
+            self.store.flush()?;
+            for (r, slot) in &freed {
+                self.free_of(r, slot, ended_mark(r.state));
+            }
+            for r in &changed {
+                tracing::info!(message = %r.id, state = r.state.as_str(), "clear text sealed into the archive");
+                self.emit(r);
+            }
+            done += changed.len();
+        }
+        Ok(done)
+    }
+}
+
+/// A write that failed for want of space says so by name.
+fn disk_full(e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(code) if code == nix::libc::ENOSPC || code == nix::libc::EDQUOT => Error::DiskFull(
+            "the disk holding postecole's state is full: no new mail for now (ask an administrator to free space)"
+                .into(),
+        ),
+        _ => Error::Spool(e),
     }
 }
 
 /// What a message's spool mark says it became; its bytes stay only for a failed message
 /// that is not a notice, for `retry`.
+/// The spool's mark for a message that ended in `state`.
+fn ended_mark(state: MsgState) -> Mark {
+    match state {
+        MsgState::Delivered => Mark::Delivered,
+        MsgState::Cancelled => Mark::Cancelled,
+        _ => Mark::Failed,
+    }
+}
+
 fn end_as_marked(r: &mut Record, mark: Mark) {
     r.next_attempt = 0;
     match mark {
@@ -612,7 +905,9 @@ fn end_as_marked(r: &mut Record, mark: Mark) {
         Mark::Failed => r.state = MsgState::Failed,
         Mark::Cancelled => r.state = MsgState::Cancelled,
     }
-    if r.state != MsgState::Failed || r.notice {
+    // A failure keeps its clear text for a retry; a delivery not sealed yet, to be sealed.
+    let unsealed = r.state == MsgState::Delivered && r.archive_to.is_some() && r.archived.is_none();
+    if (r.state != MsgState::Failed || r.notice) && !unsealed {
         r.slot = None;
     }
     if r.last_reply.is_empty() || r.state != MsgState::Failed {

@@ -5,6 +5,7 @@ use crate::config;
 use crate::model::{MsgState, Record};
 
 /// How a delivery attempt ended.
+#[derive(Debug, Clone)]
 pub enum Outcome {
     Delivered(String),
     Transient(String),
@@ -38,6 +39,7 @@ pub fn apply(policy: &config::Queue, mut r: Record, outcome: Outcome, now: u64) 
             r.state = MsgState::Failed;
             r.last_reply = reply;
             r.next_attempt = 0;
+            r.failed_at = now;
         }
         Outcome::Transient(reply) => {
             let delay = backoff(policy, r.attempts);
@@ -49,6 +51,7 @@ pub fn apply(policy: &config::Queue, mut r: Record, outcome: Outcome, now: u64) 
                     now.saturating_sub(r.created)
                 );
                 r.next_attempt = 0;
+                r.failed_at = now;
             } else {
                 r.state = MsgState::Deferred;
                 r.last_reply = reply;
@@ -57,6 +60,11 @@ pub fn apply(policy: &config::Queue, mut r: Record, outcome: Outcome, now: u64) 
         }
     }
     r
+}
+
+/// Whether a failed message's clear text has been kept as long as it may be at `now`.
+pub fn clear_text_expired(policy: &config::Queue, r: &Record, now: u64) -> bool {
+    r.state == MsgState::Failed && r.failed_at != 0 && r.failed_at + policy.max_lifetime_secs <= now
 }
 
 #[cfg(test)]
@@ -87,6 +95,7 @@ mod tests {
             last_reply: String::new(),
             slot: None,
             archived: None,
+            failed_at: 0,
         }
     }
 

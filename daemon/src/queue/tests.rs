@@ -321,3 +321,73 @@ async fn recipients_never_reach_the_store() {
     }
     assert!(files > 2);
 }
+
+#[tokio::test]
+async fn quotas_count_what_is_in_the_spool_until_it_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicU64::new(1_000_000));
+    let q = open(dir.path(), &now);
+    let quota = Quota {
+        max_messages: 2,
+        max_bytes: 1 << 20,
+    };
+    let ids: Vec<String> = q
+        .enqueue_within(vec![outgoing(0), outgoing(1)], Some(quota))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(q.usage(1000).messages, 2);
+    let e = q
+        .enqueue_within(vec![outgoing(2)], Some(quota))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::QuotaExceeded(_)), "{e}");
+    assert_eq!(q.usage(1000).messages, 2, "a refused call takes nothing");
+    q.cancel(&ids[0]).unwrap();
+    let r = q.take_due().unwrap().unwrap();
+    q.finish(r, Outcome::Delivered("250 ok".into())).unwrap();
+    assert_eq!(q.usage(1000), Usage::default());
+    // Counted again from the records after a restart.
+    q.enqueue_within(vec![outgoing(3)], Some(quota))
+        .await
+        .unwrap();
+    drop(q);
+    let q = open(dir.path(), &now);
+    assert_eq!(q.usage(1000).messages, 1);
+}
+
+#[tokio::test]
+async fn a_failed_message_is_sealed_once_its_clear_text_has_lived_its_lifetime() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicU64::new(1_000_000));
+    let q = open(dir.path(), &now);
+    let (ring, recovery) = crate::model::KeyRing::create("le chat noir");
+    let mut item = outgoing(0);
+    item.archive_to = Some(ring.recipient.clone());
+    let id = q.enqueue(vec![item]).await.unwrap().remove(0).id;
+    let r = q.take_due().unwrap().unwrap();
+    let r = q.finish(r, Outcome::Permanent("550 no".into())).unwrap();
+    assert_eq!((r.state, r.failed_at), (MsgState::Failed, 1_000_000));
+    assert_eq!(
+        q.seal_pending().unwrap(),
+        0,
+        "kept for retry within its lifetime"
+    );
+    assert!(q.get(&id).unwrap().slot.is_some());
+    now.fetch_add(policy().max_lifetime_secs, Ordering::SeqCst);
+    assert_eq!(q.seal_pending().unwrap(), 1);
+    let r = q.get(&id).unwrap();
+    assert!(r.slot.is_none() && r.archived.is_some(), "{r:?}");
+    assert_eq!(q.usage(1000), Usage::default());
+    let key = ring.unlock_with_recovery(&recovery).unwrap();
+    let group = q
+        .archive
+        .read("acct", r.archived.as_ref().unwrap(), &key)
+        .unwrap()
+        .unwrap();
+    assert_eq!(group[0].0, id);
+    let e = q.retry(&id).unwrap_err().to_string();
+    assert!(e.contains("sealed in the archive"), "{e}");
+}
