@@ -535,18 +535,25 @@ impl Snapshots {
         create_private_dir(&self.dir)?;
         let path = self.dir.join(format!("store-{:010}.json", snap.generation));
         let tmp = self.dir.join("store.tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        let mut out = std::io::BufWriter::new(&mut file);
-        serde_json::to_writer(&mut out, snap)?;
-        out.flush()?;
-        drop(out);
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
+        let written = (|| {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            let mut out = std::io::BufWriter::new(&mut file);
+            serde_json::to_writer(&mut out, snap)?;
+            out.flush()?;
+            drop(out);
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = written {
+            // A partial snapshot (a full disk) must not keep the blocks the store needs to open.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         std::fs::File::open(&self.dir)?.sync_all()?;
         let list = self.list();
         for (_, old) in &list[..list.len().saturating_sub(SNAPSHOTS_KEPT)] {
