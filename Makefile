@@ -13,6 +13,9 @@ DEBROOT := target/deb/postecole
 # A debug build reuses what `cargo build --workspace` (the tests) already compiled.
 CARGO_FLAGS := $(if $(filter release,$(PROFILE)),--release -p postecoled -p mailctl,--workspace)
 
+# xz takes minutes over a debug build's unstripped binaries: gzip for those, which stay local.
+DEB_COMPRESS := $(if $(filter release,$(PROFILE)),,-Zgzip -z1)
+
 .PHONY: build install deb clean-deb
 
 LINGUAS := fr
@@ -58,7 +61,9 @@ deb: clean-deb
 	install -d $(DEBROOT)/DEBIAN
 	sed -e 's/@VERSION@/$(VERSION)/' -e 's/@ARCH@/$(ARCH)/' debian/control > $(DEBROOT)/DEBIAN/control
 	install -m755 debian/postinst debian/prerm debian/postrm $(DEBROOT)/DEBIAN/
-	dpkg-deb --root-owner-group --build $(DEBROOT) target/postecole_$(VERSION)_$(ARCH).deb
+	sed -e '/^#SYSUSERS#$$/{r systemd/postecole.sysusers' -e 'd;}' debian/preinst > $(DEBROOT)/DEBIAN/preinst
+	chmod 755 $(DEBROOT)/DEBIAN/preinst
+	dpkg-deb --root-owner-group $(DEB_COMPRESS) --build $(DEBROOT) target/postecole_$(VERSION)_$(ARCH).deb
 
 clean-deb:
 	rm -rf target/deb

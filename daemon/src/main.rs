@@ -4,6 +4,7 @@
 mod accounts;
 mod archive;
 mod authz;
+mod ballast;
 mod blocking;
 mod bus;
 mod clock;
@@ -115,6 +116,7 @@ async fn run(args: Args) -> Result<(), String> {
         None => (PathBuf::from(config::DEFAULT_PATH), false),
     };
     let config = Arc::new(Config::load(&path, explicit).map_err(|e| e.to_string())?);
+    ballast::release_if_full(&config.state_dir);
     let store = store::Store::open(&config.state_dir).map_err(|e| e.to_string())?;
     let relay = Arc::new(queue::relay::Relay::from_config(&config).map_err(|e| e.to_string())?);
     let archive = archive::Archive::new(&config.state_dir);
@@ -228,6 +230,8 @@ async fn run(args: Args) -> Result<(), String> {
     ));
 
     tokio::spawn(snapshot_periodically(store.clone()));
+    let state_dir = config.state_dir.clone();
+    tokio::task::spawn_blocking(move || ballast::keep(&state_dir));
 
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;

@@ -29,7 +29,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "queue",
-        &["archive", "model", "store", "config", "clock", "secret"],
+        &[
+            "archive", "model", "store", "config", "clock", "secret", "ballast",
+        ],
     ),
     ("archive", &["model", "secret"]),
     ("authz", &["model", "blocking"]),
@@ -41,6 +43,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("secret", &[]),
     ("validate", &[]),
     ("blocking", &[]),
+    ("ballast", &[]),
 ];
 
 fn src() -> PathBuf {

@@ -59,6 +59,11 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
+/// The Python that runs the test servers: the virtual environment tests/run sets up.
+pub fn python() -> String {
+    std::env::var("POSTECOLE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
 /// A world-traversable temporary directory: other Unix users must reach the bus socket.
 pub fn shared_tempdir() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()

@@ -25,7 +25,7 @@ impl Smtp {
     /// On a given port: to bring a relay "back" where the daemon expects it.
     pub fn start_on(port: u16, extra: &[&str]) -> Smtp {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new("python3")
+        let mut child = Command::new(crate::python())
             .arg(workspace_root().join("tests/support/smtp_server.py"))
             .args(["--port", &port.to_string()])
             .arg("--maildir")
@@ -35,7 +35,7 @@ impl Smtp {
             .args(extra)
             .stdout(Stdio::piped())
             .spawn()
-            .expect("python3 with aiosmtpd must be installed");
+            .expect("python with aiosmtpd (tests/run sets it up in target/venv)");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)

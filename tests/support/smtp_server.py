@@ -4,6 +4,7 @@
 Each accepted message is written to MAILDIR as <n>.eml (the exact DATA bytes).
 Fault injection: if the file REPLY_FILE exists and is not empty, its first line is sent as the
 reply to DATA instead of accepting (e.g. "451 4.3.0 Try again later" or "550 5.1.1 No such user").
+--delay makes each DATA take that long (a relay slow enough to stop the daemon mid-delivery).
 Prints "READY <port>" on stdout once it listens.
 """
 
@@ -19,13 +20,16 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Handler:
-    def __init__(self, maildir, reply_file):
+    def __init__(self, maildir, reply_file, delay):
         self.maildir = maildir
+        self.delay = delay
         self.reply_file = reply_file
         self.count = 0
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.reply_file and os.path.exists(self.reply_file):
             with open(self.reply_file) as f:
                 reply = f.readline().strip()
@@ -50,6 +54,7 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--maildir", required=True)
     p.add_argument("--reply-file")
+    p.add_argument("--delay", type=float, default=0.0, help="seconds before answering DATA")
     p.add_argument("--cert", help="PEM certificate: enables STARTTLS (or implicit TLS with --tls)")
     p.add_argument("--key")
     p.add_argument("--tls", action="store_true", help="implicit TLS instead of STARTTLS")
@@ -60,7 +65,7 @@ def main():
     args = p.parse_args()
 
     os.makedirs(args.maildir, exist_ok=True)
-    handler = Handler(args.maildir, args.reply_file)
+    handler = Handler(args.maildir, args.reply_file, args.delay)
     kwargs = {}
     context = None
     if args.cert:

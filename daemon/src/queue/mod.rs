@@ -232,7 +232,8 @@ impl Queue {
         if reserve == 0 {
             return Ok(());
         }
-        let free = quota::free_bytes(&self.state_dir)?;
+        let free = quota::free_bytes(&self.state_dir)?
+            .saturating_sub(crate::ballast::owed(&self.state_dir));
         quota::admit_disk(free, reserve, adding).map_err(Error::DiskFull)
     }
 

@@ -1,0 +1,104 @@
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crashfs::core::{Core, Names};
+use crashfs::fs::CrashFs;
+
+fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let names = match args.iter().position(|a| a == "--journal") {
+        Some(i) => {
+            args.remove(i);
+            Names::Journal
+        }
+        None => Names::Posix,
+    };
+    let [backing, mountpoint] = <[String; 2]>::try_from(args).unwrap_or_else(|_| {
+        eprintln!("usage: crashfs [--journal] BACKING MOUNTPOINT");
+        std::process::exit(2)
+    });
+    let backing = std::fs::canonicalize(PathBuf::from(backing)).unwrap_or_else(|e| {
+        eprintln!("crashfs: backing directory: {e}");
+        std::process::exit(1)
+    });
+
+    // The signals are taken by one thread with sigwait, not by handlers.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: plain signal-mask calls on a local set, before any other thread exists.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGUSR1, libc::SIGTERM, libc::SIGINT] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+
+    let core = match Core::new(&backing, names) {
+        Ok(core) => Arc::new(Mutex::new(Some(core))),
+        Err(e) => {
+            eprintln!("crashfs: {e}");
+            std::process::exit(1)
+        }
+    };
+    let cut = Arc::new(AtomicBool::new(false));
+    let options = [
+        fuser::MountOption::FSName("crashfs".into()),
+        fuser::MountOption::RW,
+    ];
+    let fs = CrashFs::new(core.clone(), cut.clone());
+    let mut session = match fuser::Session::new(fs, &mountpoint, &options) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("crashfs: cannot mount {mountpoint}: {e}");
+            let _ = core.lock().unwrap().take().map(Core::settle);
+            std::process::exit(1)
+        }
+    };
+    let mut unmounter = session.unmount_callable();
+    let signalled = cut.clone();
+    std::thread::spawn(move || {
+        loop {
+            let mut sig = 0;
+            // SAFETY: waits on the set blocked above.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                continue;
+            }
+            if sig == libc::SIGUSR1 {
+                signalled.store(true, Ordering::SeqCst);
+                println!("cut");
+                let _ = std::io::stdout().flush();
+            } else {
+                let _ = unmounter.unmount();
+                return;
+            }
+        }
+    });
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    let run = session.run();
+    drop(session);
+    let core = core.lock().unwrap().take().expect("core");
+    let end = if cut.load(Ordering::SeqCst) {
+        core.cut().map(|r| {
+            for name in &r.changed {
+                eprintln!("crashfs: name rolled back: {name}");
+            }
+            format!(
+                "rolled back: {} files ({} bytes), {} directories ({} names)",
+                r.files, r.bytes, r.dirs, r.names
+            )
+        })
+    } else {
+        core.settle()
+            .map(|()| "unmounted cleanly: everything kept".to_owned())
+    };
+    match (run, end) {
+        (Ok(()), Ok(line)) => println!("{line}"),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("crashfs: {e}");
+            std::process::exit(1)
+        }
+    }
+}
