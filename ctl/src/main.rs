@@ -968,8 +968,17 @@ async fn account(
         }
         AccountCommand::Delete { id, yes } => {
             let id = resolve(connection, &id).await?;
-            let account = proxy.get_account(&id).await?;
-            if !yes && std::io::stdin().is_terminal() {
+            // Root may delete a personal account it may not see: the delete call decides, and
+            // answers NotFound to anyone else.
+            let account = match proxy.get_account(&id).await {
+                Ok(account) => Some(account),
+                Err(postecole_dbus::Error::NotFound(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(account) = account
+                .as_ref()
+                .filter(|_| !yes && std::io::stdin().is_terminal())
+            {
                 eprintln!(
                     "{}",
                     t!(
@@ -990,7 +999,7 @@ async fn account(
                 t!(
                     "Account {id} ({address}) was deleted from this PC, with its archive of sent mail.",
                     id = id,
-                    address = account.address
+                    address = account.as_ref().map_or(id.as_str(), |a| a.address.as_str())
                 )
             );
         }

@@ -122,6 +122,15 @@ pub struct Limits {
     /// Below this much free space in `state_dir`, new mail and new accounts are refused
     /// (`DiskFull`); what is left is for recording deliveries and sealing the archive.
     pub disk_reserve_bytes: u64,
+    /// Accounts a non-administrator may have awaiting their code at once.
+    pub max_pending_accounts: u32,
+    /// Accounts a non-administrator may create in 24 hours, deleted ones included.
+    pub max_creations_per_day: u32,
+    /// Least time between two codes e-mailed to one address (or for one account).
+    pub code_interval_secs: u64,
+    /// Codes e-mailed to one address (or for one account) in 24 hours, whoever asks;
+    /// administrators are exempt from the per-user limits, never from the per-address ones.
+    pub max_codes_per_day: u32,
 }
 
 impl Default for Limits {
@@ -134,6 +143,10 @@ impl Default for Limits {
             max_recipients_per_call: 2_000,
             max_building_bytes: 64 << 20,
             disk_reserve_bytes: 64 << 20,
+            max_pending_accounts: 3,
+            max_creations_per_day: 10,
+            code_interval_secs: 60,
+            max_codes_per_day: 5,
         }
     }
 }
@@ -260,6 +273,21 @@ impl Config {
                 "must be at least 1048576".into(),
             ));
         }
+        if l.max_pending_accounts == 0 {
+            return Err(("limits.max_pending_accounts", "must be at least 1".into()));
+        }
+        if l.max_creations_per_day == 0 {
+            return Err(("limits.max_creations_per_day", "must be at least 1".into()));
+        }
+        if l.code_interval_secs == 0 {
+            return Err(("limits.code_interval_secs", "must be at least 1".into()));
+        }
+        if !(1..=100).contains(&l.max_codes_per_day) {
+            return Err((
+                "limits.max_codes_per_day",
+                "must be between 1 and 100".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -348,6 +376,10 @@ mod tests {
         assert_eq!(c.queue.max_lifetime_secs, 432_000);
         assert_eq!(c.limits.max_queued_messages, 5_000);
         assert_eq!(c.limits.disk_reserve_bytes, 64 << 20);
+        assert_eq!(c.limits.max_pending_accounts, 3);
+        assert_eq!(c.limits.max_creations_per_day, 10);
+        assert_eq!(c.limits.code_interval_secs, 60);
+        assert_eq!(c.limits.max_codes_per_day, 5);
     }
 
     #[test]
@@ -370,6 +402,27 @@ mod tests {
         assert!(e.contains("limits.max_queued_bytes"), "{e}");
         let e = parse("[limits]\nmax_queud = 1").unwrap_err().to_string();
         assert!(e.contains("max_queud"), "{e}");
+    }
+
+    #[test]
+    fn limits_are_read_and_checked() {
+        let c = parse("[limits]\nmax_pending_accounts = 1\ncode_interval_secs = 5").unwrap();
+        assert_eq!(c.limits.max_pending_accounts, 1);
+        assert_eq!(c.limits.code_interval_secs, 5);
+        assert_eq!(
+            c.limits.max_codes_per_day, 5,
+            "unset keys keep their default"
+        );
+        let e = parse("[limits]\nmax_codes_per_day = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.max_codes_per_day"), "{e}");
+        let e = parse("[limits]\nmax_creations_per_day = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.max_creations_per_day"), "{e}");
+        let e = parse("[limits]\nmax_pending = 2").unwrap_err().to_string();
+        assert!(e.contains("max_pending"), "{e}");
     }
 
     #[test]

@@ -185,7 +185,7 @@ async fn run(args: Args) -> Result<(), String> {
     server
         .at(
             postecole_dbus::OBJECT_PATH,
-            bus::OutboxService::new(outbox, authority),
+            bus::OutboxService::new(outbox, authority.clone()),
         )
         .await
         .map_err(serve_err)?;
@@ -217,6 +217,7 @@ async fn run(args: Args) -> Result<(), String> {
     tokio::spawn(bus::forward_account_events(
         connection.clone(),
         account_events,
+        authority.clone(),
     ));
     tokio::spawn(bus::forward_message_events(
         connection.clone(),

@@ -189,4 +189,8 @@ pub struct AuditEntry {
     pub account: String,
     /// `ok`, `refused`, `locked`, …
     pub outcome: String,
+    /// For an entry about a personal account, its owner's uid: the entry's account id is theirs
+    /// (and root's) to read, not other administrators'.
+    #[serde(default)]
+    pub private_to: Option<u32>,
 }

@@ -62,6 +62,9 @@ pub struct Store {
     messages: sled::Tree,
     /// Sequence number (big-endian) → audit entry, oldest first.
     audit: sled::Tree,
+    /// What `[limits]` counts (codes per address, creations per user) → the times of the
+    /// last day's events; kept apart from accounts so that deleting one forgets nothing.
+    events: sled::Tree,
 }
 
 impl Store {
@@ -152,6 +155,7 @@ impl Store {
             writes: Arc::default(),
             snapshotted: Arc::default(),
             snapshotting: Arc::default(),
+            events: db.open_tree("limits")?,
             db,
         })
     }
@@ -369,6 +373,22 @@ impl Store {
             .collect::<Result<Vec<AuditEntry>>>()?;
         entries.reverse();
         Ok(entries)
+    }
+
+    /// The times recorded under `key` (seconds since the epoch), in no particular order.
+    pub fn events(&self, key: &str) -> Result<Vec<u64>> {
+        Ok(get(&self.events, "limits", key.as_bytes())?.unwrap_or_default())
+    }
+
+    /// Replaces the times recorded under `key`; none removes the key.
+    pub fn put_events(&self, key: &str, times: &[u64]) -> Result<()> {
+        if times.is_empty() {
+            self.events.remove(key.as_bytes())?;
+        } else {
+            self.events.insert(key.as_bytes(), encode(&times))?;
+        }
+        self.events.flush()?;
+        Ok(())
     }
 
     /// A number larger than any handed out before, across restarts.
@@ -634,6 +654,7 @@ mod tests {
             action: "create".into(),
             account: format!("a{n}"),
             outcome: "ok".into(),
+            private_to: None,
         }
     }
 
@@ -661,6 +682,21 @@ mod tests {
         assert!(store.accounts().unwrap().is_empty());
         let a = store.next_sequence().unwrap();
         assert!(store.next_sequence().unwrap() > a);
+    }
+
+    #[test]
+    fn counted_events_survive_reopening_and_an_empty_list_removes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert!(store.events("codes-to:x@ecole.fr").unwrap().is_empty());
+            store.put_events("codes-to:x@ecole.fr", &[5, 7]).unwrap();
+            store.put_events("creations-by:1001", &[9]).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.events("codes-to:x@ecole.fr").unwrap(), [5, 7]);
+        store.put_events("creations-by:1001", &[]).unwrap();
+        assert!(store.events("creations-by:1001").unwrap().is_empty());
     }
 
     #[test]

@@ -59,10 +59,13 @@ errors! {
     TooLarge,
     /// The mail relay could not be reached or refused the message.
     RelayUnavailable,
-    /// Over one of the caller's `[limits]` (queued messages, queued bytes, recipients per call).
+    /// Over one of the caller's `[limits]` (queued messages, queued bytes, recipients per call,
+    /// accounts awaiting their code, creations per day); the message names it.
     QuotaExceeded,
     /// The state directory is below its free-space reserve: no new mail or account for now.
     DiskFull,
     /// Something failed inside the daemon; details are in its log.
     Internal,
+    /// Another account on this PC already uses the address; only an administrator may claim it.
+    AddressInUse,
 }

@@ -3,6 +3,7 @@
 //! real `postecoled` (`daemon`) and `mailctl` (`ctl`) binaries, Unix users to run them as
 //! (`users`), a throwaway certificate authority (`ca`) and a mocked polkitd (`polkit`).
 
+mod accounts;
 mod bus;
 mod ca;
 mod ctl;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 pub use postecole_dbus as api;
 
+pub use accounts::{account_ids, audit_json, wrong_code};
 pub use bus::Bus;
 pub use ca::TestCa;
 pub use ctl::{

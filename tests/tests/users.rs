@@ -98,8 +98,10 @@ fn staff_administrators_and_owners() {
     assert_eq!(ids(&bus, None), vec![shared.clone()], "root too");
     for user in [bob, admin, None] {
         mailctl(&bus, user, &["account", "show", &mine], None).err("NotFound");
-        mailctl(&bus, user, &["account", "delete", &mine], None).err("NotFound");
         mailctl(&bus, user, &["account", "default", &mine], None).err("NotFound");
+    }
+    for user in [bob, admin] {
+        mailctl(&bus, user, &["account", "delete", &mine], None).err("NotFound");
     }
     let owner: serde_json::Value = serde_json::from_str(
         &mailctl(&bus, alice, &["account", "show", &mine, "--json"], None).out(),
@@ -124,10 +126,17 @@ fn staff_administrators_and_owners() {
         (converted["kind"].as_str(), converted["owner"].as_str()),
         (Some("personal"), Some(USER_ALICE))
     );
-    // And back, by an administrator, with the owner as its only staff member.
+    // And back, by its owner alone, who stays its only staff member.
     mailctl(
         &bus,
         admin,
+        &["account", "convert", &shared, "--to", "establishment"],
+        None,
+    )
+    .err("NotFound");
+    mailctl(
+        &bus,
+        alice,
         &["account", "convert", &shared, "--to", "establishment"],
         None,
     )

@@ -77,13 +77,21 @@ impl Accounts {
 
     pub async fn delete(&self, caller: &Caller, id: &str) -> Result<()> {
         let _guard = self.write.lock().await;
-        let account = self.managed(caller, id)?;
+        let account = match self.store.account(id)? {
+            // Root may remove a personal account it can neither see nor use, say for a user
+            // who left; the audit log keeps who did it.
+            Some(a) if caller.uid == 0 && a.kind == Kind::Personal => a,
+            _ => self.managed(caller, id)?,
+        };
         self.store.remove_account(&account.id)?;
+        // Its address's count stays: it is what keeps delete-and-create from mailing it again.
+        self.store
+            .put_events(&super::setup::account_events_key(&account.id), &[])?;
         if let Err(e) = self.archive.remove_account(&account.id) {
             tracing::error!(account = %id, error = %e, "archive not removed");
         }
-        self.audit(caller, "delete", id, "ok");
-        self.changed(id, change::DELETED);
+        self.audit_about(caller, "delete", &account, "ok");
+        self.changed_about(&account, change::DELETED);
         tracing::info!(account = %id, uid = caller.uid, "account deleted");
         Ok(())
     }
@@ -91,14 +99,9 @@ impl Accounts {
     pub async fn convert(&self, caller: &Caller, id: &str, to: &str) -> Result<()> {
         let to = parse_kind(to)?;
         let _guard = self.write.lock().await;
-        if !caller.admin {
-            // Do not tell a non-administrator whether someone else's account exists.
-            self.visible(caller, id)?;
-            return Err(self.admin_only("convert an account"));
-        }
-        // An administrator converts a personal account at its owner's request without seeing it
-        // in listings: the id is what the owner gives them.
-        let mut account = self.store.account(id)?.ok_or_else(|| not_found(id))?;
+        // Only who sees the account learns that it exists: a personal account's owner, an
+        // establishment account's administrators and staff.
+        let mut account = self.visible(caller, id)?;
         if account.kind == to {
             return Err(Error::InvalidState(format!(
                 "account {id} is already {}",
@@ -107,6 +110,9 @@ impl Accounts {
         }
         match to {
             Kind::Personal => {
+                if !caller.admin {
+                    return Err(self.admin_only("make an establishment address personal"));
+                }
                 let [member] = account.staff.as_slice() else {
                     return Err(Error::InvalidState(format!(
                         "account {id} has {} staff members; it can become personal only with exactly one, who becomes its owner",
@@ -120,9 +126,11 @@ impl Accounts {
                 })?;
                 account.staff.clear();
             }
+            // A personal account is its owner's alone: only they may hand it to the
+            // establishment, and they stay its only staff member until an administrator
+            // says otherwise.
             Kind::Establishment => {
-                account.staff = vec![authz::name_of(account.owner)];
-                account.owner = caller.uid;
+                account.staff = vec![caller.name.clone()];
             }
         }
         account.kind = to;
@@ -156,7 +164,42 @@ impl Accounts {
         if !caller.admin {
             return Err(self.admin_only("read the audit log"));
         }
-        Ok(self.store.audit(limit)?)
+        // Entries written before the log knew an account's kind: the account, if it still
+        // exists, says whose it is.
+        let personal: HashMap<String, u32> = self
+            .store
+            .accounts()?
+            .into_iter()
+            .filter(|a| a.kind == Kind::Personal)
+            .map(|a| (a.id, a.owner))
+            .collect();
+        Ok(self
+            .store
+            .audit(limit)?
+            .into_iter()
+            .map(|mut e| {
+                if e.private_to.is_none() {
+                    e.private_to = personal.get(&e.account).copied();
+                }
+                audit::shown(e, caller)
+            })
+            .collect())
+    }
+
+    /// The personal accounts whose messages an administrator other than root must not see in
+    /// the queue: other people's. Empty for anyone else (root sees all; a user sees only what
+    /// they submitted).
+    pub fn hidden_from(&self, caller: &Caller) -> Result<std::collections::HashSet<String>> {
+        if !caller.admin || caller.uid == 0 {
+            return Ok(Default::default());
+        }
+        Ok(self
+            .store
+            .accounts()?
+            .into_iter()
+            .filter(|a| a.kind == Kind::Personal && a.owner != caller.uid)
+            .map(|a| a.id)
+            .collect())
     }
 
     /// The account, if the caller may send with it now.

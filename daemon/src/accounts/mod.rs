@@ -4,10 +4,12 @@
 
 mod admin;
 mod audit;
+mod limits;
 pub mod notices;
 mod setup;
 mod vault;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, broadcast};
@@ -44,6 +46,9 @@ pub mod change {
 pub struct Event {
     pub id: String,
     pub change: &'static str,
+    /// For a personal account, its owner's uid: the id is theirs to know, so the change is
+    /// told to their connections alone, never broadcast.
+    pub private_to: Option<u32>,
 }
 
 pub struct Accounts {
@@ -90,9 +95,23 @@ impl Accounts {
 
     /// Tells the listeners; having none is no error.
     fn changed(&self, id: &str, change: &'static str) {
+        let private_to = match self.store.account(id) {
+            Ok(Some(a)) => audit::private_to(&a),
+            _ => None,
+        };
+        self.tell(id, change, private_to);
+    }
+
+    /// As `changed`, for an account no longer in the store.
+    fn changed_about(&self, account: &Account, change: &'static str) {
+        self.tell(&account.id, change, audit::private_to(account));
+    }
+
+    fn tell(&self, id: &str, change: &'static str, private_to: Option<u32>) {
         let _ = self.events.send(Event {
             id: id.to_owned(),
             change,
+            private_to,
         });
     }
 
@@ -124,7 +143,32 @@ impl Accounts {
     }
 
     fn audit(&self, caller: &Caller, action: &str, account: &str, outcome: &str) {
-        audit::record(&self.store, self.now(), caller, action, account, outcome);
+        let private_to = match self.store.account(account) {
+            Ok(Some(a)) => audit::private_to(&a),
+            _ => None,
+        };
+        audit::record(
+            &self.store,
+            self.now(),
+            caller,
+            action,
+            account,
+            private_to,
+            outcome,
+        );
+    }
+
+    /// As `audit`, for an account at hand (one being created or deleted is not in the store).
+    fn audit_about(&self, caller: &Caller, action: &str, account: &Account, outcome: &str) {
+        audit::record(
+            &self.store,
+            self.now(),
+            caller,
+            action,
+            &account.id,
+            audit::private_to(account),
+            outcome,
+        );
     }
 }
 

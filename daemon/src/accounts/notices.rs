@@ -18,16 +18,21 @@ pub struct Error(String);
 /// From and Reply-To for mail sent in the account's name. A relay that only accepts some
 /// sender domains gets its own sender address, with the account's address as Reply-To, so that
 /// DMARC does not discard the message.
-fn sender(config: &Config, account: &Account) -> Result<(Mailbox, Option<Mailbox>), Error> {
+/// `name` is the display name both carry.
+fn sender(
+    config: &Config,
+    account: &Account,
+    name: &str,
+) -> Result<(Mailbox, Option<Mailbox>), Error> {
     let own: Mailbox = Mailbox::new(
-        Some(account.label.clone()),
+        Some(name.to_owned()),
         account.address.parse().map_err(|e| Error(format!("{e}")))?,
     );
     match &config.relay {
         Some(relay) if !relay.allows_sender_domain(&account.address) => {
             let sender = relay.sender.as_deref().unwrap_or_default();
             let from = Mailbox::new(
-                Some(account.label.clone()),
+                Some(name.to_owned()),
                 sender.parse().map_err(|e| Error(format!("{e}")))?,
             );
             Ok((from, Some(own)))
@@ -40,7 +45,17 @@ fn sender(config: &Config, account: &Account) -> Result<(Mailbox, Option<Mailbox
 /// A message in the account's name: From (and Reply-To), subject, a stable Message-ID and our
 /// User-Agent. Every mail postecole sends starts here.
 pub fn builder(config: &Config, account: &Account, subject: &str) -> Result<MessageBuilder, Error> {
-    let (from, reply_to) = sender(config, account)?;
+    named_builder(config, account, &account.label, subject)
+}
+
+/// As `builder`, with `name` as From's display name instead of the account's label.
+fn named_builder(
+    config: &Config,
+    account: &Account,
+    name: &str,
+    subject: &str,
+) -> Result<MessageBuilder, Error> {
+    let (from, reply_to) = sender(config, account, name)?;
     let builder = Message::builder()
         .from(from)
         .subject(subject)
@@ -52,9 +67,15 @@ pub fn builder(config: &Config, account: &Account, subject: &str) -> Result<Mess
     })
 }
 
+/// From's display name and the subject of the code e-mail. Fixed text: anyone may ask for a
+/// code to any address, so nothing the asker typed may show before the mail is opened.
+pub const CODE_SENDER_NAME: &str = "postecole";
+pub const CODE_SUBJECT: &str = "Code de vérification postecole";
+
 fn letter(
     config: &Config,
     account: &Account,
+    name: &str,
     subject: &str,
     body: String,
     attachment: Option<(&str, &str)>,
@@ -63,7 +84,7 @@ fn letter(
         None,
         account.address.parse().map_err(|e| Error(format!("{e}")))?,
     );
-    let builder = builder(config, account, subject)?.to(to);
+    let builder = named_builder(config, account, name, subject)?.to(to);
     let built = match attachment {
         None => builder.singlepart(SinglePart::plain(body)),
         Some((name, content)) => builder.multipart(
@@ -109,13 +130,7 @@ pub fn verification(
         minutes = CODE_LIFETIME_MINUTES,
         id = account.id,
     );
-    letter(
-        config,
-        account,
-        &format!("Code de vérification : {}", account.label),
-        body,
-        None,
-    )
+    letter(config, account, CODE_SENDER_NAME, CODE_SUBJECT, body, None)
 }
 
 /// The confirmation that the address is ready, carrying the recovery key file.
@@ -153,6 +168,7 @@ pub fn confirmation(
     letter(
         config,
         account,
+        &account.label,
         &format!("Adresse configurée : {}", account.label),
         body,
         Some((crate::archive::RECOVERY_FILE_NAME, recovery_file)),

@@ -5,8 +5,6 @@ use super::*;
 
 pub const MAX_WRONG_CODES: u32 = 5;
 
-pub const RESEND_INTERVAL_SECS: u64 = 60;
-
 impl Accounts {
     pub async fn create(
         &self,
@@ -26,54 +24,64 @@ impl Accounts {
                 self.config.admin_group
             )));
         }
-        if let Some(existing) = self.store.accounts()?.into_iter().find(|a| {
-            a.kind == kind
-                && a.address.eq_ignore_ascii_case(&address)
-                && (kind == Kind::Establishment || a.owner == caller.uid)
-        }) {
-            return Err(Error::InvalidState(format!(
-                "{address} is already set up as account {}; use `mailctl account resend {}` if the code was lost",
-                existing.id, existing.id
-            )));
-        }
+        // Checked before the hash too, so that a refused caller costs no Argon2 run.
+        self.admit_creation(caller, kind, &address, self.now())?;
         // Below the disk's reserve nothing new starts, though deliveries still get recorded;
         // the room asked for is the account's record, its code e-mail and their records.
         self.queue.check_disk(64 * 1024)?;
-        let now = self.now();
         let code = secret::new_code();
-        let mut account = Account {
-            id: new_id(),
-            kind,
-            label,
-            address,
-            state: State::AwaitingCode,
-            owner: caller.uid,
-            staff: Vec::new(),
-            created: now,
-            keys: None,
-            unlock_failures: 0,
-            locked_until: 0,
-            lock_periods: 0,
-            code: Some(PendingCode {
-                hash: hash_blocking(caller.uid, code.clone()).await?,
-                sent: now,
-                expires: now + CODE_LIFETIME_SECS,
-                wrong: 0,
-            }),
-            secret: None,
+        let hash = hash_blocking(caller.uid, code.clone()).await?;
+        let account = {
+            // Checking and recording under one lock: two creations for one address, or by one
+            // user, cannot both pass the same count.
+            let _guard = self.write.lock().await;
+            let now = self.now();
+            self.admit_creation(caller, kind, &address, now)?;
+            let mut account = Account {
+                id: new_id(),
+                kind,
+                label,
+                address,
+                state: State::AwaitingCode,
+                owner: caller.uid,
+                staff: Vec::new(),
+                created: now,
+                keys: None,
+                unlock_failures: 0,
+                locked_until: 0,
+                lock_periods: 0,
+                code: Some(PendingCode {
+                    hash,
+                    sent: now,
+                    expires: now + CODE_LIFETIME_SECS,
+                    wrong: 0,
+                }),
+                secret: None,
+            };
+            // Stored before the mail leaves, so the code is known by the time anybody can type it.
+            while !self.store.insert_new_account(&account)? {
+                account.id = new_id();
+            }
+            self.record_code(&account, now)?;
+            if !caller.admin {
+                let key = creations_key(caller.uid);
+                let events = self.store.events(&key)?;
+                self.store.put_events(&key, &limits::with(&events, now))?;
+            }
+            account
         };
-        // Stored before the mail leaves, so the code is known by the time anybody can type it.
-        while !self.store.insert_new_account(&account)? {
-            account.id = new_id();
-        }
         match self.send_code(&account, &code, caller.uid).await {
             CodeMail::Sent => {}
             CodeMail::NotQueued(e) => {
                 self.store.remove_account(&account.id)?;
+                // Nothing reached the address: that code does not count against it.
+                self.forget_code(&account)?;
                 return Err(e);
             }
             CodeMail::Refused(reply) => {
                 self.store.remove_account(&account.id)?;
+                // Nothing reached the address: that code does not count against it.
+                self.forget_code(&account)?;
                 return Err(Error::RelayUnavailable(format!(
                     "the relay refused the code e-mail to {}: {reply}. Nothing was created.",
                     account.address
@@ -92,10 +100,121 @@ impl Accounts {
                 )));
             }
         }
-        self.audit(caller, "create", &account.id, "ok");
+        self.audit_about(caller, "create", &account, "ok");
         self.changed(&account.id, change::CREATED);
         tracing::info!(account = %account.id, kind = kind.as_str(), uid = caller.uid, "account created, code sent");
         Ok(account)
+    }
+
+    /// Why this caller may not create an account for `address` now, if they may not.
+    fn admit_creation(&self, caller: &Caller, kind: Kind, address: &str, now: u64) -> Result<()> {
+        let accounts = self.store.accounts()?;
+        if let Some(existing) = accounts.iter().find(|a| {
+            a.kind == kind
+                && a.address.eq_ignore_ascii_case(address)
+                && (kind == Kind::Establishment || a.owner == caller.uid)
+        }) {
+            return Err(Error::InvalidState(format!(
+                "{address} is already set up as account {}; use `mailctl account resend {}` if the code was lost",
+                existing.id, existing.id
+            )));
+        }
+        if !caller.admin {
+            if accounts.iter().any(|a| limits::holds(a, address)) {
+                tracing::warn!(
+                    uid = caller.uid,
+                    "creation refused: address held by another account"
+                );
+                return Err(address_in_use(address));
+            }
+            let l = &self.config.limits;
+            let pending = accounts
+                .iter()
+                .filter(|a| a.owner == caller.uid && a.state == State::AwaitingCode)
+                .count();
+            if pending >= l.max_pending_accounts as usize {
+                tracing::warn!(
+                    uid = caller.uid,
+                    "creation refused: too many accounts awaiting a code"
+                );
+                return Err(Error::QuotaExceeded(format!(
+                    "you already have {pending} accounts awaiting their code (at most {}); \
+                     type their codes or delete them first",
+                    l.max_pending_accounts
+                )));
+            }
+            let created = self.store.events(&creations_key(caller.uid))?;
+            if let Err(refusal) = limits::check(&created, now, 0, l.max_creations_per_day) {
+                tracing::warn!(
+                    uid = caller.uid,
+                    "creation refused: too many creations today"
+                );
+                let (limits::Refusal::TooSoon(wait) | limits::Refusal::DailyCap(wait)) = refusal;
+                return Err(Error::QuotaExceeded(format!(
+                    "you have created {} accounts in the last 24 hours (at most {}); try again in {}",
+                    limits::recent(&created, now).len(),
+                    l.max_creations_per_day,
+                    limits::wait_words(wait)
+                )));
+            }
+        }
+        self.admit_code(address, None, now)
+    }
+
+    /// Refuses a new code to `address` (and for `account`) too soon after the previous one or
+    /// beyond the day's allowance, whoever asks.
+    fn admit_code(&self, address: &str, account: Option<&str>, now: u64) -> Result<()> {
+        let l = &self.config.limits;
+        let mut keys = vec![address_events_key(address)];
+        keys.extend(account.map(account_events_key));
+        for key in keys {
+            let events = self.store.events(&key)?;
+            match limits::check(&events, now, l.code_interval_secs, l.max_codes_per_day) {
+                Ok(()) => {}
+                Err(limits::Refusal::TooSoon(wait)) => {
+                    return Err(Error::RateLimited(format!(
+                        "a code was sent to {address} less than {} ago; wait {} before asking again",
+                        limits::wait_words(l.code_interval_secs),
+                        limits::wait_words(wait)
+                    )));
+                }
+                Err(limits::Refusal::DailyCap(wait)) => {
+                    return Err(Error::RateLimited(format!(
+                        "{address} has already been sent {} codes in the last 24 hours; \
+                         the next one can be asked for in {}",
+                        l.max_codes_per_day,
+                        limits::wait_words(wait)
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn record_code(&self, account: &Account, now: u64) -> Result<()> {
+        for key in [
+            address_events_key(&account.address),
+            account_events_key(&account.id),
+        ] {
+            let events = self.store.events(&key)?;
+            self.store.put_events(&key, &limits::with(&events, now))?;
+        }
+        Ok(())
+    }
+
+    fn forget_code(&self, account: &Account) -> Result<()> {
+        let Some(sent) = account.code.as_ref().map(|c| c.sent) else {
+            return Ok(());
+        };
+        for key in [
+            address_events_key(&account.address),
+            account_events_key(&account.id),
+        ] {
+            let events = self.store.events(&key)?;
+            self.store
+                .put_events(&key, &limits::without(&events, sent))?;
+        }
+        Ok(())
     }
 
     pub async fn resend_code(&self, caller: &Caller, id: &str) -> Result<()> {
@@ -103,16 +222,7 @@ impl Accounts {
         if account.state != State::AwaitingCode {
             return Err(already_verified(&account));
         }
-        let now = self.now();
-        if let Some(pending) = &account.code {
-            let next = pending.sent + RESEND_INTERVAL_SECS;
-            if now < next {
-                return Err(Error::RateLimited(format!(
-                    "a code was sent less than a minute ago; wait {} s before asking again",
-                    next - now
-                )));
-            }
-        }
+        self.admit_code(&account.address, Some(id), self.now())?;
         let code = secret::new_code();
         let hash = hash_blocking(caller.uid, code.clone()).await?;
         let account = {
@@ -121,6 +231,8 @@ impl Accounts {
             if account.state != State::AwaitingCode {
                 return Err(already_verified(&account));
             }
+            let now = self.now();
+            self.admit_code(&account.address, Some(id), now)?;
             account.code = Some(PendingCode {
                 hash,
                 sent: now,
@@ -128,11 +240,16 @@ impl Accounts {
                 wrong: 0,
             });
             self.store.put_account(&account)?;
+            self.record_code(&account, now)?;
             account
         };
         match self.send_code(&account, &code, caller.uid).await {
             CodeMail::Sent => {}
-            CodeMail::NotQueued(e) => return Err(e),
+            CodeMail::NotQueued(e) => {
+                // Nothing reached the address: that code does not count against it.
+                self.forget_code(&account)?;
+                return Err(e);
+            }
             CodeMail::Refused(reply) | CodeMail::Deferred(reply) => {
                 return Err(Error::RelayUnavailable(format!(
                     "the new code could not be e-mailed to {} through {}: {reply}",
@@ -146,11 +263,6 @@ impl Accounts {
     }
 
     pub async fn confirm_code(&self, caller: &Caller, id: &str, typed: &str) -> Result<()> {
-        let _guard = self.write.lock().await;
-        let mut account = self.managed(caller, id)?;
-        if account.state != State::AwaitingCode {
-            return Err(already_verified(&account));
-        }
         let typed = secret::normalise_code(typed).ok_or_else(|| {
             Error::InvalidInput(format!(
                 "a code is {} digits, as written in the e-mail",
@@ -158,42 +270,91 @@ impl Accounts {
             ))
         })?;
         let resend = format!("ask for a new one with `mailctl account resend {id}`");
-        let Some(pending) = account.code.clone() else {
-            return Err(Error::TooManyAttempts(format!(
-                "this code can no longer be used; {resend}"
-            )));
+        // The try is counted before the code is checked, and the check runs without the
+        // lock: however many guesses arrive at once, at most MAX_WRONG_CODES are checked, and
+        // nobody else's account waits behind them.
+        let (pending, wrong) = {
+            let _guard = self.write.lock().await;
+            let mut account = self.managed(caller, id)?;
+            if account.state != State::AwaitingCode {
+                return Err(already_verified(&account));
+            }
+            let pending = match account.code.clone() {
+                Some(p) if p.wrong < MAX_WRONG_CODES => p,
+                _ => {
+                    return Err(Error::TooManyAttempts(format!(
+                        "this code can no longer be used; {resend}"
+                    )));
+                }
+            };
+            if self.now() >= pending.expires {
+                return Err(Error::CodeExpired(format!(
+                    "the code has expired (it lasts {CODE_LIFETIME_MINUTES} minutes); {resend}"
+                )));
+            }
+            let wrong = pending.wrong + 1;
+            account.code = Some(PendingCode {
+                wrong,
+                ..pending.clone()
+            });
+            self.store.put_account(&account)?;
+            (pending, wrong)
         };
-        if self.now() >= pending.expires {
-            return Err(Error::CodeExpired(format!(
-                "the code has expired (it lasts {CODE_LIFETIME_MINUTES} minutes); {resend}"
-            )));
-        }
         let hash = pending.hash.clone();
         let matches = crate::blocking::ARGON2
             .run(caller.uid, move || secret::verify(&typed, &hash))
             .await?;
+        let _guard = self.write.lock().await;
+        let mut account = self.managed(caller, id)?;
+        // The same code still pending: not replaced by a resend, not voided, not used.
+        let current = account.state == State::AwaitingCode
+            && account
+                .code
+                .as_ref()
+                .is_some_and(|c| c.hash == pending.hash);
         if !matches {
-            let wrong = pending.wrong + 1;
+            self.audit_about(caller, "verify", &account, "wrong-code");
+            tracing::info!(account = %id, uid = caller.uid, wrong, "wrong code");
             if wrong >= MAX_WRONG_CODES {
-                account.code = None;
-                self.store.put_account(&account)?;
+                if current {
+                    account.code = None;
+                    self.store.put_account(&account)?;
+                }
                 tracing::warn!(account = %id, uid = caller.uid, "code voided after too many wrong tries");
                 return Err(Error::TooManyAttempts(format!(
                     "{MAX_WRONG_CODES} wrong codes: this code no longer works; {resend}"
                 )));
             }
-            account.code = Some(PendingCode { wrong, ..pending });
-            self.store.put_account(&account)?;
-            tracing::info!(account = %id, uid = caller.uid, wrong, "wrong code");
             return Err(Error::WrongCode(format!(
                 "wrong code; {} tries left",
                 MAX_WRONG_CODES - wrong
             )));
         }
+        if !current {
+            return Err(match account.state {
+                State::AwaitingCode => {
+                    Error::TooManyAttempts(format!("this code can no longer be used; {resend}"))
+                }
+                _ => already_verified(&account),
+            });
+        }
+        if !caller.admin
+            && self
+                .store
+                .accounts()?
+                .iter()
+                .any(|a| a.id != account.id && limits::holds(a, &account.address))
+        {
+            // Someone else took the address since this account was created.
+            account.code = None;
+            self.store.put_account(&account)?;
+            self.audit_about(caller, "verify", &account, "address-in-use");
+            return Err(address_in_use(&account.address));
+        }
         account.code = None;
         account.state = State::AwaitingSecret;
         self.store.put_account(&account)?;
-        self.audit(caller, "verify", id, "ok");
+        self.audit_about(caller, "verify", &account, "ok");
         self.changed(id, change::VERIFIED);
         tracing::info!(account = %id, uid = caller.uid, "address verified");
         Ok(())
@@ -328,6 +489,24 @@ enum CodeMail {
     NotQueued(Error),
     Refused(String),
     Deferred(String),
+}
+
+fn address_in_use(address: &str) -> Error {
+    Error::AddressInUse(format!(
+        "{address} is already used by another account on this PC; only an administrator can set it up again"
+    ))
+}
+
+fn address_events_key(address: &str) -> String {
+    format!("codes-to:{}", limits::address_key(address))
+}
+
+pub(super) fn account_events_key(id: &str) -> String {
+    format!("codes-for:{id}")
+}
+
+fn creations_key(uid: u32) -> String {
+    format!("creations-by:{uid}")
 }
 
 fn already_verified(account: &Account) -> Error {

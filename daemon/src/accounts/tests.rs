@@ -1,7 +1,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::setup::RESEND_INTERVAL_SECS;
 use super::*;
+
+/// The default `limits.code_interval_secs`.
+const RESEND_INTERVAL_SECS: u64 = 60;
 
 struct Fixture {
     accounts: Accounts,
@@ -124,15 +126,16 @@ fn admin() -> Caller {
     }
 }
 
+/// An active account of `caller`'s, each at an address of its own.
 async fn active(f: &Fixture, caller: &Caller, kind: &str) -> Account {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let address = format!(
+        "secretariat{}@ecole.fr",
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
     let a = f
         .accounts
-        .create(
-            caller,
-            kind,
-            "Secrétariat Jules Ferry",
-            "secretariat@ecole.fr",
-        )
+        .create(caller, kind, "Secrétariat Jules Ferry", &address)
         .await
         .unwrap();
     f.accounts
@@ -561,13 +564,27 @@ async fn conversion_both_ways() {
 
     let alice = user(1001, "alice");
     let mine = active(&f, &alice, "personal").await;
-    f.accounts
+    // A personal account is its owner's to hand over, not an administrator's to take.
+    let err = f
+        .accounts
         .convert(&root, &mine.id, "establishment")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    f.accounts
+        .convert(&alice, &mine.id, "establishment")
         .await
         .unwrap();
     let a = f.accounts.store.account(&mine.id).unwrap().unwrap();
     assert_eq!(a.kind, Kind::Establishment);
-    assert_eq!(a.staff, vec![authz::name_of(1001)]);
+    assert_eq!((a.staff, a.owner), (vec!["alice".to_owned()], 1001));
+    // Back to personal is an administrator's decision, as for any establishment address.
+    let err = f
+        .accounts
+        .convert(&alice, &mine.id, "personal")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotAuthorized(_)), "{err:?}");
 }
 
 /// Forty wrong answers at once: each is counted before it is checked, so five are checked,
@@ -633,4 +650,392 @@ async fn parallel_wrong_answers_are_counted_before_they_are_checked() {
         ),
         (0, 0, 0)
     );
+}
+
+fn other_admin() -> Caller {
+    Caller {
+        uid: 1003,
+        name: "carol".into(),
+        admin: true,
+        send_establishment: true,
+    }
+}
+
+#[tokio::test]
+async fn codes_to_an_address_are_limited_whoever_asks_and_whatever_is_deleted() {
+    let f = fixture();
+    let (alice, bob) = (user(1001, "alice"), user(1002, "bob"));
+    let a = f
+        .accounts
+        .create(&alice, "personal", "A", "Victim@ecole.fr")
+        .await
+        .unwrap();
+    f.accounts.delete(&alice, &a.id).await.unwrap();
+    // Another user, another case, a +tag, or an administrator: the same address.
+    for (who, address) in [
+        (&bob, "victim@ecole.fr"),
+        (&alice, "victim+2@ECOLE.fr"),
+        (&admin(), "victim@ecole.fr"),
+    ] {
+        let err = f
+            .accounts
+            .create(who, "personal", "B", address)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::RateLimited(m) if m.contains("wait 60 s")),
+            "{err:?}"
+        );
+    }
+    let mut sent = 1;
+    let b = loop {
+        f.advance(RESEND_INTERVAL_SECS);
+        let b = f
+            .accounts
+            .create(&bob, "personal", "B", "victim@ecole.fr")
+            .await
+            .unwrap();
+        sent += 1;
+        if sent == 3 {
+            break b;
+        }
+        f.accounts.delete(&bob, &b.id).await.unwrap();
+    };
+    while sent < 5 {
+        f.advance(RESEND_INTERVAL_SECS);
+        f.accounts.resend_code(&bob, &b.id).await.unwrap();
+        sent += 1;
+    }
+    assert_eq!(f.mail_count(), 5);
+    f.advance(RESEND_INTERVAL_SECS);
+    let err = f.accounts.resend_code(&bob, &b.id).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::RateLimited(m) if m.contains("24 hours")),
+        "{err:?}"
+    );
+    f.accounts.delete(&bob, &b.id).await.unwrap();
+    let err = f
+        .accounts
+        .create(&alice, "personal", "A", "victim@ecole.fr")
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::RateLimited(_)), "{err:?}");
+    assert_eq!(f.mail_count(), 5, "five codes a day reach the address");
+    f.advance(limits::DAY_SECS);
+    f.accounts
+        .create(&alice, "personal", "A", "victim@ecole.fr")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_address_in_use_is_claimed_again_only_by_an_administrator() {
+    let f = fixture();
+    let root = admin();
+    let alice = user(1001, "alice");
+    let shared = active(&f, &root, "establishment").await;
+    let address = shared.address.to_uppercase();
+    let err = f
+        .accounts
+        .create(&alice, "personal", "Moi", &address)
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::AddressInUse(_)), "{err:?}");
+    assert!(
+        !err.to_string().contains(&shared.id),
+        "the holder is not named: {err}"
+    );
+    // An administrator may set it up again (a second PC's account moved here, say).
+    f.advance(RESEND_INTERVAL_SECS);
+    let again = f
+        .accounts
+        .create(&other_admin(), "personal", "Secrétariat", &address)
+        .await
+        .unwrap();
+    f.accounts
+        .confirm_code(&other_admin(), &again.id, &f.last_code(&again.id))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn of_two_verifications_of_one_address_at_once_one_wins() {
+    let f = fixture();
+    let (alice, bob) = (user(1001, "alice"), user(1002, "bob"));
+    let a = f
+        .accounts
+        .create(&alice, "personal", "A", "shared@ecole.fr")
+        .await
+        .unwrap();
+    let code_a = f.last_code(&a.id);
+    f.advance(RESEND_INTERVAL_SECS);
+    let b = f
+        .accounts
+        .create(&bob, "personal", "B", "shared@ecole.fr")
+        .await
+        .unwrap();
+    let code_b = f.last_code(&b.id);
+    let (ra, rb) = tokio::join!(
+        f.accounts.confirm_code(&alice, &a.id, &code_a),
+        f.accounts.confirm_code(&bob, &b.id, &code_b),
+    );
+    let outcomes = [&ra, &rb];
+    assert_eq!(
+        outcomes.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{ra:?} {rb:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|r| matches!(r, Err(Error::AddressInUse(_)))),
+        "{ra:?} {rb:?}"
+    );
+    let held: Vec<_> = [&a.id, &b.id]
+        .iter()
+        .filter_map(|id| f.accounts.store.account(id).unwrap())
+        .filter(|acc| acc.state != State::AwaitingCode)
+        .collect();
+    assert_eq!(held.len(), 1);
+}
+
+#[tokio::test]
+async fn a_user_has_few_accounts_awaiting_a_code_and_few_creations_a_day() {
+    let f = fixture();
+    let alice = user(1001, "alice");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let a = f
+            .accounts
+            .create(&alice, "personal", "A", &format!("a{i}@ecole.fr"))
+            .await
+            .unwrap();
+        ids.push(a.id);
+    }
+    let err = f
+        .accounts
+        .create(&alice, "personal", "A", "a3@ecole.fr")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::QuotaExceeded(m) if m.contains("awaiting")),
+        "{err:?}"
+    );
+    // Deleting one frees its place, but not the day's count of creations.
+    for i in 3..10 {
+        f.accounts.delete(&alice, &ids.remove(0)).await.unwrap();
+        let a = f
+            .accounts
+            .create(&alice, "personal", "A", &format!("a{i}@ecole.fr"))
+            .await
+            .unwrap();
+        ids.push(a.id);
+    }
+    f.accounts.delete(&alice, &ids.remove(0)).await.unwrap();
+    let err = f
+        .accounts
+        .create(&alice, "personal", "A", "a10@ecole.fr")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::QuotaExceeded(m) if m.contains("24 hours")),
+        "{err:?}"
+    );
+    // Administrators set up the school's addresses in bulk.
+    for i in 0..5 {
+        f.accounts
+            .create(&admin(), "establishment", "S", &format!("s{i}@ecole.fr"))
+            .await
+            .unwrap();
+    }
+    f.advance(limits::DAY_SECS);
+    f.accounts
+        .create(&alice, "personal", "A", "a10@ecole.fr")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_code_mail_shows_nothing_the_asker_typed_before_it_is_opened() {
+    let f = fixture();
+    let alice = user(1001, "alice");
+    f.accounts
+        .create(&alice, "personal", "Votre banque URGENT", "victim@ecole.fr")
+        .await
+        .unwrap();
+    let path = std::fs::read_dir(f.dir.path().join("local-mail"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mail = std::fs::read_to_string(path).unwrap();
+    let (headers, body) = mail.split_once("\r\n\r\n").unwrap();
+    assert!(!headers.contains("banque"), "{headers}");
+    assert!(
+        headers.contains("From: postecole <victim@ecole.fr>"),
+        "{headers}"
+    );
+    // The subject is encoded (it has an accent): compare it as lettre writes the fixed text.
+    let reference = lettre::Message::builder()
+        .from("a@b.fr".parse().unwrap())
+        .to("a@b.fr".parse().unwrap())
+        .subject(notices::CODE_SUBJECT)
+        .body(String::new())
+        .unwrap();
+    let reference = String::from_utf8(reference.formatted()).unwrap();
+    assert_eq!(subject_of(headers), subject_of(&reference));
+    assert!(body.contains("banque"), "the label is in the body");
+}
+
+#[tokio::test]
+async fn personal_accounts_are_hidden_from_other_administrators_but_root_may_delete_them() {
+    let f = fixture();
+    let alice = user(1001, "alice");
+    let carol = other_admin();
+    let mine = active(&f, &alice, "personal").await;
+    let shared = active(&f, &carol, "establishment").await;
+
+    // Wrong codes are in the log.
+    f.advance(RESEND_INTERVAL_SECS);
+    let (pending, code) = f.awaiting_code(&alice).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    f.accounts
+        .confirm_code(&alice, &pending.id, wrong)
+        .await
+        .unwrap_err();
+
+    let log = f.accounts.audit_log(&carol, 100).unwrap();
+    assert!(
+        log.iter()
+            .any(|e| e.action == "verify" && e.outcome == "wrong-code" && e.uid == 1001),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .all(|e| e.account != mine.id && e.account != pending.id),
+        "{log:?}"
+    );
+    assert!(log.iter().any(|e| e.account == shared.id));
+    assert!(log.iter().any(|e| e.account == audit::HIDDEN));
+    let root_log = f.accounts.audit_log(&admin(), 100).unwrap();
+    assert!(
+        root_log.iter().any(|e| e.account == mine.id),
+        "{root_log:?}"
+    );
+
+    let hidden = f.accounts.hidden_from(&carol).unwrap();
+    assert!(hidden.contains(&mine.id) && !hidden.contains(&shared.id));
+    assert!(f.accounts.hidden_from(&admin()).unwrap().is_empty());
+
+    // Neither seen nor used nor converted nor deleted by another administrator.
+    for err in [
+        f.accounts.get(&carol, &mine.id).unwrap_err(),
+        f.accounts.for_sending(&carol, &mine.id).unwrap_err(),
+        f.accounts
+            .convert(&carol, &mine.id, "establishment")
+            .await
+            .unwrap_err(),
+        f.accounts.delete(&carol, &mine.id).await.unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    }
+    // Root may delete it, and the log says so.
+    f.accounts.delete(&admin(), &mine.id).await.unwrap();
+    assert!(f.accounts.store.account(&mine.id).unwrap().is_none());
+    let last = f.accounts.audit_log(&admin(), 1).unwrap().remove(0);
+    assert_eq!(
+        (last.action.as_str(), last.account.as_str(), last.uid),
+        ("delete", mine.id.as_str(), 0)
+    );
+}
+
+/// The Subject header of a mail, its folded lines joined.
+fn subject_of(headers: &str) -> String {
+    let start = headers.find("Subject:").expect("a subject");
+    let mut subject = String::new();
+    for (i, line) in headers[start..].split("\r\n").enumerate() {
+        if i > 0 && !line.starts_with([' ', '\t']) {
+            break;
+        }
+        subject.push_str(line);
+    }
+    subject
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_guesses_get_five_tries_in_all() {
+    let f = fixture();
+    let alice = user(1001, "alice");
+    let (a, code) = f.awaiting_code(&alice).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let accounts = &f.accounts;
+    let guesses: Vec<_> = (0..12)
+        .map(|_| accounts.confirm_code(&alice, &a.id, wrong))
+        .collect();
+    let results = futures_util::future::join_all(guesses).await;
+    let wrong_codes = results
+        .iter()
+        .filter(|r| matches!(r, Err(Error::WrongCode(_))))
+        .count();
+    assert_eq!(wrong_codes, 4, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(Error::WrongCode(_) | Error::TooManyAttempts(_))))
+    );
+    let logged = f
+        .accounts
+        .audit_log(&admin(), 100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.outcome == "wrong-code")
+        .count();
+    assert_eq!(logged, 5, "five tries were checked, and logged");
+    let err = f
+        .accounts
+        .confirm_code(&alice, &a.id, &code)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TooManyAttempts(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_two_creations_for_one_address_at_once_one_code_leaves() {
+    let f = fixture();
+    let (alice, bob) = (user(1001, "alice"), user(1002, "bob"));
+    let (ra, rb) = tokio::join!(
+        f.accounts.create(&alice, "personal", "A", "same@ecole.fr"),
+        f.accounts.create(&bob, "personal", "B", "same@ecole.fr"),
+    );
+    assert!(ra.is_ok() != rb.is_ok(), "{ra:?} {rb:?}");
+    assert!(
+        [&ra, &rb]
+            .iter()
+            .any(|r| matches!(r, Err(Error::RateLimited(_)))),
+        "{ra:?} {rb:?}"
+    );
+    assert_eq!(f.mail_count(), 1);
+}
+
+#[tokio::test]
+async fn a_personal_accounts_changes_are_told_to_its_owner_alone() {
+    let f = fixture();
+    let alice = user(1001, "alice");
+    let mut events = f.accounts.subscribe();
+    let mine = active(&f, &alice, "personal").await;
+    let shared = active(&f, &admin(), "establishment").await;
+    f.accounts.delete(&alice, &mine.id).await.unwrap();
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push((e.id, e.change, e.private_to));
+    }
+    assert!(
+        seen.iter()
+            .filter(|(id, ..)| *id == mine.id)
+            .all(|(.., to)| *to == Some(1001)),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&(mine.id.clone(), change::DELETED, Some(1001))));
+    assert!(seen.contains(&(shared.id.clone(), change::CREATED, None)));
 }

@@ -75,6 +75,18 @@ impl Authority {
         Ok(caller)
     }
 
+    /// The unique bus names of `uid`'s connections that have called the daemon (and may still
+    /// be there), for what is theirs alone to hear.
+    pub fn names_of(&self, uid: u32) -> Vec<String> {
+        self.uids
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, u)| **u == uid)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     async fn uid(&self, sender: &str) -> Result<u32, BusError> {
         if let Some(uid) = self.uids.lock().unwrap().get(sender) {
             return Ok(*uid);

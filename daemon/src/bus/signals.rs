@@ -3,24 +3,43 @@
 //! `MessageChanged` on the bus.
 
 use postecole_dbus::OBJECT_PATH;
+use std::sync::Arc;
 use tokio::sync::broadcast::{self, error::RecvError};
+
 use zbus::Connection;
+use zbus::names::UniqueName;
 use zbus::object_server::SignalEmitter;
 
 use super::{AccountsService, OutboxService};
+use crate::authz::Authority;
 use crate::{accounts, queue};
 
-/// Turns the accounts' changes into `AccountChanged` signals.
+/// Turns the accounts' changes into `AccountChanged` signals: broadcast, but for a personal
+/// account's, which go to its owner's connections alone (anyone may listen to a broadcast,
+/// administrators included, and its id is the owner's).
 pub async fn forward_account_events(
     connection: Connection,
     mut events: broadcast::Receiver<accounts::Event>,
+    authority: Arc<Authority>,
 ) {
     let Some(emitter) = emitter(&connection, "AccountChanged") else {
         return;
     };
     while let Some(event) = next(&mut events, "AccountChanged").await {
-        if let Err(e) = AccountsService::account_changed(&emitter, &event.id, event.change).await {
-            tracing::warn!(error = %e, "AccountChanged signal not sent");
+        let emitters = match event.private_to {
+            None => vec![emitter.clone()],
+            Some(uid) => authority
+                .names_of(uid)
+                .into_iter()
+                .filter_map(|name| UniqueName::try_from(name).ok())
+                .map(|name| emitter.clone().set_destination(name.into()))
+                .collect(),
+        };
+        for emitter in &emitters {
+            if let Err(e) = AccountsService::account_changed(emitter, &event.id, event.change).await
+            {
+                tracing::warn!(error = %e, "AccountChanged signal not sent");
+            }
         }
     }
 }

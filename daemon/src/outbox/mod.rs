@@ -164,7 +164,7 @@ impl Outbox {
 
     pub fn get(&self, caller: &Caller, id: &str) -> Result<Record> {
         let r = self.queue.get(id)?;
-        if may_see(caller, &r) {
+        if may_see(caller, &r, &self.accounts.hidden_from(caller)?) {
             Ok(shown(r, self.queue.pause().as_ref()))
         } else {
             Err(queue::Error::NotFound(id.to_owned()).into())
@@ -173,11 +173,12 @@ impl Outbox {
 
     pub fn list(&self, caller: &Caller) -> Result<Vec<Record>> {
         let pause = self.queue.pause();
+        let hidden = self.accounts.hidden_from(caller)?;
         Ok(self
             .queue
             .list()?
             .into_iter()
-            .filter(|r| may_see(caller, r))
+            .filter(|r| may_see(caller, r, &hidden))
             .map(|r| shown(r, pause.as_ref()))
             .collect())
     }
@@ -322,9 +323,10 @@ fn shown(mut r: Record, pause: Option<&(String, u64)>) -> Record {
     r
 }
 
-/// Submitters see their own messages; administrators manage the whole queue.
-fn may_see(caller: &Caller, r: &Record) -> bool {
-    caller.admin || r.submitter == caller.uid
+/// Submitters see their own messages; administrators manage the whole queue but for the
+/// messages of `hidden`, other people's personal accounts.
+fn may_see(caller: &Caller, r: &Record, hidden: &std::collections::HashSet<String>) -> bool {
+    r.submitter == caller.uid || (caller.admin && !hidden.contains(&r.account))
 }
 
 /// About how many bytes a call's messages take once built (attachments in base64): what it
