@@ -5,6 +5,7 @@ mod fail;
 mod i18n;
 mod merge;
 mod mime;
+mod offline;
 mod output;
 mod send;
 
@@ -135,6 +136,11 @@ enum ArchiveCommand {
         #[arg(long)]
         raw: bool,
     },
+    /// Read an archive directory with its recovery file, without postecoled or its database.
+    ///
+    /// Lists the messages, or prints one (`show MSGID`). For when the PC's database is lost:
+    /// a copy of the account's archive folder and cleRecuperation.crbee are enough.
+    Open(offline::OpenArgs),
     /// Every sent message into one new mbox file (readable by Thunderbird and others).
     Export {
         id: String,
@@ -348,14 +354,17 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.json;
-    let result = if let Command::GenerateFiles { dir } = &cli.command {
-        generate_files(dir).map_err(|e| Failure::new(Status::CantCreate, e.to_string()))
-    } else {
-        tokio::runtime::Builder::new_current_thread()
+    let result = match cli.command {
+        Command::GenerateFiles { ref dir } => {
+            generate_files(dir).map_err(|e| Failure::new(Status::CantCreate, e.to_string()))
+        }
+        // No daemon: what is left when the PC's database is lost.
+        Command::Archive(ArchiveCommand::Open(args)) => offline::open(args, json),
+        _ => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Failure::new(Status::Other, e.to_string()))
-            .and_then(|runtime| runtime.block_on(run(cli)))
+            .and_then(|runtime| runtime.block_on(run(cli))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -1187,6 +1196,7 @@ async fn archive(
                 );
             }
         }
+        ArchiveCommand::Open(_) => unreachable!("handled before connecting"),
     }
     Ok(())
 }

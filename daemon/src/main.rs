@@ -120,6 +120,8 @@ async fn run(args: Args) -> Result<(), String> {
     let store = store::Store::open(&config.state_dir).map_err(|e| e.to_string())?;
     let relay = Arc::new(queue::relay::Relay::from_config(&config).map_err(|e| e.to_string())?);
     let archive = archive::Archive::new(&config.state_dir);
+    check_archive_keys(&store, &archive);
+    take_snapshot(store.clone(), false).await;
     let queue = Arc::new(
         queue::Queue::open(
             store.clone(),
@@ -228,6 +230,7 @@ async fn run(args: Args) -> Result<(), String> {
         config.queue.concurrency,
     ));
 
+    tokio::spawn(snapshot_periodically(store.clone()));
     let state_dir = config.state_dir.clone();
     tokio::task::spawn_blocking(move || ballast::keep(&state_dir));
 
@@ -240,5 +243,61 @@ async fn run(args: Args) -> Result<(), String> {
     // Release the name first so that no new call arrives while the store closes.
     drop(connection);
     store.flush().map_err(|e| e.to_string())?;
+    take_snapshot(store, false).await;
     Ok(())
+}
+
+/// How often the store is exported when it changed: what a damaged store can lose.
+const SNAPSHOT_EVERY: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+async fn snapshot_periodically(store: store::Store) {
+    let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        take_snapshot(store.clone(), true).await;
+    }
+}
+
+/// A failed snapshot is logged, not fatal: the store itself is intact.
+async fn take_snapshot(store: store::Store, only_if_changed: bool) {
+    let now = clock::system()();
+    match tokio::task::spawn_blocking(move || store.snapshot(now, only_if_changed)).await {
+        Ok(Ok(Some(path))) => tracing::info!(snapshot = %path.display(), "store snapshot taken"),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot take a snapshot of the store"),
+        Err(e) => tracing::error!(error = %e, "cannot take a snapshot of the store"),
+    }
+}
+
+/// Every account's archive directory keeps what its recovery file unwraps (written when its
+/// secret is set; here for archives made before that). An archive whose account the store
+/// does not know (lost with a damaged store) is named, with how it can still be read.
+fn check_archive_keys(store: &store::Store, archive: &archive::Archive) {
+    let accounts = match store.accounts() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the accounts");
+            return;
+        }
+    };
+    for account in &accounts {
+        if let Some(keys) = &account.keys
+            && !archive.has_key(&account.id)
+            && let Err(e) = archive.write_key(&keys.key_file(&account.id, &account.address))
+        {
+            tracing::error!(account = %account.id, error = %e, "cannot write the archive key");
+        }
+    }
+    for key in archive.key_files() {
+        if !accounts.iter().any(|a| a.id == key.account) {
+            tracing::error!(
+                account = %key.account,
+                address = %key.address,
+                "account LOST from the store: its archive of sent mail stays readable with its \
+                 recovery file: mailctl archive open --dir <state>/archive/{} --key cleRecuperation.crbee",
+                key.account
+            );
+        }
+    }
 }

@@ -10,6 +10,7 @@ mod ctl;
 mod daemon;
 pub mod limits;
 mod polkit;
+pub mod recovery;
 mod smtp;
 mod users;
 

@@ -3,35 +3,11 @@
 
 use std::time::Duration;
 
-use base64::Engine;
+use postecole_tests::recovery::recovery_attachment;
 use postecole_tests::{Bus, Daemon, Smtp, create, mailctl, verify, wait_for, wait_state};
 
 const ANSWER: &str = "Clermont-Ferrand";
 const LONG: Duration = Duration::from_secs(30);
-
-/// The attachment `cleRecuperation.crbee` of a confirmation mail, decoded.
-fn recovery_attachment(mail: &str) -> String {
-    let at = mail
-        .find("filename=\"cleRecuperation.crbee\"")
-        .expect("the recovery file is attached");
-    let part = &mail[at..];
-    let headers_end = part.find("\r\n\r\n").unwrap() + 4;
-    let headers = &part[..headers_end];
-    assert!(headers.contains("application/octet-stream"), "{headers}");
-    let body = &part[headers_end..];
-    let body = &body[..body.find("\r\n--").unwrap()];
-    if headers.contains("base64") {
-        let compact: String = body.split_whitespace().collect();
-        String::from_utf8(
-            base64::engine::general_purpose::STANDARD
-                .decode(compact)
-                .unwrap(),
-        )
-        .unwrap()
-    } else {
-        body.replace("\r\n", "\n")
-    }
-}
 
 struct Setup {
     bus: Bus,

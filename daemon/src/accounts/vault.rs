@@ -179,6 +179,9 @@ impl Accounts {
             question,
             answer_hash: hash,
         });
+        self.archive
+            .write_key(&keys.key_file(&account.id, &account.address))
+            .map_err(|e| Error::Internal(format!("cannot write the archive key: {e}")))?;
         account.keys = Some(keys);
         self.store.put_account(&account)?;
         tracing::info!(account = %id, uid = caller.uid, action, "secret replaced");

@@ -14,8 +14,10 @@ use std::sync::{Arc, Mutex};
 
 use crate::model::Slot;
 
-pub use keys::{RECOVERY_FILE_NAME, Unlocked, parse_recovery_file, recovery_file};
-pub use mbox::{mbox_entry, summary};
+pub use mbox::mbox_entry;
+#[cfg(test)]
+pub use postecole_archive::log::Sealed;
+pub use postecole_archive::{RECOVERY_FILE_NAME, Unlocked, parse_recovery_file, recovery_file};
 pub use read::{Held, View};
 
 /// Sealed copies of delivered messages, appended to per-account logs under
@@ -44,10 +46,6 @@ struct Log {
     len: u64,
 }
 
-/// A message from the archive: its queue id and its clear bytes.
-#[cfg(test)]
-pub type Sealed = (String, Vec<u8>);
-
 /// A log stops growing past this size and the next one is started.
 const LOG_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -69,18 +67,7 @@ impl Archive {
         recipient: &str,
         messages: &[(&str, &[u8])],
     ) -> std::io::Result<Slot> {
-        let recipient: age::x25519::Recipient = recipient
-            .parse()
-            .map_err(|e: &str| std::io::Error::other(format!("bad archive key: {e}")))?;
-        let encryptor =
-            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-                .map_err(std::io::Error::other)?;
-        let total: usize = messages.iter().map(|(id, b)| 12 + id.len() + b.len()).sum();
-        let mut sealed = Vec::with_capacity(total + 512);
-        let mut writer = encryptor.wrap_output(&mut sealed)?;
-        read::write_group(&mut writer, messages)?;
-        writer.finish()?;
-
+        let sealed = postecole_archive::log::seal_group(recipient, messages)?;
         let mut logs = self.logs.lock().unwrap();
         let full = logs.open.get(account).is_none_or(|l| l.len >= LOG_BYTES);
         if full {
@@ -171,6 +158,33 @@ impl Archive {
             .map(|e| Ok((e.id.clone(), group.bytes(e)?)))
             .collect::<std::io::Result<Vec<_>>>()
             .map(Some)
+    }
+
+    /// Keeps what the recovery file unwraps in the account's directory, replacing what was
+    /// there: with it, the directory and the recovery file are enough to read the account's
+    /// mail after the database is lost.
+    pub fn write_key(&self, key: &postecole_archive::KeyFile) -> std::io::Result<()> {
+        let dir = self.dir.join(&key.account);
+        create_synced_dir(&self.dir)?;
+        create_synced_dir(&dir)?;
+        key.write(&dir)
+    }
+
+    /// The key files of every account directory, for recovery after the database is lost.
+    pub fn key_files(&self) -> Vec<postecole_archive::KeyFile> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| postecole_archive::KeyFile::read(&e.ok()?.path()).ok())
+            .collect()
+    }
+
+    pub fn has_key(&self, account: &str) -> bool {
+        self.dir
+            .join(account)
+            .join(postecole_archive::KEY_FILE_NAME)
+            .exists()
     }
 
     /// Removes an account's archive (when the account is deleted).

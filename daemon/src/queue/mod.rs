@@ -1,6 +1,9 @@
 //! The durable outgoing queue. A message is accepted once its first record and its bytes are
 //! synced in the spool, which the store is rebuilt from after a crash; its bytes leave the
-//! spool when it is delivered or cancelled. Status records stay, without subject or body.
+//! spool when it is delivered or cancelled. Status records stay, without subject or body,
+//! and the store never holds a message's recipients (sled keeps old versions of records in
+//! its log): they are read from the message's spool entry while it waits, and once it is
+//! delivered they are only in its sealed copy in the archive.
 //!
 //! Bytes in the spool rather than in store values: bodies can be megabytes, freeing them
 //! really removes the clear text from the state directory, and the store stays small.
@@ -28,7 +31,7 @@ use crate::clock::Clock;
 use crate::config;
 use crate::model::{MsgState, Record, Slot};
 use crate::store::{self, Store};
-use spool::Spool;
+use spool::{Mark, Spool};
 
 pub use outcome::Outcome;
 pub use outgoing::{Outgoing, package, packaged};
@@ -113,9 +116,14 @@ impl Queue {
                 .filter(|r| !known.contains(&r.id))
         })?;
         let restored = recovered.len();
+        let mut ended = 0;
         for entry in recovered {
             let mut r = entry.record;
             r.slot = Some(entry.slot);
+            if entry.mark != Mark::Waiting {
+                ended += 1;
+                end_as_marked(&mut r, entry.mark);
+            }
             store.put_messages(&[&r], false)?;
             records.push(r);
         }
@@ -123,15 +131,37 @@ impl Queue {
         let mut due = BTreeSet::new();
         let now = clock();
         for r in &mut records {
-            if r.state == MsgState::Failed && r.slot.is_some() && r.failed_at == 0 {
-                // Failed before the failure time was kept: its clear text gets a full lifetime.
-                r.failed_at = now;
-                store.put_messages(&[r], false)?;
-            }
-            let waiting = !matches!(
+            let mut waiting = !matches!(
                 r.state,
                 MsgState::Delivered | MsgState::Cancelled | MsgState::Failed
             );
+            // A store restored from an older snapshot has messages as waiting that ended
+            // since: the spool's marks say how, so that none is sent again.
+            if waiting && let Some(slot) = &r.slot {
+                match spool.outcome(slot)? {
+                    spool::Outcome::Waiting => {}
+                    spool::Outcome::Ended(mark) => {
+                        end_as_marked(r, mark);
+                        // Kept (a failure, a delivery to seal) only if its bytes still are.
+                        if r.slot.as_ref().is_some_and(|s| spool.read(s).is_err()) {
+                            r.slot = None;
+                        }
+                        store.put_messages(&[r], false)?;
+                        ended += 1;
+                        waiting = false;
+                    }
+                    spool::Outcome::Gone => {
+                        r.slot = None;
+                        ended += 1;
+                    }
+                }
+            }
+            if r.state == MsgState::Failed && r.slot.is_some() && r.failed_at == 0 {
+                // Failed before the failure time was kept (or read back from the spool's
+                // marks): its clear text gets a full lifetime.
+                r.failed_at = now;
+                store.put_messages(&[r], false)?;
+            }
             if waiting && r.slot.is_none() {
                 r.state = MsgState::Failed;
                 r.last_reply = "its content is missing from the spool".into();
@@ -148,6 +178,12 @@ impl Queue {
         }
         store.flush()?;
         spool.retain(records.iter().filter_map(|r| r.slot.as_ref()))?;
+        if ended > 0 {
+            tracing::warn!(
+                ended,
+                "messages the store had as waiting or did not know had ended, as the spool says: not sent again"
+            );
+        }
         let mut usage: HashMap<u32, Usage> = HashMap::new();
         for r in records.iter().filter(|r| r.slot.is_some()) {
             usage.entry(r.submitter).or_default().add(r.size);
@@ -322,23 +358,50 @@ impl Queue {
         if let Err(e) = self.store.put_messages(&refs, false) {
             // Not accepted after all: punched out, the entries are not read back either.
             for r in &records {
-                self.free(r.slot.as_ref().expect("just set"));
+                self.free(r.slot.as_ref().expect("just set"), Mark::Cancelled);
             }
             return Err(e.into());
         }
         Ok(records)
     }
 
+    /// The message's record, with its recipients while its entry is in the spool.
     pub fn get(&self, id: &str) -> Result<Record> {
-        self.store
+        let mut r = self
+            .store
             .message(id)?
-            .ok_or_else(|| Error::NotFound(id.to_owned()))
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        self.add_recipients(&mut r);
+        Ok(r)
     }
 
     pub fn list(&self) -> Result<Vec<Record>> {
         let mut all = self.store.messages()?;
+        for r in &mut all {
+            self.add_recipients(r);
+        }
         all.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
         Ok(all)
+    }
+
+    /// Recipients from the record in the message's spool entry; none once it has left.
+    fn add_recipients(&self, r: &mut Record) {
+        let Some(slot) = &r.slot else {
+            return;
+        };
+        match self
+            .spool
+            .record(slot)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).map_err(|e| e.to_string()))
+        {
+            Ok(first) if first.id == r.id => {
+                r.recipients = first.recipients;
+                r.to = first.to;
+            }
+            Ok(_) => tracing::warn!(message = %r.id, "its spool entry holds another message"),
+            Err(e) => tracing::warn!(message = %r.id, error = %e, "cannot read its recipients"),
+        }
     }
 
     /// Applies a state change if `allowed` accepts the current state.
@@ -371,7 +434,7 @@ impl Queue {
             self.wake.notify_one();
         }
         if let Some(slot) = freed {
-            self.free_of(&before, &slot);
+            self.free_of(&before, &slot, Mark::Cancelled);
         }
         self.emit(&r);
         Ok(r)
@@ -409,6 +472,11 @@ impl Queue {
             )));
         }
         self.relay_reachable();
+        // Unmarked before the store says queued: a store restored later must not find the
+        // message queued and the spool saying it failed for good.
+        if let Some(slot) = &self.get(id)?.slot {
+            self.mark(slot, Mark::Waiting);
+        }
         self.transition(id, &[Queued, Deferred, Failed], "retried", |r| {
             r.state = Queued;
             r.next_attempt = now;
@@ -466,6 +534,7 @@ impl Queue {
             r.state = MsgState::Sending;
             // Not flushed: after a crash, `queued` and `sending` both mean "send again".
             self.store.put_messages(&[&r], false)?;
+            self.add_recipients(&mut r);
             self.emit(&r);
             return Ok(Some(r));
         }
@@ -532,22 +601,31 @@ impl Queue {
         self.spool.read(slot)
     }
 
-    /// Frees the bytes of `r` (as it was while it held `slot`) and its submitter's share.
-    fn free_of(&self, r: &Record, slot: &Slot) {
+    /// Frees the bytes of `r` (as it was while it held `slot`) and its submitter's share, its
+    /// entry marked with how it ended.
+    fn free_of(&self, r: &Record, slot: &Slot, mark: Mark) {
         if let Some(u) = self.usage.lock().unwrap().get_mut(&r.submitter) {
             u.minus(Usage {
                 messages: 1,
                 bytes: r.size,
             });
         }
-        self.free(slot);
+        self.free(slot, mark);
     }
 
-    /// Frees a finished message's bytes. A failure here loses nothing: the segment is not
-    /// needed by any record and goes when the queue is next opened.
-    fn free(&self, slot: &Slot) {
+    /// Frees a finished message's bytes, its entry marked with how it ended. A failure here
+    /// loses nothing: the segment is not needed by any record and goes when the queue is next
+    /// opened.
+    fn free(&self, slot: &Slot, mark: Mark) {
+        self.mark(slot, mark);
         if let Err(e) = self.spool.release(slot) {
             tracing::warn!(segment = %slot.segment, error = %e, "cannot free spooled bytes");
+        }
+    }
+
+    fn mark(&self, slot: &Slot, mark: Mark) {
+        if let Err(e) = self.spool.mark(slot, mark) {
+            tracing::warn!(segment = %slot.segment, error = %e, "cannot mark a spooled message");
         }
     }
 
@@ -606,7 +684,7 @@ impl Queue {
                         && (r.archive_to.is_none() || r.archived.is_some()))
                         || (r.state == MsgState::Failed && r.notice);
                     if done && let Some(slot) = r.slot.take() {
-                        freed.push((before, slot));
+                        freed.push((before, slot, r.state));
                     }
                     r
                 })
@@ -616,8 +694,17 @@ impl Queue {
             records
         };
         self.store.flush()?;
-        for (r, slot) in &freed {
-            self.free_of(r, slot);
+        for (r, slot, state) in &freed {
+            self.free_of(r, slot, ended_mark(*state));
+        }
+        // Ended but kept a while (a failure, a delivery not sealed yet): marked all the same,
+        // so that a store restored from an older snapshot sends none of them again.
+        for r in &records {
+            if matches!(r.state, MsgState::Failed | MsgState::Delivered)
+                && let Some(slot) = &r.slot
+            {
+                self.mark(slot, ended_mark(r.state));
+            }
         }
         for r in &records {
             if r.state == MsgState::Deferred {
@@ -777,7 +864,7 @@ impl Queue {
             }
             self.store.flush()?;
             for (r, slot) in &freed {
-                self.free_of(r, slot);
+                self.free_of(r, slot, ended_mark(r.state));
             }
             for r in &changed {
                 tracing::info!(message = %r.id, state = r.state.as_str(), "clear text sealed into the archive");
@@ -797,6 +884,38 @@ fn disk_full(e: std::io::Error) -> Error {
                 .into(),
         ),
         _ => Error::Spool(e),
+    }
+}
+
+/// What a message's spool mark says it became; its bytes stay only for a failed message
+/// that is not a notice, for `retry`.
+/// The spool's mark for a message that ended in `state`.
+fn ended_mark(state: MsgState) -> Mark {
+    match state {
+        MsgState::Delivered => Mark::Delivered,
+        MsgState::Cancelled => Mark::Cancelled,
+        _ => Mark::Failed,
+    }
+}
+
+fn end_as_marked(r: &mut Record, mark: Mark) {
+    r.next_attempt = 0;
+    match mark {
+        Mark::Waiting => return,
+        Mark::Delivered => r.state = MsgState::Delivered,
+        Mark::Failed => r.state = MsgState::Failed,
+        Mark::Cancelled => r.state = MsgState::Cancelled,
+    }
+    // A failure keeps its clear text for a retry; a delivery not sealed yet, to be sealed.
+    let unsealed = r.state == MsgState::Delivered && r.archive_to.is_some() && r.archived.is_none();
+    if (r.state != MsgState::Failed || r.notice) && !unsealed {
+        r.slot = None;
+    }
+    if r.last_reply.is_empty() || r.state != MsgState::Failed {
+        r.last_reply = format!(
+            "{} (read back from the spool after the store was restored)",
+            r.state.as_str()
+        );
     }
 }
 

@@ -35,11 +35,45 @@ const ZERO_AHEAD: u64 = 4 * 1024 * 1024;
 const SMALL_CALL: u64 = 256 * 1024;
 
 /// An entry: magic, record length (u32), bytes length (u64), CRC-32 of the record and bytes
-/// (u32), 4 zero bytes, all little-endian, then the record, then the bytes. The header stays
-/// when an entry is punched out, so that a scan can step over it; of the message it tells
-/// only the size and a checksum.
+/// (u32), the message's outcome (u32: `Mark`), all little-endian, then the record, then the
+/// bytes. The header stays when an entry is punched out, so that a scan can step over it; of
+/// the message it tells only the size, a checksum and how it ended.
 const MAGIC: &[u8; 4] = b"PCQ1";
 const HEADER: u64 = 24;
+const MARK_AT: u64 = 20;
+
+/// How a message ended, kept in its entry's header once the store says so: the store is the
+/// authority, but when it is lost and restored from an older snapshot, the spool still tells
+/// which messages must not be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    Waiting = 0,
+    Delivered = 1,
+    Failed = 2,
+    Cancelled = 3,
+}
+
+impl Mark {
+    fn from_u32(n: u32) -> Mark {
+        match n {
+            1 => Mark::Delivered,
+            2 => Mark::Failed,
+            3 => Mark::Cancelled,
+            _ => Mark::Waiting,
+        }
+    }
+}
+
+/// What the spool says of a message the store has as waiting.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its entry is whole and unmarked: it is still to be sent.
+    Waiting,
+    Ended(Mark),
+    /// Its entry is gone (punched, or its segment removed) with no mark: it ended, how is
+    /// unknown. Only a spool written before marks existed shows this.
+    Gone,
+}
 
 struct Current {
     name: String,
@@ -64,6 +98,8 @@ pub struct Spool {
 pub struct Recovered<T> {
     pub record: T,
     pub slot: Slot,
+    /// The outcome marked in its header.
+    pub mark: Mark,
 }
 
 impl Spool {
@@ -85,7 +121,7 @@ impl Spool {
             let end = file.metadata()?.len();
             let mut offset = 0;
             // A torn tail (a call that never got its answer) ends the scan.
-            while let Some((record_len, bytes_len)) = header(&file, offset, end)? {
+            while let Some((record_len, bytes_len, mark)) = header(&file, offset, end)? {
                 let slot = Slot {
                     segment: name.clone(),
                     offset,
@@ -98,7 +134,7 @@ impl Spool {
                 if let Some(record) = lost(&record)
                     && read_entry(&file, &slot).is_ok()
                 {
-                    recovered.push(Recovered { record, slot });
+                    recovered.push(Recovered { record, slot, mark });
                 }
                 offset = next;
             }
@@ -203,6 +239,18 @@ impl Spool {
         }
     }
 
+    /// The record the message was accepted with, as written in its entry.
+    pub fn record(&self, slot: &Slot) -> std::io::Result<Vec<u8>> {
+        let file = File::open(self.dir.join(&slot.segment))?;
+        let end = file.metadata()?.len();
+        let (record_len, _, _) = header(&file, slot.offset, end)?.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "no entry at this place")
+        })?;
+        let mut record = vec![0; record_len as usize];
+        file.read_exact_at(&mut record, slot.offset + HEADER)?;
+        Ok(record)
+    }
+
     /// The message's bytes.
     pub fn read(&self, slot: &Slot) -> std::io::Result<Vec<u8>> {
         read_entry(&File::open(self.dir.join(&slot.segment))?, slot)
@@ -239,6 +287,30 @@ impl Spool {
         .map_err(std::io::Error::from)
     }
 
+    /// Records in the entry's header how its message ended (or that it waits again). Not
+    /// synced: it is read only when the store was lost, and the store holds it durably.
+    pub fn mark(&self, slot: &Slot, mark: Mark) -> std::io::Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.dir.join(&slot.segment))?;
+        file.write_all_at(&(mark as u32).to_le_bytes(), slot.offset + MARK_AT)
+    }
+
+    /// Whether the message in `slot` still waits, as far as the spool knows.
+    pub fn outcome(&self, slot: &Slot) -> std::io::Result<Outcome> {
+        let file = match File::open(self.dir.join(&slot.segment)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outcome::Gone),
+            Err(e) => return Err(e),
+        };
+        let end = file.metadata()?.len();
+        match header(&file, slot.offset, end)? {
+            Some((_, _, Mark::Waiting)) if read_entry(&file, slot).is_ok() => Ok(Outcome::Waiting),
+            Some((_, _, Mark::Waiting)) | None => Ok(Outcome::Gone),
+            Some((_, _, mark)) => Ok(Outcome::Ended(mark)),
+        }
+    }
+
     fn forget_if_unused(&self, state: &mut State, name: &str) {
         if state.live.get(name).is_none_or(|n| *n == 0) {
             state.live.remove(name);
@@ -264,8 +336,9 @@ impl Spool {
     }
 }
 
-/// The lengths in the entry header at `offset`, or None at the end of what was written.
-fn header(file: &File, offset: u64, end: u64) -> std::io::Result<Option<(u64, u64)>> {
+/// The lengths and mark in the entry header at `offset`, or None at the end of what was
+/// written.
+fn header(file: &File, offset: u64, end: u64) -> std::io::Result<Option<(u64, u64, Mark)>> {
     if offset + HEADER > end {
         return Ok(None);
     }
@@ -280,7 +353,10 @@ fn header(file: &File, offset: u64, end: u64) -> std::io::Result<Option<(u64, u6
         .checked_add(record)
         .and_then(|n| n.checked_add(bytes))
     {
-        Some(entry_end) if entry_end <= end => Ok(Some((record, bytes))),
+        Some(entry_end) if entry_end <= end => {
+            let mark = u32::from_le_bytes(head[20..24].try_into().expect("4 bytes"));
+            Ok(Some((record, bytes, Mark::from_u32(mark))))
+        }
         _ => Ok(None),
     }
 }
@@ -350,6 +426,7 @@ mod tests {
             "a released message's bytes are gone from the segment"
         );
         assert_eq!(spool.read(&slots[1]).unwrap(), b"second");
+        assert_eq!(spool.record(&slots[1]).unwrap(), b"r2");
         spool.release(&slots[1]).unwrap();
         spool.release(&more[0]).unwrap();
         assert_eq!(files(dir.path()), 1, "the segment written to stays");
@@ -386,6 +463,68 @@ mod tests {
         spool.release(&slots[1]).unwrap();
         assert_eq!(files(dir.path()), 1);
         assert_eq!(spool.read(&new[0]).unwrap(), b"d");
+    }
+
+    #[test]
+    fn marks_tell_how_a_message_ended_after_the_store_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), |r| Some(r.to_vec())).unwrap();
+        let slots = spool
+            .append(&[
+                (b"sent", b"a"),
+                (b"failed", b"b"),
+                (b"waits", b"c"),
+                (b"retried", b"d"),
+            ])
+            .unwrap();
+        spool.mark(&slots[0], Mark::Delivered).unwrap();
+        spool.release(&slots[0]).unwrap();
+        spool.mark(&slots[1], Mark::Failed).unwrap();
+        spool.mark(&slots[3], Mark::Failed).unwrap();
+        spool.mark(&slots[3], Mark::Waiting).unwrap();
+        assert_eq!(
+            spool.outcome(&slots[0]).unwrap(),
+            Outcome::Ended(Mark::Delivered)
+        );
+        assert_eq!(
+            spool.outcome(&slots[1]).unwrap(),
+            Outcome::Ended(Mark::Failed)
+        );
+        assert_eq!(spool.outcome(&slots[2]).unwrap(), Outcome::Waiting);
+        assert_eq!(spool.outcome(&slots[3]).unwrap(), Outcome::Waiting);
+        assert_eq!(
+            spool.read(&slots[1]).unwrap(),
+            b"b",
+            "a failed message can be retried"
+        );
+        drop(spool);
+        let (_, recovered) = Spool::open(dir.path(), |r| Some(r.to_vec())).unwrap();
+        let marks: Vec<(&[u8], Mark)> = recovered
+            .iter()
+            .map(|r| (r.record.as_slice(), r.mark))
+            .collect();
+        assert_eq!(
+            marks,
+            [
+                (&b"failed"[..], Mark::Failed),
+                (b"waits", Mark::Waiting),
+                (b"retried", Mark::Waiting)
+            ]
+        );
+        let gone = Slot {
+            segment: "removed.spool".into(),
+            offset: 0,
+            len: 30,
+        };
+        assert_eq!(spool_outcome(dir.path(), &gone), Outcome::Gone);
+    }
+
+    fn spool_outcome(dir: &Path, slot: &Slot) -> Outcome {
+        Spool::open(dir, |_| None::<()>)
+            .unwrap()
+            .0
+            .outcome(slot)
+            .unwrap()
     }
 
     #[test]

@@ -217,6 +217,112 @@ async fn orphan_spool_files_are_removed_on_open() {
 }
 
 #[tokio::test]
+async fn a_store_restored_from_an_older_snapshot_sends_no_ended_message_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicU64::new(1_000_000));
+    let q = open(dir.path(), &now);
+    let ids: Vec<String> = q
+        .enqueue((0..4).map(outgoing).collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    q.store.snapshot(1_000_000, false).unwrap().unwrap();
+    let late = q.enqueue(vec![outgoing(4)]).await.unwrap().remove(0).id;
+    let mut ended = Vec::new();
+    for _ in 0..5 {
+        let r = q.take_due().unwrap().unwrap();
+        ended.push(r);
+    }
+    let take = |ended: &mut Vec<Record>, id: &str| {
+        let i = ended.iter().position(|r| r.id == id).unwrap();
+        ended.remove(i)
+    };
+    let sent = take(&mut ended, &ids[0]);
+    q.finish(sent, Outcome::Delivered("250 ok".into())).unwrap();
+    let refused = take(&mut ended, &ids[1]);
+    q.finish(refused, Outcome::Permanent("550 no".into()))
+        .unwrap();
+    let late_r = take(&mut ended, &late);
+    q.finish(late_r, Outcome::Permanent("550 no".into()))
+        .unwrap();
+    for r in ended {
+        q.finish(r, Outcome::Transient("451 later".into())).unwrap();
+    }
+    q.cancel(&ids[2]).unwrap();
+    drop(q);
+    std::fs::remove_dir_all(dir.path().join("db")).unwrap();
+
+    let q = open(dir.path(), &now);
+    let state = |id: &str| q.get(id).unwrap().state;
+    assert_eq!(state(&ids[0]), MsgState::Delivered);
+    assert_eq!(state(&ids[1]), MsgState::Failed);
+    assert_eq!(state(&ids[2]), MsgState::Cancelled);
+    assert_eq!(state(&ids[3]), MsgState::Queued, "as in the snapshot");
+    assert_eq!(state(&late), MsgState::Failed, "read back from the spool");
+    let r = q.get(&late).unwrap();
+    assert!(
+        q.body(&r).unwrap().starts_with(b"Subject: 4"),
+        "retry stays possible"
+    );
+    let due = q.take_due().unwrap().unwrap();
+    assert_eq!(due.id, ids[3]);
+    assert!(
+        q.take_due().unwrap().is_none(),
+        "nothing else is sent again"
+    );
+    q.retry(&late).unwrap();
+    drop(q);
+    std::fs::remove_dir_all(dir.path().join("db")).unwrap();
+    let q = open(dir.path(), &now);
+    assert_eq!(
+        q.get(&late).unwrap().state,
+        MsgState::Queued,
+        "a retried message is waiting again"
+    );
+}
+
+#[tokio::test]
+async fn recipients_never_reach_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicU64::new(1_000_000));
+    let q = open(dir.path(), &now);
+    let mut message = outgoing(0);
+    message.recipients = vec!["famille-dupont@exemple.fr".into()];
+    message.to = message.recipients.clone();
+    let id = q.enqueue(vec![message]).await.unwrap().remove(0).id;
+    assert_eq!(q.get(&id).unwrap().to, ["famille-dupont@exemple.fr"]);
+    assert_eq!(q.list().unwrap()[0].to, ["famille-dupont@exemple.fr"]);
+    let r = q.take_due().unwrap().unwrap();
+    assert_eq!(
+        r.recipients,
+        ["famille-dupont@exemple.fr"],
+        "for the envelope"
+    );
+    q.finish(r, Outcome::Delivered("250 ok".into())).unwrap();
+    assert!(q.get(&id).unwrap().to.is_empty());
+    q.store.snapshot(1_000_000, false).unwrap().unwrap();
+    q.store.flush().unwrap();
+    let mut stack = vec![dir.path().join("db"), dir.path().join("snapshots")];
+    let mut files = 0;
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            files += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(14).any(|w| w == b"famille-dupont"),
+                "{} holds a recipient",
+                path.display()
+            );
+        }
+    }
+    assert!(files > 2);
+}
+
+#[tokio::test]
 async fn quotas_count_what_is_in_the_spool_until_it_leaves() {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(AtomicU64::new(1_000_000));
