@@ -1,22 +1,6 @@
 //! postecoled: the e-mail service of a shared school PC, on the D-Bus system bus.
 #![forbid(unsafe_code)]
 
-mod accounts;
-mod archive;
-mod authz;
-mod ballast;
-mod blocking;
-mod bus;
-mod clock;
-mod config;
-mod error;
-mod model;
-mod outbox;
-mod queue;
-mod secret;
-mod store;
-mod validate;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,7 +8,8 @@ use std::sync::Arc;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::Config;
+use postecoled::config::{self, Config};
+use postecoled::{accounts, archive, authz, ballast, bus, clock, outbox, queue, store};
 
 /// The postecole daemon: owns the sender accounts and the outgoing mail of this PC.
 #[derive(Parser)]

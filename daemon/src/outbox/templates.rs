@@ -42,7 +42,7 @@ pub struct Rendered {
 }
 
 impl Template {
-    fn parse(name: &str, source: &str) -> Result<Template, String> {
+    pub fn parse(name: &str, source: &str) -> Result<Template, String> {
         let mut t: Template =
             toml::from_str(source).map_err(|e| format!("template {name}: {e}"))?;
         t.name = name.to_owned();

@@ -17,7 +17,7 @@ mod outcome;
 mod outgoing;
 mod quota;
 pub mod relay;
-mod spool;
+pub mod spool;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
