@@ -26,6 +26,8 @@ pub type Sealed = (String, Vec<u8>);
 
 const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";
 const MAGIC: &[u8; 4] = b"PCA2";
+/// Reserved ahead for one message's bytes, whatever its index entry claims.
+const RESERVE_AT_MOST: u64 = 1 << 20;
 /// An index larger than this is not one the daemon wrote.
 const MAX_INDEX_BYTES: u32 = 16 << 20;
 
@@ -122,8 +124,12 @@ pub struct Group {
     body: Body,
 }
 
+/// What a group's clear stream is read from: age's decrypting reader, or bytes already clear.
+pub trait Clear: Read + Seek + Send {}
+impl<T: Read + Seek + Send> Clear for T {}
+
 enum Body {
-    Stream(Box<age::stream::StreamReader<Window>>),
+    Stream(Box<dyn Clear>),
     /// A group of format 1, decrypted whole.
     Whole(Vec<Vec<u8>>),
 }
@@ -134,7 +140,9 @@ impl Group {
         match &mut self.body {
             Body::Stream(reader) => {
                 reader.seek(SeekFrom::Start(entry.offset))?;
-                let mut out = Vec::with_capacity(entry.size as usize);
+                // The index says the size; only the stream proves it, so that a forged index
+                // cannot make us reserve more than the group holds.
+                let mut out = Vec::with_capacity(entry.size.min(RESERVE_AT_MOST) as usize);
                 reader.by_ref().take(entry.size).read_to_end(&mut out)?;
                 if out.len() as u64 != entry.size {
                     return Err(malformed());
@@ -172,9 +180,15 @@ pub fn open_group(file: File, offset: u64, len: u64, key: &Unlocked) -> std::io:
         pos: 0,
     };
     let decryptor = age::Decryptor::new(window).map_err(std::io::Error::other)?;
-    let mut reader = decryptor
+    let reader = decryptor
         .decrypt(std::iter::once(&key.0 as &dyn age::Identity))
         .map_err(std::io::Error::other)?;
+    read_index(Box::new(reader))
+}
+
+/// Reads a group's index from its clear stream (decrypted, or any bytes: what a damaged or
+/// forged group may hold), keeping the stream to read the messages from.
+pub fn read_index(mut reader: Box<dyn Clear>) -> std::io::Result<Group> {
     let mut head = [0u8; 4];
     if reader.read_exact(&mut head).is_err() || &head != MAGIC {
         reader.seek(SeekFrom::Start(0))?;
@@ -205,11 +219,11 @@ pub fn open_group(file: File, offset: u64, len: u64, key: &Unlocked) -> std::io:
             size,
             offset,
         });
-        offset += size;
+        offset = offset.checked_add(size).ok_or_else(malformed)?;
     }
     Ok(Group {
         entries,
-        body: Body::Stream(Box::new(reader)),
+        body: Body::Stream(reader),
     })
 }
 
@@ -378,5 +392,35 @@ mod tests {
         );
         assert_eq!(group.entries[1].to, "c@d.fr");
         assert!(group.bytes(&m1).is_err(), "the damaged chunk is refused");
+    }
+
+    /// A clear stream whose index claims `sizes` for two messages of a few bytes.
+    fn forged(sizes: [u64; 2]) -> Vec<u8> {
+        let mut index = Vec::new();
+        for (id, size) in ["m1", "m2"].iter().zip(sizes) {
+            put(&mut index, id.as_bytes());
+            index.extend_from_slice(&size.to_le_bytes());
+            put(&mut index, b"x");
+            put(&mut index, b"c@d.fr");
+        }
+        let mut clear = MAGIC.to_vec();
+        clear.extend_from_slice(&(index.len() as u32).to_le_bytes());
+        clear.extend_from_slice(&index);
+        clear.extend_from_slice(b"From: a@b.fr\r\n\r\nbonjour\r\n");
+        clear
+    }
+
+    #[test]
+    fn an_index_claiming_more_than_the_group_holds_is_refused_not_reserved() {
+        let mut group = read_index(Box::new(std::io::Cursor::new(forged([u64::MAX / 2, 1]))))
+            .expect("the index itself reads");
+        let m1 = group.entries[0].clone();
+        assert!(group.bytes(&m1).is_err());
+    }
+
+    #[test]
+    fn sizes_that_overflow_the_stream_are_refused() {
+        let clear = forged([u64::MAX, 2]);
+        assert!(read_index(Box::new(std::io::Cursor::new(clear))).is_err());
     }
 }
