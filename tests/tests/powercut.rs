@@ -13,8 +13,10 @@
 //! `POSTECOLE_POWERCUTS=N` sets the number of cuts (default 6, a bounded CI run),
 //! `POSTECOLE_POWERCUT_SEED` the seed (printed with the figures), and
 //! `POSTECOLE_POWERCUT_NAMES=posix` makes name changes durable only through a directory fsync
-//! (default `journal`: any fsync commits them, as ext4 does). Run with `--nocapture` to see
-//! the figures.
+//! (default `journal`: any fsync commits them, as ext4 does). `POSTECOLE_POWERCUT_WRITES=torn`
+//! tears un-synced writes instead of dropping them all: each page kept or dropped at random,
+//! a grown file cut anywhere in what was appended, what the disk never got reading as zeros.
+//! Run with `--nocapture` to see the figures.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -215,11 +217,14 @@ struct World {
     backing: PathBuf,
     mountpoint: PathBuf,
     journal: bool,
+    /// Torn writes: the seed of this machine's cuts, and how many mounts it had.
+    torn: Option<u64>,
+    mounts: u64,
     _root: tempfile::TempDir,
 }
 
 impl World {
-    fn start(journal: bool) -> World {
+    fn start(journal: bool, torn: Option<u64>) -> World {
         let bus = Bus::start();
         let smtp = Smtp::start();
         let mut daemon = Daemon::start(&bus, "");
@@ -248,6 +253,8 @@ impl World {
             backing,
             mountpoint,
             journal,
+            torn,
+            mounts: 0,
             _root: root,
         };
         world.mount();
@@ -261,7 +268,9 @@ impl World {
             &self.backing,
             &self.mountpoint,
             self.journal,
+            self.torn.map(|seed| seed.wrapping_add(self.mounts)),
         ));
+        self.mounts += 1;
     }
 
     /// A clean shutdown: everything written reaches the disk.
@@ -291,12 +300,13 @@ struct Figures {
 }
 
 impl Figures {
-    fn summary(&self, journal: bool, seed: u64) -> String {
+    fn summary(&self, journal: bool, torn: bool, seed: u64) -> String {
         format!(
-            "power cuts ({} names, seed {seed}): {} cuts {:?}, {:?}; {} messages acknowledged, \
+            "power cuts ({} names, {} writes, seed {seed}): {} cuts {:?}, {:?}; {} messages acknowledged, \
              {} sent twice; unanswered calls: {} recovered and delivered, {} dropped; \
              recovery worst {:?} ({}), mean {:?}; broken promises (distinct cases): {:?}",
             if journal { "journal" } else { "posix" },
+            if torn { "torn" } else { "un-synced dropped" },
             self.cuts,
             self.moments,
             self.rollbacks,
@@ -341,8 +351,8 @@ fn broken(
 }
 
 /// One machine's life: set up, then `cuts` power cuts, then every promise checked.
-fn round(rng: &mut Rng, journal: bool, first_cut: usize, cuts: usize, f: &mut Figures) {
-    let mut w = World::start(journal);
+fn round(rng: &mut Rng, journal: bool, torn: bool, first_cut: usize, cuts: usize, f: &mut Figures) {
+    let mut w = World::start(journal, torn.then(|| rng.below(u64::MAX)));
     let never = AtomicBool::new(false);
     let first = new_account(&w.bus, &w.smtp, "premier@ecole.fr", &never)
         .expect("the first account is set up before any cut");
@@ -402,11 +412,13 @@ fn round(rng: &mut Rng, journal: bool, first_cut: usize, cuts: usize, f: &mut Fi
         f.cuts += 1;
         let said = w.mount.take().unwrap().unmount();
         *f.rollbacks
-            .entry(if said.contains(" 0 files") && said.contains("(0 names)") {
-                "nothing to roll back"
-            } else {
-                "rolled back"
-            })
+            .entry(
+                if said.contains("rolled back: 0 files") && said.contains("(0 names)") {
+                    "nothing to roll back"
+                } else {
+                    "rolled back"
+                },
+            )
             .or_default() += 1;
         let moment = match moment {
             Moment::Sending => "while sending",
@@ -610,18 +622,19 @@ fn power_cuts_lose_no_acknowledged_message() {
             | 1,
     );
     let journal = std::env::var("POSTECOLE_POWERCUT_NAMES").as_deref() != Ok("posix");
+    let torn = std::env::var("POSTECOLE_POWERCUT_WRITES").as_deref() == Ok("torn");
     let mut rng = Rng(seed);
     let mut f = Figures::default();
     // A fresh machine every ROUND cuts, so that the queue and the relay's mailbox stay small.
     while f.cuts < cuts {
         let n = (cuts - f.cuts).min(ROUND);
-        round(&mut rng, journal, f.cuts, n, &mut f);
+        round(&mut rng, journal, torn, f.cuts, n, &mut f);
         if f.cuts < cuts {
-            println!("so far: {}", f.summary(journal, seed));
+            println!("so far: {}", f.summary(journal, torn, seed));
         }
     }
 
-    println!("{}", f.summary(journal, seed));
+    println!("{}", f.summary(journal, torn, seed));
     for (kind, examples) in &f.violations {
         for v in examples.iter().take(5) {
             println!("VIOLATION {kind}: {v}");

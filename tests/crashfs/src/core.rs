@@ -61,6 +61,10 @@ pub struct CutReport {
     pub names: usize,
     /// Those names, relative to the backing directory: `-` removed, `+` brought back.
     pub changed: Vec<String>,
+    /// With torn writes: pages of un-synced bytes the disk kept, and files left with a length
+    /// between their synced one and their last one.
+    pub kept_pages: usize,
+    pub torn_files: usize,
 }
 
 pub struct Core {
@@ -72,6 +76,19 @@ pub struct Core {
     undo: HashMap<u64, Undo>,
     /// Directory → its entries at its last sync, for those changed since.
     synced: HashMap<u64, BTreeMap<OsString, u64>>,
+    /// Torn writes (`tear`): the seed deciding which un-synced pages the disk had written.
+    torn: Option<u64>,
+}
+
+/// The disk's unit of writing, for torn writes.
+const PAGE: u64 = 4096;
+
+/// A well-mixed 64-bit hash (splitmix64's finaliser): the same page of the same file always
+/// gets the same fate within a cut, whichever saved chunk covers it.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 fn errno(code: i32) -> io::Error {
@@ -98,6 +115,7 @@ impl Core {
             next: ROOT + 1,
             undo: HashMap::new(),
             synced: HashMap::new(),
+            torn: None,
         };
         core.nodes.insert(
             ROOT,
@@ -110,6 +128,14 @@ impl Core {
         );
         core.by_backing.insert((meta.dev(), meta.ino()), ROOT);
         Ok(core)
+    }
+
+    /// At the cut, un-synced writes are no longer all dropped: as a disk's write-back may
+    /// have reached any of them in any order, each page of un-synced bytes is kept or
+    /// dropped at random, and a file that grew ends anywhere between its synced length and
+    /// its last one, the part the disk never got reading as zeros.
+    pub fn tear(&mut self, seed: u64) {
+        self.torn = Some(seed);
     }
 
     pub fn path(&self, id: u64) -> PathBuf {
@@ -477,11 +503,16 @@ impl Core {
 
         for (id, undo) in std::mem::take(&mut self.undo) {
             let file = self.open(id)?;
-            for (offset, old) in undo.chunks.iter().rev() {
-                file.write_all_at(old, *offset)?;
-                report.bytes += old.len() as u64;
+            match self.torn {
+                None => {
+                    for (offset, old) in undo.chunks.iter().rev() {
+                        file.write_all_at(old, *offset)?;
+                        report.bytes += old.len() as u64;
+                    }
+                    file.set_len(undo.len)?;
+                }
+                Some(seed) => tear_file(&file, &undo, mix(seed ^ mix(id)), &mut report)?,
             }
-            file.set_len(undo.len)?;
             report.files += 1;
         }
 
@@ -553,6 +584,55 @@ impl Core {
     pub fn settle(self) -> io::Result<()> {
         std::fs::remove_dir_all(self.root.join(ATTIC))
     }
+}
+
+/// One file's un-synced changes, torn: each page's fate is drawn from `seed`.
+fn tear_file(file: &File, undo: &Undo, seed: u64, report: &mut CutReport) -> io::Result<()> {
+    let dropped = |page: u64| mix(seed ^ page).is_multiple_of(2);
+    let mut kept = HashSet::new();
+    for (offset, old) in undo.chunks.iter().rev() {
+        let end = offset + old.len() as u64;
+        let mut at = *offset;
+        while at < end {
+            let page = at / PAGE;
+            let next = ((page + 1) * PAGE).min(end);
+            let part = &old[(at - offset) as usize..(next - offset) as usize];
+            if dropped(page) {
+                file.write_all_at(part, at)?;
+                report.bytes += part.len() as u64;
+            } else {
+                kept.insert(page);
+            }
+            at = next;
+        }
+    }
+    let now = file.metadata()?.len();
+    let len = if now > undo.len {
+        // Grown: it ends anywhere in what was appended, byte-exact (a torn tail).
+        let len = undo.len + mix(seed ^ u64::MAX) % (now - undo.len + 1);
+        let mut at = undo.len;
+        while at < len {
+            let page = at / PAGE;
+            let next = ((page + 1) * PAGE).min(len);
+            if dropped(page) {
+                file.write_all_at(&vec![0; (next - at) as usize], at)?;
+                report.bytes += next - at;
+            } else {
+                kept.insert(page);
+            }
+            at = next;
+        }
+        len
+    } else if mix(seed ^ 1).is_multiple_of(2) {
+        undo.len
+    } else {
+        now
+    };
+    if len != undo.len {
+        report.torn_files += 1;
+    }
+    report.kept_pages += kept.len();
+    file.set_len(len)
 }
 
 #[cfg(test)]
@@ -747,5 +827,34 @@ mod tests {
         core.create(ROOT, os("b"), 0o600, true).unwrap();
         core.settle().unwrap();
         expect(&dir, &[("b", "")]);
+    }
+
+    #[test]
+    fn torn_writes_keep_whole_pages_of_either_version_and_end_within_what_was_appended() {
+        let page = PAGE as usize;
+        let (mut whole_old, mut whole_new, mut torn_tails) = (0, 0, 0);
+        for seed in 0..32 {
+            let synced = "o".repeat(2 * page);
+            let (dir, mut core) = setup(&[("f", &synced)], Names::Journal);
+            core.tear(seed);
+            let (f, _) = core.lookup(ROOT, os("f")).unwrap();
+            write(&mut core, f, 0, &"n".repeat(2 * page));
+            write(&mut core, f, 2 * PAGE, &"a".repeat(3 * page));
+            let report = core.cut().unwrap();
+            let after = std::fs::read(dir.path().join("f")).unwrap();
+            assert!(after.len() >= 2 * page && after.len() <= 5 * page);
+            for (i, chunk) in after.chunks(page).enumerate() {
+                let first = chunk[0];
+                let want: &[u8] = if i < 2 { b"on" } else { b"a\0" };
+                assert!(want.contains(&first), "page {i} starts with {first}");
+                assert!(chunk.iter().all(|&b| b == first), "page {i} is one version");
+            }
+            whole_old += (after[0] == b'o') as usize;
+            whole_new += (after[0] == b'n') as usize;
+            torn_tails += (after.len() % page != 0) as usize;
+            assert_eq!(report.torn_files, (after.len() != 2 * page) as usize);
+        }
+        assert!(whole_old > 0 && whole_new > 0, "both fates occur");
+        assert!(torn_tails > 0, "tails end inside a page");
     }
 }

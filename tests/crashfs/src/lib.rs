@@ -24,11 +24,21 @@ pub struct Mount {
 }
 
 impl Mount {
-    /// Mounts `backing` at `mountpoint` (both existing directories) with the binary at `bin`.
-    pub fn start(bin: &Path, backing: &Path, mountpoint: &Path, journal: bool) -> Mount {
+    /// Mounts `backing` at `mountpoint` (both existing directories) with the binary at `bin`;
+    /// `torn`: un-synced writes torn at the cut, drawn from this seed (`crashfs --torn`).
+    pub fn start(
+        bin: &Path,
+        backing: &Path,
+        mountpoint: &Path,
+        journal: bool,
+        torn: Option<u64>,
+    ) -> Mount {
         let mut command = Command::new(bin);
         if journal {
             command.arg("--journal");
+        }
+        if let Some(seed) = torn {
+            command.arg(format!("--torn={seed}"));
         }
         let mut child = command
             .arg(backing)

@@ -15,8 +15,18 @@ fn main() {
         }
         None => Names::Posix,
     };
+    let torn = match args.iter().position(|a| a.starts_with("--torn=")) {
+        Some(i) => match args.remove(i)["--torn=".len()..].parse::<u64>() {
+            Ok(seed) => Some(seed),
+            Err(_) => {
+                eprintln!("crashfs: --torn=SEED takes a number");
+                std::process::exit(2)
+            }
+        },
+        None => None,
+    };
     let [backing, mountpoint] = <[String; 2]>::try_from(args).unwrap_or_else(|_| {
-        eprintln!("usage: crashfs [--journal] BACKING MOUNTPOINT");
+        eprintln!("usage: crashfs [--journal] [--torn=SEED] BACKING MOUNTPOINT");
         std::process::exit(2)
     });
     let backing = std::fs::canonicalize(PathBuf::from(backing)).unwrap_or_else(|e| {
@@ -36,7 +46,12 @@ fn main() {
     }
 
     let core = match Core::new(&backing, names) {
-        Ok(core) => Arc::new(Mutex::new(Some(core))),
+        Ok(mut core) => {
+            if let Some(seed) = torn {
+                core.tear(seed);
+            }
+            Arc::new(Mutex::new(Some(core)))
+        }
         Err(e) => {
             eprintln!("crashfs: {e}");
             std::process::exit(1)
@@ -86,8 +101,8 @@ fn main() {
                 eprintln!("crashfs: name rolled back: {name}");
             }
             format!(
-                "rolled back: {} files ({} bytes), {} directories ({} names)",
-                r.files, r.bytes, r.dirs, r.names
+                "rolled back: {} files ({} bytes), {} directories ({} names); torn: {} pages kept, {} files cut short",
+                r.files, r.bytes, r.dirs, r.names, r.kept_pages, r.torn_files
             )
         })
     } else {

@@ -15,6 +15,7 @@ fn mount(root: &Path, journal: bool) -> Mount {
         &root.join("backing"),
         &root.join("mnt"),
         journal,
+        None,
     )
 }
 
