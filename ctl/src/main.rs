@@ -293,10 +293,14 @@ enum AccountCommand {
     Show { id: String },
     /// Remove an account from this PC; asks first on a terminal.
     ///
-    /// Says what was removed. Export the archive of sent mail first if it must be kept:
-    /// mailctl archive export ID --output FILE.
+    /// Its archive of sent mail is kept on this PC, readable with its recovery file
+    /// (mailctl archive open), unless --with-archive is given.
     Delete {
         id: String,
+        /// Also delete the archive of the mail sent from it: that mail is then unreadable
+        /// for everyone. Asks first; without a terminal, needs --yes.
+        #[arg(long)]
+        with_archive: bool,
         /// Do not ask (scripts).
         #[arg(long)]
         yes: bool,
@@ -966,7 +970,11 @@ async fn account(
                 output::stdout(&output::account_details(&account, &default));
             }
         }
-        AccountCommand::Delete { id, yes } => {
+        AccountCommand::Delete {
+            id,
+            with_archive,
+            yes,
+        } => {
             let id = resolve(connection, &id).await?;
             // Root may delete a personal account it may not see: the delete call decides, and
             // answers NotFound to anyone else.
@@ -975,33 +983,60 @@ async fn account(
                 Err(postecole_dbus::Error::NotFound(_)) => None,
                 Err(e) => return Err(e.into()),
             };
-            if let Some(account) = account
+            let address = account
                 .as_ref()
-                .filter(|_| !yes && std::io::stdin().is_terminal())
-            {
-                eprintln!(
-                    "{}",
-                    t!(
-                        "Deleting {address} ({label}) also deletes the encrypted archive of the mail sent from it. To keep a copy first: mailctl archive export {id} --output FILE",
-                        address = account.address,
-                        label = account.label,
-                        id = id
+                .map_or(id.clone(), |a| format!("{} ({})", a.address, a.label));
+            let terminal = std::io::stdin().is_terminal();
+            if with_archive && !yes && !terminal {
+                return Err(Failure::new(
+                    Status::Usage,
+                    t!("deleting an archive of sent mail needs a confirmation: add --yes"),
+                ));
+            }
+            if !yes && terminal {
+                let (warning, question) = if with_archive {
+                    (
+                        t!(
+                            "Deleting {address} with its archive: the mail sent from it becomes unreadable for everyone, even with the recovery file. To keep a copy first: mailctl archive export {id} --output FILE",
+                            address = address,
+                            id = id
+                        ),
+                        t!("Delete this account and its archive?"),
                     )
-                );
-                if !confirm(&t!("Delete this account and its archive?"))? {
+                } else {
+                    (
+                        t!(
+                            "Deleting {address}: its archive of sent mail stays on this PC, readable with its recovery file.",
+                            address = address
+                        ),
+                        t!("Delete this account?"),
+                    )
+                };
+                eprintln!("{warning}");
+                if !confirm(&question)? {
                     return Err(Failure::new(Status::Data, t!("nothing was deleted")));
                 }
             }
-            proxy.delete_account(&id).await?;
+            if with_archive {
+                proxy.delete_account_and_archive(&id).await?;
+            } else {
+                proxy.delete_account(&id).await?;
+            }
             done(json, &id, "delete");
-            eprintln!(
-                "{}",
+            let said = if with_archive {
                 t!(
                     "Account {id} ({address}) was deleted from this PC, with its archive of sent mail.",
                     id = id,
-                    address = account.as_ref().map_or(id.as_str(), |a| a.address.as_str())
+                    address = address
                 )
-            );
+            } else {
+                t!(
+                    "Account {id} ({address}) was deleted from this PC. Its archive of sent mail is kept in /var/lib/postecole/archive/{id}: an administrator reads it with its recovery file (mailctl archive open --dir /var/lib/postecole/archive/{id} --key cleRecuperation.crbee), or removes that folder.",
+                    id = id,
+                    address = address
+                )
+            };
+            eprintln!("{said}");
         }
         AccountCommand::Convert { id, to } => {
             let id = resolve(connection, &id).await?;

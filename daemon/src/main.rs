@@ -275,7 +275,7 @@ fn check_archive_keys(store: &store::Store, archive: &archive::Archive) {
         }
     }
     for key in archive.key_files() {
-        if !accounts.iter().any(|a| a.id == key.account) {
+        if !accounts.iter().any(|a| a.id == key.account) && !archive.is_retired(&key.account) {
             tracing::error!(
                 account = %key.account,
                 address = %key.address,

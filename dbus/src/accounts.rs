@@ -61,7 +61,10 @@ pub trait Accounts {
     /// The accounts the caller may see.
     fn list_accounts(&self) -> Result<Vec<AccountInfo>, Error>;
     fn get_account(&self, id: &str) -> Result<AccountInfo, Error>;
+    /// Deletes the account; its archive of sent mail stays, readable with the recovery file.
     fn delete_account(&self, id: &str) -> Result<(), Error>;
+    /// Deletes the account and its archive of sent mail: what was sent is then unreadable.
+    fn delete_account_and_archive(&self, id: &str) -> Result<(), Error>;
     /// Turns an account into the other kind (`establishment` or `personal`).
     fn convert_account(&self, id: &str, kind: &str) -> Result<(), Error>;
     /// Sets the caller's default sending account; an empty id clears it.

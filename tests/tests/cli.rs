@@ -785,7 +785,7 @@ fn delete_says_what_went_with_the_account() {
     assert_eq!(deleted.code, 0, "{deleted:?}");
     assert!(
         deleted.stderr.contains(&format!(
-            "Le compte {account} (moi@ecole.fr) a été supprimé de ce poste, avec son archive"
+            "Le compte {account} (moi@ecole.fr (Secrétariat)) a été supprimé de ce poste. Son archive des e-mails envoyés est gardée"
         )),
         "{}",
         deleted.stderr
@@ -816,7 +816,9 @@ fn delete_on_a_terminal_asks_first() {
     let kept = on_terminal(&bus, &format!("account delete {account}"), "n\n");
     assert_eq!(kept.code, 65, "{kept:?}");
     assert!(
-        kept.stdout.contains("archive export") && kept.stdout.contains("nothing was deleted"),
+        kept.stdout
+            .contains("its archive of sent mail stays on this PC")
+            && kept.stdout.contains("nothing was deleted"),
         "{}",
         kept.stdout
     );

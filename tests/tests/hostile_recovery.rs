@@ -321,3 +321,79 @@ fn recipients_of_delivered_mail_are_kept_out_of_the_store() {
         "sealed in the archive"
     );
 }
+
+#[test]
+fn deleting_an_account_keeps_its_sent_mail_readable_unless_asked() {
+    let mut s = setup();
+    let id = send(
+        &s.bus,
+        &s.account,
+        "famille@example.org",
+        "Compte rendu du conseil",
+        "MARQUEUR-GARDE-12",
+    );
+    wait_state(&s.bus, &id, "delivered", LONG);
+    let said = mailctl(
+        &s.bus,
+        None,
+        &["account", "delete", &s.account, "--yes"],
+        None,
+    );
+    assert!(said.ok && said.stderr.contains("is kept"), "{said:?}");
+    assert!(accounts(&s.bus).is_empty());
+
+    let dir = s.daemon.state_dir.join("archive").join(&s.account);
+    let key = s.key_file.path().to_str().unwrap();
+    let out = archive_open(&["--dir", dir.to_str().unwrap(), "--key", key, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == id.as_str()),
+        "{list}"
+    );
+    // A kept archive is not an account lost with a damaged store.
+    assert!(s.daemon.stop().success());
+    s.daemon.restart();
+    assert!(
+        !s.daemon.log().contains("account LOST"),
+        "{}",
+        s.daemon.log()
+    );
+
+    // Removing the archive is asked for by name, and confirmed.
+    let other = active_account(
+        &s.bus,
+        &s.daemon,
+        Some(&s.smtp),
+        None,
+        "personal",
+        "moi@ecole.fr",
+    );
+    let refused = mailctl(
+        &s.bus,
+        None,
+        &["account", "delete", &other, "--with-archive"],
+        None,
+    );
+    assert!(
+        !refused.ok && refused.stderr.contains("--yes"),
+        "needs --yes without a terminal: {refused:?}"
+    );
+    let other_dir = s.daemon.state_dir.join("archive").join(&other);
+    assert!(other_dir.exists());
+    mailctl(
+        &s.bus,
+        None,
+        &["account", "delete", &other, "--with-archive", "--yes"],
+        None,
+    )
+    .out();
+    assert!(!other_dir.exists(), "removed when asked");
+}

@@ -75,7 +75,9 @@ impl Accounts {
         self.visible(caller, id)
     }
 
-    pub async fn delete(&self, caller: &Caller, id: &str) -> Result<()> {
+    /// Deletes the account. Its archive of sent mail is kept (readable with the recovery file,
+    /// `mailctl archive open`) unless `with_archive`; says whether an archive was kept.
+    pub async fn delete(&self, caller: &Caller, id: &str, with_archive: bool) -> Result<bool> {
         let _guard = self.write.lock().await;
         let account = match self.store.account(id)? {
             // Root may remove a personal account it can neither see nor use, say for a user
@@ -87,13 +89,28 @@ impl Accounts {
         // Its address's count stays: it is what keeps delete-and-create from mailing it again.
         self.store
             .put_events(&super::setup::account_events_key(&account.id), &[])?;
-        if let Err(e) = self.archive.remove_account(&account.id) {
-            tracing::error!(account = %id, error = %e, "archive not removed");
-        }
-        self.audit_about(caller, "delete", &account, "ok");
+        let kept = if with_archive {
+            if let Err(e) = self.archive.remove_account(&account.id) {
+                tracing::error!(account = %id, error = %e, "archive not removed");
+            }
+            false
+        } else {
+            self.archive
+                .retire(&account.id, &account.address, self.now())
+                .unwrap_or_else(|e| {
+                    tracing::error!(account = %id, error = %e, "cannot mark the kept archive");
+                    true
+                })
+        };
+        let action = if with_archive {
+            "delete-with-archive"
+        } else {
+            "delete"
+        };
+        self.audit_about(caller, action, &account, "ok");
         self.changed_about(&account, change::DELETED);
-        tracing::info!(account = %id, uid = caller.uid, "account deleted");
-        Ok(())
+        tracing::info!(account = %id, uid = caller.uid, archive_kept = kept, "account deleted");
+        Ok(kept)
     }
 
     pub async fn convert(&self, caller: &Caller, id: &str, to: &str) -> Result<()> {

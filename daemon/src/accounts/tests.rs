@@ -463,7 +463,7 @@ async fn who_sees_and_manages_what() {
     );
     for err in [
         f.accounts.get(&bob, &mine.id).unwrap_err(),
-        f.accounts.delete(&bob, &mine.id).await.unwrap_err(),
+        f.accounts.delete(&bob, &mine.id, false).await.unwrap_err(),
         f.accounts.resend_code(&bob, &mine.id).await.unwrap_err(),
         f.accounts.set_default(&bob, &mine.id).unwrap_err(),
     ] {
@@ -488,7 +488,7 @@ async fn who_sees_and_manages_what() {
         Some(mine.id.clone())
     );
     assert_eq!(f.accounts.default_account(&bob).unwrap(), None);
-    f.accounts.delete(&alice, &mine.id).await.unwrap();
+    f.accounts.delete(&alice, &mine.id, false).await.unwrap();
     assert_eq!(f.accounts.default_account(&alice).unwrap(), None);
 }
 
@@ -510,7 +510,11 @@ async fn staff_member_uses_but_does_not_administer() {
         .await
         .unwrap();
     assert_eq!(f.accounts.get(&staff, &shared.id).unwrap().id, shared.id);
-    let err = f.accounts.delete(&staff, &shared.id).await.unwrap_err();
+    let err = f
+        .accounts
+        .delete(&staff, &shared.id, false)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::NotAuthorized(_)), "{err:?}");
     let err = f
         .accounts
@@ -670,7 +674,7 @@ async fn codes_to_an_address_are_limited_whoever_asks_and_whatever_is_deleted() 
         .create(&alice, "personal", "A", "Victim@ecole.fr")
         .await
         .unwrap();
-    f.accounts.delete(&alice, &a.id).await.unwrap();
+    f.accounts.delete(&alice, &a.id, false).await.unwrap();
     // Another user, another case, a +tag, or an administrator: the same address.
     for (who, address) in [
         (&bob, "victim@ecole.fr"),
@@ -699,7 +703,7 @@ async fn codes_to_an_address_are_limited_whoever_asks_and_whatever_is_deleted() 
         if sent == 3 {
             break b;
         }
-        f.accounts.delete(&bob, &b.id).await.unwrap();
+        f.accounts.delete(&bob, &b.id, false).await.unwrap();
     };
     while sent < 5 {
         f.advance(RESEND_INTERVAL_SECS);
@@ -713,7 +717,7 @@ async fn codes_to_an_address_are_limited_whoever_asks_and_whatever_is_deleted() 
         matches!(&err, Error::RateLimited(m) if m.contains("24 hours")),
         "{err:?}"
     );
-    f.accounts.delete(&bob, &b.id).await.unwrap();
+    f.accounts.delete(&bob, &b.id, false).await.unwrap();
     let err = f
         .accounts
         .create(&alice, "personal", "A", "victim@ecole.fr")
@@ -823,7 +827,10 @@ async fn a_user_has_few_accounts_awaiting_a_code_and_few_creations_a_day() {
     );
     // Deleting one frees its place, but not the day's count of creations.
     for i in 3..10 {
-        f.accounts.delete(&alice, &ids.remove(0)).await.unwrap();
+        f.accounts
+            .delete(&alice, &ids.remove(0), false)
+            .await
+            .unwrap();
         let a = f
             .accounts
             .create(&alice, "personal", "A", &format!("a{i}@ecole.fr"))
@@ -831,7 +838,10 @@ async fn a_user_has_few_accounts_awaiting_a_code_and_few_creations_a_day() {
             .unwrap();
         ids.push(a.id);
     }
-    f.accounts.delete(&alice, &ids.remove(0)).await.unwrap();
+    f.accounts
+        .delete(&alice, &ids.remove(0), false)
+        .await
+        .unwrap();
     let err = f
         .accounts
         .create(&alice, "personal", "A", "a10@ecole.fr")
@@ -936,12 +946,15 @@ async fn personal_accounts_are_hidden_from_other_administrators_but_root_may_del
             .convert(&carol, &mine.id, "establishment")
             .await
             .unwrap_err(),
-        f.accounts.delete(&carol, &mine.id).await.unwrap_err(),
+        f.accounts
+            .delete(&carol, &mine.id, false)
+            .await
+            .unwrap_err(),
     ] {
         assert!(matches!(err, Error::NotFound(_)), "{err:?}");
     }
     // Root may delete it, and the log says so.
-    f.accounts.delete(&admin(), &mine.id).await.unwrap();
+    f.accounts.delete(&admin(), &mine.id, false).await.unwrap();
     assert!(f.accounts.store.account(&mine.id).unwrap().is_none());
     let last = f.accounts.audit_log(&admin(), 1).unwrap().remove(0);
     assert_eq!(
@@ -1025,7 +1038,7 @@ async fn a_personal_accounts_changes_are_told_to_its_owner_alone() {
     let mut events = f.accounts.subscribe();
     let mine = active(&f, &alice, "personal").await;
     let shared = active(&f, &admin(), "establishment").await;
-    f.accounts.delete(&alice, &mine.id).await.unwrap();
+    f.accounts.delete(&alice, &mine.id, false).await.unwrap();
     let mut seen = Vec::new();
     while let Ok(e) = events.try_recv() {
         seen.push((e.id, e.change, e.private_to));
@@ -1038,4 +1051,36 @@ async fn a_personal_accounts_changes_are_told_to_its_owner_alone() {
     );
     assert!(seen.contains(&(mine.id.clone(), change::DELETED, Some(1001))));
     assert!(seen.contains(&(shared.id.clone(), change::CREATED, None)));
+}
+
+#[tokio::test]
+async fn deleting_an_account_keeps_its_archive_unless_asked() {
+    let f = fixture();
+    let alice = user(1000, "alice");
+    let kept = active(&f, &alice, "personal").await;
+    let gone = active(&f, &alice, "personal").await;
+    let archive = f.dir.path().join("archive");
+    assert!(
+        archive.join(&kept.id).join("key").exists(),
+        "the archive's key is written"
+    );
+
+    assert!(f.accounts.delete(&alice, &kept.id, false).await.unwrap());
+    assert!(
+        archive.join(&kept.id).join("key").exists(),
+        "kept, with what opens it"
+    );
+    assert!(
+        archive
+            .join(&kept.id)
+            .join(crate::archive::RETIRED)
+            .exists()
+    );
+    assert!(matches!(
+        f.accounts.get(&alice, &kept.id),
+        Err(Error::NotFound(_))
+    ));
+
+    assert!(!f.accounts.delete(&alice, &gone.id, true).await.unwrap());
+    assert!(!archive.join(&gone.id).exists(), "removed when asked");
 }

@@ -8,6 +8,7 @@ mod read;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -45,6 +46,9 @@ struct Log {
     file: File,
     len: u64,
 }
+
+/// In an account's archive directory once the account is deleted and its archive kept.
+pub const RETIRED: &str = "deleted";
 
 /// A log stops growing past this size and the next one is started.
 const LOG_BYTES: u64 = 256 * 1024 * 1024;
@@ -187,7 +191,34 @@ impl Archive {
             .exists()
     }
 
-    /// Removes an account's archive (when the account is deleted).
+    /// Marks an account's archive as that of a deleted account: kept, readable offline with
+    /// the recovery file, and not reported as lost at start. Nothing to do without an archive.
+    pub fn retire(&self, account: &str, address: &str, when: u64) -> std::io::Result<bool> {
+        let dir = self.dir.join(account);
+        if !dir.join(postecole_archive::KEY_FILE_NAME).exists() {
+            return Ok(false);
+        }
+        let text =
+            format!("account {account} ({address}) deleted at {when} (seconds since the epoch)\n");
+        let partial = dir.join(format!("{RETIRED}.partial"));
+        let mut file = File::create(&partial)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&partial, dir.join(RETIRED))?;
+        File::open(&dir)?.sync_all()?;
+        Ok(true)
+    }
+
+    /// Whether the account's archive is kept from a deleted account.
+    pub fn is_retired(&self, account: &str) -> bool {
+        self.dir.join(account).join(RETIRED).exists()
+    }
+
+    pub fn dir_of(&self, account: &str) -> PathBuf {
+        self.dir.join(account)
+    }
+
+    /// Removes an account's archive (when the account is deleted with it).
     pub fn remove_account(&self, account: &str) -> std::io::Result<()> {
         let mut logs = self.logs.lock().unwrap();
         logs.open.remove(account);

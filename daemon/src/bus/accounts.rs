@@ -149,7 +149,17 @@ impl AccountsService {
         id: &str,
     ) -> Result<(), BusError> {
         let caller = self.authority.caller(&hdr).await?;
-        self.accounts.delete(&caller, id).await?;
+        self.accounts.delete(&caller, id, false).await?;
+        Ok(())
+    }
+
+    async fn delete_account_and_archive(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        id: &str,
+    ) -> Result<(), BusError> {
+        let caller = self.authority.caller(&hdr).await?;
+        self.accounts.delete(&caller, id, true).await?;
         Ok(())
     }
 
