@@ -628,14 +628,29 @@ async fn parallel_wrong_answers_are_counted_before_they_are_checked() {
         .await
         .err();
     assert!(matches!(err, Some(Error::TooManyAttempts(_))), "{err:?}");
-    // Five more wrong ones after the first lock: the second lasts twice as long.
+    // Five more wrong ones after the first lock: the second lasts twice as long. Each says
+    // what it leaves.
     f.advance(61);
+    let mut said = Vec::new();
     for _ in 0..5 {
-        let _ = f
+        match f
             .accounts
             .unlock(&alice, &a.id, Unlock::Answer("Lyon".into()), "archive-list")
-            .await;
+            .await
+        {
+            Err(Error::WrongCode(m)) => said.push(m),
+            other => panic!("{:?}", other.err()),
+        }
     }
+    assert!(
+        said[0].ends_with("4 tries left before the archive locks"),
+        "{said:?}"
+    );
+    assert!(
+        said[3].ends_with("1 try left before the archive locks"),
+        "{said:?}"
+    );
+    assert!(said[4].ends_with("locked for 2 minutes"), "{said:?}");
     let account = f.accounts.get(&alice, &a.id).unwrap();
     assert_eq!(account.locked_until - f.now.load(Ordering::SeqCst), 120);
     f.advance(121);

@@ -13,6 +13,12 @@ pub enum Unlock {
 
 pub const MAX_UNLOCK_FAILURES: u32 = 5;
 
+/// What a wrong answer leaves the caller.
+enum Tries {
+    Left(u32),
+    LockedFor(u64),
+}
+
 const FIRST_LOCK_SECS: u64 = 60;
 
 const MAX_LOCK_SECS: u64 = 86_400;
@@ -36,7 +42,7 @@ impl Accounts {
         with: Unlock,
         action: &str,
     ) -> Result<(Account, Unlocked)> {
-        let keys = self.count_attempt(caller, id, action).await?;
+        let (keys, left) = self.count_attempt(caller, id, action).await?;
         let opened = match with {
             Unlock::Answer(answer) => {
                 let answer = secret::normalise_answer(&answer);
@@ -58,7 +64,16 @@ impl Accounts {
         };
         let Some(key) = opened else {
             self.audit(caller, action, id, "refused");
-            return Err(Error::WrongCode("wrong answer or recovery file".into()));
+            return Err(Error::WrongCode(match left {
+                Tries::Left(n) => format!(
+                    "wrong answer or recovery file: {n} {} left before the archive locks",
+                    if n == 1 { "try" } else { "tries" }
+                ),
+                Tries::LockedFor(secs) => format!(
+                    "wrong answer or recovery file: the archive is now locked for {} minutes",
+                    secs.div_ceil(60)
+                ),
+            }));
         };
         let _guard = self.write.lock().await;
         let mut fresh = self.visible(caller, id)?;
@@ -73,8 +88,14 @@ impl Accounts {
     }
 
     /// Takes one attempt from the account's allowance, durably, and returns the keys to try it
-    /// on; the fifth attempt of a period starts the lock, which a right answer lifts.
-    async fn count_attempt(&self, caller: &Caller, id: &str, action: &str) -> Result<KeyRing> {
+    /// on and what a wrong try leaves; the fifth attempt of a period starts the lock, which a
+    /// right answer lifts.
+    async fn count_attempt(
+        &self,
+        caller: &Caller,
+        id: &str,
+        action: &str,
+    ) -> Result<(KeyRing, Tries)> {
         let _guard = self.write.lock().await;
         let mut account = self.visible(caller, id)?;
         let Some(keys) = account.keys.clone() else {
@@ -96,14 +117,17 @@ impl Accounts {
             account.unlock_failures = 0;
         }
         account.unlock_failures += 1;
-        if account.unlock_failures >= MAX_UNLOCK_FAILURES {
+        let left = if account.unlock_failures >= MAX_UNLOCK_FAILURES {
             let delay = lock_secs(account.lock_periods);
             account.lock_periods = account.lock_periods.saturating_add(1);
             account.locked_until = now + delay;
             self.audit(caller, "lock", id, &format!("{delay} s"));
-        }
+            Tries::LockedFor(delay)
+        } else {
+            Tries::Left(MAX_UNLOCK_FAILURES - account.unlock_failures)
+        };
         self.store.put_account(&account)?;
-        Ok(keys)
+        Ok((keys, left))
     }
 
     /// A new question and answer, proven by the old answer; the archive stays as it is.
