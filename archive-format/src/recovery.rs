@@ -32,6 +32,7 @@ pub fn recovery_file(account: &str, address: &str, created: u64, key: &[u8; 32])
          # C'est le seul moyen de relire les e-mails envoyés depuis {address}\n\
          # si la réponse à la question secrète est perdue. Sans elle et sans la\n\
          # réponse, ces e-mails sont illisibles, pour tout le monde.\n\
+         # Réponse oubliée : mailctl account recover {account} --key {RECOVERY_FILE_NAME} --question \"…\"\n\
          # Ne modifiez pas ce fichier.\n\
          {body}checksum: {}\n",
         checksum(&body)

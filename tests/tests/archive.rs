@@ -45,6 +45,11 @@ fn setup() -> Setup {
         file.starts_with("# Clé de récupération postecole"),
         "{file}"
     );
+    // Both the file and the mail say what to do with it.
+    let recover = format!("mailctl account recover {account} --key cleRecuperation.crbee");
+    assert!(file.contains(&recover), "{file}");
+    let body = confirmation.replace("=\r\n", "");
+    assert!(body.contains(&recover), "{confirmation}");
     let key_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(key_file.path(), &file).unwrap();
     Setup {

@@ -155,6 +155,11 @@ pub fn confirmation(
          Enregistrez-le en lieu sûr, hors de ce poste. Il n'en existe aucune autre\n\
          copie : sans lui et sans la réponse, ces e-mails sont illisibles.\n\
          \n\
+         Réponse oubliée ? Pour relire ces e-mails : application « Messagerie de ce\n\
+         poste », page « Messages envoyés », « Ouvrir avec le fichier de récupération… ».\n\
+         Pour choisir une nouvelle question et réponse, dans un terminal :\n\
+         mailctl account recover {id} --key {file} --question \"…\"\n\
+         \n\
          Vous n'êtes pas à l'origine de cette configuration ? Prévenez sans tarder\n\
          la personne qui administre ce poste.\n\
          \n\
@@ -163,6 +168,7 @@ pub fn confirmation(
         address = account.address,
         host = host,
         label = account.label,
+        id = account.id,
         file = crate::archive::RECOVERY_FILE_NAME,
     );
     letter(
