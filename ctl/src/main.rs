@@ -325,6 +325,9 @@ enum AccountCommand {
         #[arg(long)]
         question: String,
     },
+    /// A new recovery file cleRecuperation.crbee, mailed to the account's address; the one
+    /// issued before stops working. Asks for the answer to the secret question.
+    NewKey { id: String },
     /// Lost the answer? Set a new question and answer with the recovery file
     /// cleRecuperation.crbee received when the account was set up. Mail sent before stays
     /// readable, and the file stays valid.
@@ -1062,6 +1065,21 @@ async fn account(
                 .await?;
             done(json, &id, "secret");
             eprintln!("{}", t!("The secret question and answer were changed."));
+        }
+        AccountCommand::NewKey { id } => {
+            let id = resolve(connection, &id).await?;
+            let answer = read_answer(&t!("Answer to the secret question: "), false)?;
+            ArchiveProxy::new(connection)
+                .await?
+                .new_recovery_key(&id, &answer)
+                .await?;
+            done(json, &id, "new-key");
+            eprintln!(
+                "{}",
+                t!(
+                    "A new recovery file is on its way to the account's address; the one before no longer works. Keep the new one somewhere safe, off this PC."
+                )
+            );
         }
         AccountCommand::Recover { id, key, question } => {
             let id = resolve(connection, &id).await?;

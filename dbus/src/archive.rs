@@ -54,6 +54,9 @@ pub trait Archive {
         question: &str,
         answer: &str,
     ) -> Result<(), Error>;
+    /// A new `cleRecuperation.crbee`, proven by the answer, mailed to the account's address;
+    /// the file issued before stops opening the archive.
+    fn new_recovery_key(&self, account: &str, answer: &str) -> Result<(), Error>;
     /// A new question and answer, proven by `cleRecuperation.crbee`. The archive stays
     /// readable and the file stays valid.
     fn recover(

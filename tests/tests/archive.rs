@@ -280,6 +280,46 @@ fn recovery_sets_a_new_secret_and_keeps_old_mail_readable() {
 }
 
 #[test]
+fn a_new_recovery_file_is_mailed_and_the_old_one_stops_working() {
+    let s = setup();
+    let id = send(&s, "Bilan", "corps");
+    mailctl(
+        &s.bus,
+        None,
+        &["account", "new-key", &s.account],
+        Some("mauvaise réponse\n"),
+    )
+    .err("WrongCode");
+    mailctl(
+        &s.bus,
+        None,
+        &["account", "new-key", &s.account],
+        Some(&format!("{ANSWER}\n")),
+    )
+    .out();
+    let carrying = || -> Vec<String> {
+        s.smtp
+            .messages()
+            .into_iter()
+            .filter(|m| m.contains("filename=\"cleRecuperation.crbee\""))
+            .collect()
+    };
+    wait_for("the new recovery file", LONG, || carrying().len() == 2);
+    let mail = carrying().pop().unwrap();
+    let file = recovery_attachment(&mail);
+    assert_ne!(file, std::fs::read_to_string(s.key_file.path()).unwrap());
+    list_with_key(&s, s.key_file.path()).err("WrongCode");
+    let new_key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(new_key.path(), &file).unwrap();
+    let listed = list_with_key(&s, new_key.path()).out();
+    assert!(
+        listed.contains(&id),
+        "the archive opens with the new file: {listed}"
+    );
+    list_with_answer(&s, ANSWER).out();
+}
+
+#[test]
 fn wrong_answers_lock_the_archive_across_restarts_and_are_audited() {
     let mut s = setup();
     send(&s, "Un message", "corps");

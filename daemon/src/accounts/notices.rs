@@ -150,16 +150,7 @@ pub fn confirmation(
          ce compte sont archivés chiffrés sur le poste : pour les relire, il faut\n\
          la réponse à cette question.\n\
          \n\
-         Le fichier joint, {file}, est le seul moyen d'accéder aux\n\
-         e-mails envoyés depuis ce compte en cas de problème (réponse oubliée).\n\
-         Enregistrez-le en lieu sûr, hors de ce poste. Il n'en existe aucune autre\n\
-         copie : sans lui et sans la réponse, ces e-mails sont illisibles.\n\
-         \n\
-         Réponse oubliée ? Pour relire ces e-mails : application « Messagerie de ce\n\
-         poste », page « Messages envoyés », « Ouvrir avec le fichier de récupération… ».\n\
-         Pour choisir une nouvelle question et réponse, dans un terminal :\n\
-         mailctl account recover {id} --key {file} --question \"…\"\n\
-         \n\
+         {help}\
          Vous n'êtes pas à l'origine de cette configuration ? Prévenez sans tarder\n\
          la personne qui administre ce poste.\n\
          \n\
@@ -168,8 +159,7 @@ pub fn confirmation(
         address = account.address,
         host = host,
         label = account.label,
-        id = account.id,
-        file = crate::archive::RECOVERY_FILE_NAME,
+        help = recovery_help(account),
     );
     letter(
         config,
@@ -178,6 +168,59 @@ pub fn confirmation(
         &format!("Adresse configurée : {}", account.label),
         body,
         Some((crate::archive::RECOVERY_FILE_NAME, recovery_file)),
+    )
+}
+
+/// A new recovery key file, asked for with the answer; the one sent before no longer works.
+pub fn new_recovery_key(
+    config: &Config,
+    account: &Account,
+    host: &str,
+    recovery_file: &str,
+) -> Result<Message, Error> {
+    let body = format!(
+        "Bonjour,\n\
+         \n\
+         Une nouvelle clé de récupération a été demandée pour l'adresse {address}\n\
+         sur le poste « {host} ». Le fichier {file} reçu auparavant ne\n\
+         fonctionne plus : supprimez-le et gardez celui-ci.\n\
+         \n\
+         {help}\
+         Vous n'êtes pas à l'origine de cette demande ? Prévenez sans tarder\n\
+         la personne qui administre ce poste.\n\
+         \n\
+         -- \n\
+         postecole, service d'envoi d'e-mails du poste {host}\n",
+        address = account.address,
+        host = host,
+        file = crate::archive::RECOVERY_FILE_NAME,
+        help = recovery_help(account),
+    );
+    letter(
+        config,
+        account,
+        &account.label,
+        &format!("Nouvelle clé de récupération : {}", account.label),
+        body,
+        Some((crate::archive::RECOVERY_FILE_NAME, recovery_file)),
+    )
+}
+
+/// What the recovery file is for and what to do with it, in both mails that carry one.
+fn recovery_help(account: &Account) -> String {
+    format!(
+        "Le fichier joint, {file}, est le seul moyen d'accéder aux\n\
+         e-mails envoyés depuis ce compte en cas de problème (réponse oubliée).\n\
+         Enregistrez-le en lieu sûr, hors de ce poste. Il n'en existe aucune autre\n\
+         copie : sans lui et sans la réponse, ces e-mails sont illisibles.\n\
+         \n\
+         Réponse oubliée ? Pour relire ces e-mails : application « Messagerie de ce\n\
+         poste », page « Messages envoyés », « Ouvrir avec le fichier de récupération… ».\n\
+         Pour choisir une nouvelle question et réponse, dans un terminal :\n\
+         mailctl account recover {id} --key {file} --question \"…\"\n\
+         \n",
+        id = account.id,
+        file = crate::archive::RECOVERY_FILE_NAME,
     )
 }
 

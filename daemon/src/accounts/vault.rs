@@ -212,6 +212,51 @@ impl Accounts {
         Ok(())
     }
 
+    /// A new recovery file, proven by the answer, mailed to the account's address like the
+    /// first one; the file issued before stops opening the archive. For a file lost, or
+    /// used where others could copy it.
+    pub async fn new_recovery_key(&self, caller: &Caller, id: &str, answer: &str) -> Result<()> {
+        self.managed(caller, id)?;
+        let (unlocked, key) = self
+            .unlock(
+                caller,
+                id,
+                Unlock::Answer(answer.to_owned()),
+                "new-recovery-key",
+            )
+            .await?;
+        let Some(mut keys) = unlocked.keys else {
+            return Err(Error::InvalidState(
+                "the account changed meanwhile; try again".into(),
+            ));
+        };
+        let recovery = keys.wrap_recovery(&key);
+        let account = {
+            let _guard = self.write.lock().await;
+            let mut account = self.managed(caller, id)?;
+            self.archive
+                .write_key(&keys.key_file(&account.id, &account.address))
+                .map_err(|e| Error::Internal(format!("cannot write the archive key: {e}")))?;
+            account.keys = Some(keys);
+            self.store.put_account(&account)?;
+            account
+        };
+        self.audit(caller, "new-recovery-key", id, "ok");
+        tracing::info!(account = %id, uid = caller.uid, "new recovery key issued");
+        let file = archive::recovery_file(&account.id, &account.address, self.now(), &recovery);
+        let message = notices::new_recovery_key(&self.config, &account, &self.host, &file)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        self.queue
+            .enqueue(vec![queue::package(
+                &message,
+                &account.id,
+                caller.uid,
+                true,
+            )])
+            .await?;
+        Ok(())
+    }
+
     /// The account's sealed mail, oldest first, opened with `with`: what is read from it is
     /// decrypted by the caller of `View`'s methods, a group at a time.
     pub async fn archive_view(

@@ -36,6 +36,20 @@ impl KeyRing {
         (ring, recovery)
     }
 
+    /// Wraps the private key under a fresh recovery key, returned and kept nowhere: the
+    /// recovery file issued before no longer opens it.
+    pub fn wrap_recovery(&mut self, key: &Unlocked) -> [u8; 32] {
+        let recovery: [u8; 32] = secret::random_bytes();
+        let (nonce, wrapped) = seal(
+            &recovery,
+            secret::random_bytes(),
+            key.to_secret_text().as_bytes(),
+        );
+        self.recovery_nonce = nonce;
+        self.recovery_wrapped = wrapped;
+        recovery
+    }
+
     /// Wraps the private key under a new answer; the archive itself is not touched.
     pub fn wrap_answer(&mut self, key: &Unlocked, answer: &str) {
         let salt: [u8; 16] = secret::random_bytes();

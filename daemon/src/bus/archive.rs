@@ -141,6 +141,18 @@ impl ArchiveService {
             .await
     }
 
+    async fn new_recovery_key(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        account: &str,
+        answer: &str,
+    ) -> Result<(), BusError> {
+        let caller = self.authority.caller(&hdr).await?;
+        self.accounts
+            .new_recovery_key(&caller, account, answer)
+            .await
+    }
+
     async fn recover(
         &self,
         #[zbus(header)] hdr: Header<'_>,
