@@ -604,9 +604,10 @@ async fn template(
                         .iter()
                         .map(|(k, v)| (k.as_str(), v.as_str()))
                         .collect();
-                    Some(proxy.preview(account, &tpl.name, vars).await?.1)
+                    proxy.preview(account, &tpl.name, vars).await?.1
                 }
-                None => None,
+                // No account to render with: the text as written.
+                None => tpl.text.clone(),
             };
             if json {
                 outln!(
@@ -631,16 +632,7 @@ async fn template(
                 ),
                 (t!("subject"), tpl.subject.clone()),
             ]));
-            match text {
-                Some(text) => outln!("\n{text}"),
-                None => eprintln!(
-                    "{}",
-                    t!(
-                        "(to see the text, give an account: mailctl template show {name} --account ID)",
-                        name = tpl.name
-                    )
-                ),
-            }
+            outln!("\n{text}");
         }
     }
     Ok(())

@@ -57,6 +57,8 @@ pub struct TemplateInfo {
     /// Each row needs its own attachment (e.g. the report's PDF).
     pub attachment: bool,
     pub subject: String,
+    /// The text as written, variables as `{{ name }}`.
+    pub text: String,
 }
 
 /// A row's attachment for `SendTemplate`: row index (from 0), file name, content type, fd.

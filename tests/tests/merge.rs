@@ -178,11 +178,10 @@ fn templates_are_listed_with_their_variables() {
         list[2]["variables"],
         serde_json::json!(["eleve", "url", "identifiant", "mot_de_passe"])
     );
-    assert!(
-        mailctl(&bus, None, &["template", "show", "bilan"], None)
-            .out()
-            .contains("one per family")
-    );
+    let shown = mailctl(&bus, None, &["template", "show", "bilan"], None).out();
+    assert!(shown.contains("one per family"), "{shown}");
+    // Its text too, variables as written, with no account to render it with.
+    assert!(shown.contains("{{ eleve }}"), "{shown}");
 }
 
 /// A line break inside a CSV field would make a header of two lines: that row is refused, and

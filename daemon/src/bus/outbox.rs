@@ -159,6 +159,7 @@ impl OutboxService {
                 variables: t.variables,
                 attachment: t.attachment,
                 subject: t.subject,
+                text: t.text,
             })
             .collect())
     }
