@@ -61,8 +61,12 @@ pub enum Authorization {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
+    // The spellings relays' own documentation uses are taken as they are written there.
+    #[serde(alias = "STARTTLS", alias = "StartTLS", alias = "StartTls")]
     Starttls,
+    #[serde(alias = "TLS", alias = "Tls")]
     Tls,
+    #[serde(alias = "NONE", alias = "None")]
     None,
 }
 
@@ -489,5 +493,22 @@ concurrency = 2
             .unwrap_err()
             .to_string();
         assert!(e.contains("concurrency"), "{e}");
+    }
+
+    #[test]
+    fn tls_modes_are_taken_as_relays_spell_them() {
+        for (written, mode) in [
+            ("STARTTLS", TlsMode::Starttls),
+            ("starttls", TlsMode::Starttls),
+            ("TLS", TlsMode::Tls),
+            ("none", TlsMode::None),
+        ] {
+            let c = parse(&format!(
+                "[relay]\nhost = \"smtp.ac-test.fr\"\ntls = \"{written}\"\n"
+            ))
+            .unwrap();
+            assert_eq!(c.relay.unwrap().tls, mode, "{written}");
+        }
+        assert!(parse("[relay]\nhost = \"h\"\ntls = \"sometimes\"\n").is_err());
     }
 }

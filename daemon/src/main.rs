@@ -40,9 +40,9 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
+        // Once: the log goes to stderr, or to the journal that stderr also leads to.
         Err(message) => {
             tracing::error!("{message}");
-            eprintln!("postecoled: {message}");
             ExitCode::FAILURE
         }
     }
@@ -101,6 +101,17 @@ async fn run(args: Args) -> Result<(), String> {
         None => (PathBuf::from(config::DEFAULT_PATH), false),
     };
     let config = Arc::new(Config::load(&path, explicit).map_err(|e| e.to_string())?);
+    if nix::unistd::Group::from_name(&config.admin_group)
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        tracing::warn!(
+            admin_group = %config.admin_group,
+            "no such group on this PC: until it exists, only root administers postecole \
+             (create it, or set admin_group in the configuration)"
+        );
+    }
     ballast::release_if_full(&config.state_dir);
     let store = store::Store::open(&config.state_dir).map_err(|e| e.to_string())?;
     let relay = Arc::new(queue::relay::Relay::from_config(&config).map_err(|e| e.to_string())?);

@@ -44,10 +44,40 @@ fn bad_configuration_is_refused_naming_the_key() {
         let (ok, stderr) = run_with_config(&bus, config);
         assert!(!ok, "accepted:\n{config}");
         assert!(stderr.contains(key), "{key} not named in: {stderr}");
+        assert_eq!(
+            stderr.matches("invalid configuration").count(),
+            1,
+            "said once: {stderr}"
+        );
     }
     let out = Daemon::run_to_exit(&bus, std::path::Path::new("/nonexistent/postecoled.toml"));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/postecoled.toml"));
+}
+
+#[test]
+fn a_missing_administrators_group_is_named_at_start() {
+    let bus = Bus::start();
+    let mut daemon = Daemon::start(&bus, "");
+    daemon.stop();
+    let config = std::fs::read_to_string(&daemon.config_path).unwrap();
+    let config: String = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("admin_group") {
+                "admin_group = \"pctest-nosuchgroup\"\n".to_owned()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&daemon.config_path, config).unwrap();
+    daemon.restart();
+    assert!(
+        daemon.log().contains("pctest-nosuchgroup") && daemon.log().contains("only root"),
+        "{}",
+        daemon.log()
+    );
 }
 
 #[test]
