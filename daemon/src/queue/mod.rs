@@ -466,6 +466,25 @@ impl Queue {
                 self.policy.max_lifetime_secs / 86_400
             )));
         }
+        match r.state {
+            Delivered if r.notice => {
+                return Err(Error::InvalidState(format!(
+                    "message {id} was delivered; it is one postecole writes itself (a code or a confirmation) and is not kept: ask for a new one if it was lost"
+                )));
+            }
+            Delivered => {
+                return Err(Error::InvalidState(format!(
+                    "message {id} was delivered to the relay; to send it again, read it from the archive of account {} (`mailctl archive show {} {id}`) and send it anew",
+                    r.account, r.account
+                )));
+            }
+            Cancelled => {
+                return Err(Error::InvalidState(format!(
+                    "message {id} was cancelled and its content is not kept: send it again"
+                )));
+            }
+            _ => {}
+        }
         if r.slot.is_none() {
             return Err(Error::InvalidState(format!(
                 "message {id} was written by postecole and its content is not kept: ask for it again (e.g. `mailctl account resend`)"

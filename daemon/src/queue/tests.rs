@@ -92,6 +92,12 @@ async fn lifecycle_retries_and_crash_recovery() {
         matches!(q.hold(&ids[2]), Err(Error::InvalidState(_))),
         "delivered cannot be held"
     );
+    // Retrying a delivered message says where its copy is, not that postecole wrote it.
+    let e = q.retry(&ids[2]).unwrap_err().to_string();
+    assert!(
+        e.contains("was delivered") && e.contains("mailctl archive show"),
+        "{e}"
+    );
     q.hold(&ids[0]).unwrap();
     now.fetch_add(10_000, Ordering::SeqCst);
     assert!(q.take_due().unwrap().is_none(), "held messages wait");
