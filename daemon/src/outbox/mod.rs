@@ -303,8 +303,15 @@ impl Outbox {
     pub async fn test_relay(&self, caller: &Caller) -> Result<String> {
         tracing::info!(uid = caller.uid, "relay test");
         let report = self.relay.test().await.map_err(Error::RelayUnavailable)?;
-        // Somebody checked the relay: waiting mail need not sit out the pause.
+        // Somebody checked the relay: waiting mail need not sit out the pause or its back-off.
         self.queue.relay_reachable();
+        let forward = self.queue.bring_deferred_forward()?;
+        if forward > 0 {
+            tracing::info!(
+                messages = forward,
+                "deferred mail tried again after a relay test"
+            );
+        }
         Ok(report)
     }
 }

@@ -600,6 +600,25 @@ impl Queue {
         }
     }
 
+    /// Every deferred message due now: a person has just seen the relay answer (`relay
+    /// test`), so a code e-mail need not sit out its back-off while the code expires.
+    pub fn bring_deferred_forward(&self) -> Result<usize> {
+        let now = self.now();
+        let deferred: Vec<String> = self
+            .list()?
+            .into_iter()
+            .filter(|r| r.state == MsgState::Deferred && r.next_attempt > now)
+            .map(|r| r.id)
+            .collect();
+        for id in &deferred {
+            // One that moved on meanwhile is simply left where it is.
+            let _ = self.transition(id, &[MsgState::Deferred], "brought forward", |r| {
+                r.next_attempt = now
+            });
+        }
+        Ok(deferred.len())
+    }
+
     /// The relay answered, or somebody asked for mail to be tried now.
     pub fn relay_reachable(&self) {
         if self.pause.lock().unwrap().take().is_some() {

@@ -119,6 +119,28 @@ async fn lifecycle_retries_and_crash_recovery() {
 }
 
 #[tokio::test]
+async fn a_relay_test_brings_deferred_mail_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicU64::new(1_000_000));
+    let q = open(dir.path(), &now);
+    q.enqueue((0..2).map(outgoing).collect()).await.unwrap();
+    let a = q.take_due().unwrap().unwrap();
+    let a = q.finish(a, Outcome::Transient("451 later".into())).unwrap();
+    let b = q.take_due().unwrap().unwrap();
+    q.finish(b, Outcome::Delivered("250 ok".into())).unwrap();
+    assert!(q.take_due().unwrap().is_none(), "deferred for its back-off");
+
+    assert_eq!(
+        q.bring_deferred_forward().unwrap(),
+        1,
+        "the deferred one only"
+    );
+    let due = q.take_due().unwrap().expect("due now");
+    assert_eq!(due.id, a.id);
+    assert_eq!(q.bring_deferred_forward().unwrap(), 0);
+}
+
+#[tokio::test]
 async fn records_the_store_lost_in_a_crash_come_back_from_the_spool() {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(AtomicU64::new(1_000_000));
