@@ -274,14 +274,13 @@ impl Core {
             // The length may grow: remember the synced one.
             self.undo_for(id, file)?;
         }
-        use std::os::fd::AsRawFd;
-        // SAFETY: a plain system call on a descriptor this function borrows.
-        let done = unsafe { libc::fallocate(file.as_raw_fd(), mode, offset as i64, len as i64) };
-        if done == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        nix::fcntl::fallocate(
+            file,
+            nix::fcntl::FallocateFlags::from_bits_retain(mode),
+            offset as i64,
+            len as i64,
+        )
+        .map_err(io::Error::from)
     }
 
     /// fsync or fdatasync of a file: its bytes and length are now on disk.

@@ -356,25 +356,18 @@ impl Filesystem for CrashFs {
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
         let result = self.with(|c| {
-            let path = std::ffi::CString::new(c.path(ROOT).into_os_string().into_encoded_bytes())
-                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-            // SAFETY: a valid C string and a zeroed struct for the kernel to fill.
-            if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(st)
+            nix::sys::statvfs::statvfs(&c.path(ROOT)).map_err(io::Error::from)
         });
         match result {
             Ok(st) => reply.statfs(
-                st.f_blocks,
-                st.f_bfree,
-                st.f_bavail,
-                st.f_files,
-                st.f_ffree,
-                st.f_bsize as u32,
-                st.f_namemax as u32,
-                st.f_frsize as u32,
+                st.blocks(),
+                st.blocks_free(),
+                st.blocks_available(),
+                st.files(),
+                st.files_free(),
+                st.block_size() as u32,
+                st.name_max() as u32,
+                st.fragment_size() as u32,
             ),
             Err(e) => reply.error(e),
         }

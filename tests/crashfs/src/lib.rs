@@ -59,8 +59,12 @@ impl Mount {
     /// The power cut: returns once crashfs answers nothing but EIO.
     pub fn cut(&mut self) {
         let pid = self.child.as_ref().expect("running").id();
-        // SAFETY: a signal to our own child, which is still ours to wait for.
-        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR1) }, 0);
+        // Our own child, still ours to wait for: the pid cannot have been reused.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .expect("signal crashfs");
         let line = self.lines.next().and_then(Result::ok).unwrap_or_default();
         assert_eq!(line, "cut", "crashfs did not take the cut");
     }

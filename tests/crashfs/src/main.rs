@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crashfs::core::{Core, Names};
+use nix::sys::signal::{SigSet, Signal};
 use crashfs::fs::CrashFs;
 
 fn main() {
@@ -34,15 +35,15 @@ fn main() {
         std::process::exit(1)
     });
 
-    // The signals are taken by one thread with sigwait, not by handlers.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: plain signal-mask calls on a local set, before any other thread exists.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGUSR1, libc::SIGTERM, libc::SIGINT] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    // The signals are taken by one thread with sigwait, not by handlers; blocked before any
+    // other thread exists, so that every thread inherits the mask.
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGUSR1, Signal::SIGTERM, Signal::SIGINT] {
+        set.add(s);
+    }
+    if let Err(e) = set.thread_block() {
+        eprintln!("crashfs: cannot block signals: {e}");
+        std::process::exit(1)
     }
 
     let core = match Core::new(&backing, names) {
@@ -75,12 +76,10 @@ fn main() {
     let signalled = cut.clone();
     std::thread::spawn(move || {
         loop {
-            let mut sig = 0;
-            // SAFETY: waits on the set blocked above.
-            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            let Ok(sig) = set.wait() else {
                 continue;
-            }
-            if sig == libc::SIGUSR1 {
+            };
+            if sig == Signal::SIGUSR1 {
                 signalled.store(true, Ordering::SeqCst);
                 println!("cut");
                 let _ = std::io::stdout().flush();
