@@ -8,6 +8,7 @@ mod mime;
 mod offline;
 mod output;
 mod send;
+mod table;
 
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};

@@ -11,6 +11,7 @@ use clap::Args;
 use postecole_dbus::{OutboxProxy, RowAttachment};
 use serde_json::json;
 
+use crate::table::{self, Table};
 use crate::{Failure, Status, t, tn};
 
 #[derive(Args)]
@@ -41,50 +42,9 @@ pub struct MergeArgs {
     yes: bool,
 }
 
-/// The CSV's text: UTF-8 (with or without BOM), else Windows-1252.
-pub fn decode(bytes: &[u8]) -> String {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_owned(),
-        Err(_) => encoding_rs::WINDOWS_1252.decode(bytes).0.into_owned(),
-    }
-}
-
-/// `;` when the header has more of them than `,` (French spreadsheet exports).
-pub fn delimiter(text: &str) -> u8 {
-    let header = text.lines().next().unwrap_or_default();
-    if header.matches(';').count() > header.matches(',').count() {
-        b';'
-    } else {
-        b','
-    }
-}
-
-pub struct Table {
-    pub header: Vec<String>,
-    pub rows: Vec<Vec<String>>,
-}
-
 pub fn read_csv(path: &Path) -> Result<Table, Failure> {
     let bytes = std::fs::read(path).map_err(|e| crate::fail::cannot_read(path, e))?;
-    let bad = |e: csv::Error| Failure::new(Status::Data, format!("{}: {e}", path.display()));
-    let text = decode(&bytes);
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter(&text))
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let header = reader
-        .headers()
-        .map_err(bad)?
-        .iter()
-        .map(|h| h.trim().to_owned())
-        .collect();
-    let rows = reader
-        .records()
-        .map(|r| r.map(|r| r.iter().map(|c| c.trim().to_owned()).collect()))
-        .collect::<Result<Vec<Vec<String>>, _>>()
-        .map_err(bad)?;
-    Ok(Table { header, rows })
+    table::parse(&bytes).map_err(|e| Failure::new(Status::Data, format!("{}: {e}", path.display())))
 }
 
 /// A family's outcome, for the summary.
@@ -505,19 +465,4 @@ fn outcome(outcomes: &[Outcome]) -> Option<Failure> {
     } else {
         Failure::new(Status::Data, t!("nothing was sent: {why}", why = why))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windows_1252_and_semicolons() {
-        let bytes = b"nom;email\nL\xe9a;lea@example.org\n";
-        let text = decode(bytes);
-        assert_eq!(text, "nom;email\nLéa;lea@example.org\n");
-        assert_eq!(delimiter(&text), b';');
-        assert_eq!(decode("\u{feff}a,b".as_bytes()), "a,b");
-        assert_eq!(delimiter("a,b;c,d"), b',');
-    }
 }
