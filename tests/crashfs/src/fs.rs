@@ -355,9 +355,8 @@ impl Filesystem for CrashFs {
     }
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
-        let result = self.with(|c| {
-            nix::sys::statvfs::statvfs(&c.path(ROOT)).map_err(io::Error::from)
-        });
+        let result =
+            self.with(|c| nix::sys::statvfs::statvfs(&c.path(ROOT)).map_err(io::Error::from));
         match result {
             Ok(st) => reply.statfs(
                 st.blocks(),

@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crashfs::core::{Core, Names};
-use nix::sys::signal::{SigSet, Signal};
 use crashfs::fs::CrashFs;
+use nix::sys::signal::{SigSet, Signal};
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
