@@ -206,9 +206,14 @@ fn sent_mail_is_sealed_and_opens_with_answer_or_key_file() {
     let typo = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         typo.path(),
+        // The key's first byte changed, on its own line (the comments name the account).
         text.replacen(
-            &key_hex[..2],
-            if &key_hex[..2] == "00" { "11" } else { "00" },
+            &format!("key: {}", &key_hex[..2]),
+            if &key_hex[..2] == "00" {
+                "key: 11"
+            } else {
+                "key: 00"
+            },
             1,
         ),
     )
