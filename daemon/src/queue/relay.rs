@@ -59,7 +59,7 @@ enum Kind {
 enum Auth {
     None,
     Password(Credentials),
-    OAuth(Arc<OAuth>),
+    Token(Arc<OAuth>),
 }
 
 /// An SMTP relay and the idle connections kept to it.
@@ -117,7 +117,7 @@ impl Relay {
             TlsMode::Starttls | TlsMode::Tls => Some(tls_parameters()?),
         };
         let auth = match (relay.auth, &relay.oauth2, &relay.username) {
-            (AuthKind::Xoauth2, Some(oauth2), _) => Auth::OAuth(Arc::new(
+            (AuthKind::Xoauth2, Some(oauth2), _) => Auth::Token(Arc::new(
                 OAuth::new(
                     oauth2,
                     relay.ca_file.as_deref(),
@@ -179,7 +179,7 @@ impl Relay {
     pub fn oauth(&self) -> Option<&Arc<OAuth>> {
         match &self.kind {
             Kind::Smtp(Smtp {
-                auth: Auth::OAuth(o),
+                auth: Auth::Token(o),
                 ..
             }) => Some(o),
             _ => None,
@@ -190,7 +190,7 @@ impl Relay {
     pub fn auth_kind(&self) -> &'static str {
         match &self.kind {
             Kind::Smtp(Smtp {
-                auth: Auth::OAuth(_),
+                auth: Auth::Token(_),
                 ..
             }) => "xoauth2",
             Kind::Smtp(Smtp {
@@ -303,7 +303,7 @@ impl Relay {
                         match &smtp.auth {
                             Auth::None => "",
                             Auth::Password(_) => ", authenticated",
-                            Auth::OAuth(_) => ", authenticated with an OAuth2 token (XOAUTH2)",
+                            Auth::Token(_) => ", authenticated with an OAuth2 token (XOAUTH2)",
                         }
                     )),
                     Ok(Ok(false)) => Err(format!("{description}: the relay did not answer NOOP")),
@@ -373,7 +373,7 @@ impl Smtp {
                     .await
                     .map_err(classify)?;
             }
-            Auth::OAuth(oauth) => self.xoauth2(&mut conn, oauth).await?,
+            Auth::Token(oauth) => self.xoauth2(&mut conn, oauth).await?,
         }
         Ok(conn)
     }
