@@ -764,6 +764,9 @@ async fn queue(
                 .map(|a| (a.id, a.address))
                 .collect();
             output::stdout(&output::messages_table(&messages, &addresses, now));
+            if let Some(eta) = relay::eta_line(&proxy).await {
+                outln!("{eta}");
+            }
             if std::io::stderr().is_terminal() {
                 let count = messages.len();
                 eprintln!("{}", tn!("{n} message", "{n} messages", count));

@@ -192,3 +192,10 @@ fn duration(secs: u64) -> String {
         _ => t!("{n} h", n = secs.div_ceil(3600)),
     }
 }
+
+/// "12 messages waiting; the last leaves in about 5 min", when the relay's limits make mail
+/// wait; `None` otherwise (or from a daemon without `RelayStatus`).
+pub async fn eta_line(outbox: &OutboxProxy<'_>) -> Option<String> {
+    let s = outbox.relay_status().await.ok()?;
+    (s.eta_secs > 0).then(|| waiting(&s))
+}

@@ -314,6 +314,13 @@ fn invalid_grant_holds_mail_until_a_new_login() {
             (Some("queued"), Some(0)),
             "{m}"
         );
+        assert!(
+            m["last_reply"]
+                .as_str()
+                .unwrap()
+                .contains("needs a new login"),
+            "{m}"
+        );
     }
     assert_eq!(relay.messages().len(), delivered_before);
 
@@ -330,6 +337,26 @@ fn invalid_grant_holds_mail_until_a_new_login() {
             .unwrap()
             .is_empty()
     );
+    assert_no_token_in_clear(&relay, &daemon);
+}
+
+#[test]
+fn client_credentials_need_no_login() {
+    let relay = OAuthRelay::start();
+    let bus = Bus::start();
+    let daemon = Daemon::start(&bus, &relay.relay_config("client_credentials", ""));
+    let status = relay_status(&bus);
+    assert_eq!(status["grant"], "client_credentials", "{status}");
+    assert!(
+        status["needs_login"].as_str().unwrap().is_empty(),
+        "{status}"
+    );
+    mailctl(&bus, None, &["relay", "login"], None).err("RelayUnavailable");
+    let account = oauth_account(&bus, &relay, "secretariat@ecole.example");
+    let id = send(&bus, &account, "Sans connexion");
+    delivered(&bus, &id);
+    let grants = relay.events_of("client_credentials");
+    assert!(!grants.is_empty() && grants.iter().all(|e| e["ok"] == true));
     assert_no_token_in_clear(&relay, &daemon);
 }
 

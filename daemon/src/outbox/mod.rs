@@ -165,14 +165,14 @@ impl Outbox {
     pub fn get(&self, caller: &Caller, id: &str) -> Result<Record> {
         let r = self.queue.get(id)?;
         if may_see(caller, &r, &self.accounts.hidden_from(caller)?) {
-            Ok(shown(r, self.queue.pause().as_ref()))
+            Ok(shown(r, self.waiting_reason().as_ref()))
         } else {
             Err(queue::Error::NotFound(id.to_owned()).into())
         }
     }
 
     pub fn list(&self, caller: &Caller) -> Result<Vec<Record>> {
-        let pause = self.queue.pause();
+        let pause = self.waiting_reason();
         let hidden = self.accounts.hidden_from(caller)?;
         Ok(self
             .queue
@@ -317,6 +317,20 @@ impl Outbox {
 }
 
 impl Outbox {
+    /// Why waiting mail is not being sent, if it is not: the relay needs a new login, or
+    /// delivery is paused.
+    fn waiting_reason(&self) -> Option<(String, u64)> {
+        if let Some(why) = self.relay.hold() {
+            return Some((format!("the relay needs a new login: {why}"), 0));
+        }
+        self.queue.pause().map(|(why, secs)| {
+            (
+                format!("{why}; next try in {} min", secs.div_ceil(60)),
+                secs,
+            )
+        })
+    }
+
     /// Administrators only: whoever completes the login decides which mailbox the PC sends as.
     pub async fn relay_login(&self, caller: &Caller) -> Result<crate::oauth::Login> {
         if !caller.admin {
@@ -382,14 +396,11 @@ impl Outbox {
 
 /// A message waiting out a relay pause says why, though nothing was tried for it.
 fn shown(mut r: Record, pause: Option<&(String, u64)>) -> Record {
-    if let Some((reason, seconds)) = pause
+    if let Some((reason, _)) = pause
         && r.state == MsgState::Queued
         && r.last_reply.is_empty()
     {
-        r.last_reply = format!(
-            "waiting: the relay is unreachable ({reason}); next try in {} min",
-            seconds.div_ceil(60)
-        );
+        r.last_reply = format!("waiting: {reason}");
     }
     r
 }

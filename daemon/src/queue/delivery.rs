@@ -45,6 +45,8 @@ pub async fn run(queue: Arc<Queue>, relay: Arc<Relay>) {
         }
         if held {
             tracing::info!("relay login done: delivery resumes");
+            // A pause for refused credentials is over too: the login was just checked.
+            queue.relay_reachable();
             held = false;
         }
         let permit = permits

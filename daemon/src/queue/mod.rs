@@ -609,7 +609,7 @@ impl Queue {
     /// The relay could not be reached: new attempts wait for the shortest back-off.
     pub fn relay_unreachable(&self, reason: &str) {
         let seconds = self.policy.min_backoff_secs;
-        if self.set_pause(seconds, reason) {
+        if self.set_pause(seconds, &format!("the relay is unreachable ({reason})")) {
             tracing::warn!(
                 reason,
                 seconds,
