@@ -149,13 +149,18 @@ impl OAuth {
     ) -> Result<OAuth, String> {
         let key = oauth2.token_key()?;
         let vault = Vault::new(state_dir, &key);
-        let saved = vault.load().unwrap_or_else(|e| {
+        let mut saved = vault.load().unwrap_or_else(|e| {
             tracing::error!(error = %e, "relay token file unusable");
             Saved {
                 needs_login: Some("the token file cannot be read with this machine's key".into()),
                 ..Saved::default()
             }
         });
+        if oauth2.grant == Grant::ClientCredentials {
+            // Nobody logs in with this grant: a refusal is fixed in the configuration, and a
+            // restart tries again.
+            saved.needs_login = None;
+        }
         Ok(OAuth {
             token_url: oauth2.token_url().ok_or("relay.oauth2.token_url missing")?,
             device_url: oauth2.device_url(),
