@@ -172,9 +172,9 @@ fn device_login_then_delivery_with_xoauth2() {
 #[test]
 fn tokens_are_renewed_ahead_of_expiry_and_after_each_refusal() {
     let relay = OAuthRelay::start();
-    // Each message authenticates afresh; access tokens live 310 s, 10 s more than the margin
+    // Each message authenticates afresh; access tokens live 330 s, 30 s more than the margin
     // the daemon renews them within.
-    relay.control(json!({"close_after_data": true, "access_ttl": 310}));
+    relay.control(json!({"close_after_data": true, "access_ttl": 330}));
     let bus = Bus::start();
     let daemon = Daemon::start(&bus, &relay.relay_config("device_code", ""));
     logged_in(&bus, &relay);
@@ -184,7 +184,7 @@ fn tokens_are_renewed_ahead_of_expiry_and_after_each_refusal() {
     relay.set("access_ttl", json!(3600));
 
     // Ahead of expiry: renewed before the relay ever refuses it.
-    std::thread::sleep(Duration::from_secs(11).saturating_sub(logged_at.elapsed()));
+    std::thread::sleep(Duration::from_secs(31).saturating_sub(logged_at.elapsed()));
     let from = relay.events().len();
     let id = send(&bus, &account, "Avant expiration");
     delivered(&bus, &id);
@@ -376,17 +376,17 @@ fn families(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
 #[test]
 fn a_merge_is_paced_under_the_relays_rate_limit() {
     let relay = OAuthRelay::start();
-    // 600 a minute, counted over any 2 s: beyond 20 the relay answers 450 4.7.0.
-    relay.control(json!({"rate": [20, 2]}));
+    // 600 a minute, counted over any 10 s: beyond 100 the relay answers 450 4.7.0.
+    relay.control(json!({"rate": [100, 10]}));
     let dir = tempfile::tempdir().unwrap();
 
-    // Without the limit configured, a burst of 60 is refused in part: the relay can refuse.
+    // Without the limit configured, a burst of 130 is refused in part: the relay can refuse.
     {
         let bus = Bus::start();
         let _daemon = Daemon::start(&bus, &relay.relay_config("device_code", ""));
         logged_in(&bus, &relay);
         let account = oauth_account(&bus, &relay, "secretariat@ecole.example");
-        let csv = families(dir.path(), 60);
+        let csv = families(dir.path(), 130);
         let mut args = vec![
             "merge",
             "--account",
@@ -409,7 +409,7 @@ fn a_merge_is_paced_under_the_relays_rate_limit() {
         child.kill().unwrap();
         child.wait().unwrap();
     }
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(11));
 
     // With max_messages_per_minute = 600: 200 messages, no throttling reply, all delivered.
     let bus = Bus::start();
