@@ -22,7 +22,7 @@ pub async fn login(connection: &zbus::Connection, json: bool) -> Result<(), Fail
         outln!(
             "{}",
             t!(
-                "On any computer or phone, open {uri}\nsign in with the relay's mailbox (or an administrator of it) and type this code:\n\n    {code}\n\nThe code is valid for {minutes} min. postecoled waits for the sign-in by itself: closing mailctl stops nothing.",
+                "On any computer or phone, open {uri}\nsign in as the mailbox this PC sends from, and type this code:\n\n    {code}\n\nThe code is valid for {minutes} min. postecoled waits for the sign-in by itself: closing mailctl stops nothing.",
                 uri = uri,
                 code = code,
                 minutes = expires.saturating_sub(output::now()).div_ceil(60)
