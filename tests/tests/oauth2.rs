@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use postecole_tests::{
-    Bus, Daemon, MAILBOX, OAuthRelay, logged_in, mailctl, merge, oauth_account, queue_json,
-    relay_status, spawn_login, wait_for, wait_state,
+    Bus, Daemon, MAILBOX, OAuthRelay, Smtp, logged_in, mailctl, merge, oauth_account, queue_json,
+    relay_status, relayed_account, spawn_login, wait_for, wait_state,
 };
 use serde_json::json;
 
@@ -360,6 +360,55 @@ fn client_credentials_need_no_login() {
     assert_no_token_in_clear(&relay, &daemon);
 }
 
+#[test]
+fn the_days_recipient_allowance_makes_mail_wait() {
+    let smtp = Smtp::start();
+    let (bus, _daemon, account) = relayed_account(
+        &smtp,
+        "max_recipients_per_day = 4\n",
+        "personal",
+        "moi@ecole.fr",
+    );
+    // The code and the confirmation e-mails took two of the four.
+    wait_for("the confirmation e-mail", Duration::from_secs(20), || {
+        smtp.messages().len() == 2
+    });
+    let ids: Vec<String> = (0..3)
+        .map(|n| send(&bus, &account, &format!("Message {n}")))
+        .collect();
+    delivered(&bus, &ids[0]);
+    delivered(&bus, &ids[1]);
+    wait_for("the third to wait", Duration::from_secs(20), || {
+        queue_json(&bus, None).iter().any(|m| {
+            m["id"] == ids[2].as_str() && m["last_reply"].as_str().unwrap().contains("allowance")
+        })
+    });
+    let third = queue_json(&bus, None)
+        .into_iter()
+        .find(|m| m["id"] == ids[2].as_str())
+        .unwrap();
+    assert_eq!(
+        (third["state"].as_str(), third["attempts"].as_u64()),
+        (Some("queued"), Some(0)),
+        "{third}"
+    );
+    assert_eq!(smtp.messages().len(), 4);
+    let status = relay_status(&bus);
+    assert_eq!(
+        (
+            status["recipients_today"].as_u64(),
+            status["max_recipients_per_day"].as_u64()
+        ),
+        (Some(4), Some(4)),
+        "{status}"
+    );
+    assert!(
+        status["paused"].as_str().unwrap().contains("allowance"),
+        "{status}"
+    );
+    assert!(status["eta_secs"].as_u64().unwrap() >= 86_000, "{status}");
+}
+
 /// `n` families for the `absence` template.
 fn families(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
     let mut csv = String::from("eleve;classe;dates;contact;email\n");
@@ -408,6 +457,23 @@ fn a_merge_is_paced_under_the_relays_rate_limit() {
         });
         child.kill().unwrap();
         child.wait().unwrap();
+        // A throttled message waits: no attempt counted, nothing failed or deferred.
+        wait_for(
+            "a message waiting out the throttling",
+            Duration::from_secs(10),
+            || {
+                queue_json(&bus, None).iter().any(|m| {
+                    m["state"] == "queued"
+                        && m["attempts"] == 0
+                        && m["last_reply"].as_str().unwrap().contains("slow down")
+                })
+            },
+        );
+        assert!(
+            queue_json(&bus, None)
+                .iter()
+                .all(|m| m["state"] != "failed" && m["state"] != "deferred")
+        );
     }
     std::thread::sleep(Duration::from_secs(11));
 
