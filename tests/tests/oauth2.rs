@@ -276,7 +276,7 @@ fn invalid_grant_holds_mail_until_a_new_login() {
     let relay = OAuthRelay::start();
     relay.control(json!({"close_after_data": true}));
     let bus = Bus::start();
-    let daemon = Daemon::start(&bus, &relay.relay_config("device_code", ""));
+    let mut daemon = Daemon::start(&bus, &relay.relay_config("device_code", ""));
     logged_in(&bus, &relay);
     let account = oauth_account(&bus, &relay, "secretariat@ecole.example");
     let delivered_before = relay.messages().len();
@@ -322,6 +322,17 @@ fn invalid_grant_holds_mail_until_a_new_login() {
             "{m}"
         );
     }
+    assert_eq!(relay.messages().len(), delivered_before);
+    // A restart remembers: still waiting for a login, still nothing sent.
+    daemon.stop();
+    daemon.restart();
+    assert!(
+        relay_status(&bus)["needs_login"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_grant"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
     assert_eq!(relay.messages().len(), delivered_before);
 
     // A new login: mail leaves by itself.

@@ -250,13 +250,7 @@ impl OAuth {
     /// Uses the refresh token when it has not been used for `KEEP_ALIVE`, so that it does not
     /// lapse while no mail is sent.
     pub async fn keep_alive(&self) -> Result<bool, TokenError> {
-        let due = {
-            let state = self.state.lock().unwrap();
-            self.grant == Grant::DeviceCode
-                && state.saved.needs_login.is_none()
-                && state.saved.refresh_token.is_some()
-                && state.saved.refreshed_at + KEEP_ALIVE <= self.now()
-        };
+        let due = keep_alive_due(self.grant, &self.state.lock().unwrap().saved, self.now());
         if !due {
             return Ok(false);
         }
@@ -547,6 +541,14 @@ impl OAuth {
     }
 }
 
+/// Whether an idle refresh token should be used now so that it does not lapse.
+fn keep_alive_due(grant: Grant, saved: &Saved, now: u64) -> bool {
+    grant == Grant::DeviceCode
+        && saved.needs_login.is_none()
+        && saved.refresh_token.is_some()
+        && saved.refreshed_at + KEEP_ALIVE <= now
+}
+
 /// A token endpoint's refusal as its error code and, for Microsoft, the AADSTS number: never
 /// the rest of the description, which may echo what was sent.
 fn refusal(status: u16, body: &[u8]) -> String {
@@ -575,6 +577,33 @@ fn refusal(status: u16, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_idle_refresh_token_is_used_after_a_week() {
+        let saved = Saved {
+            refresh_token: Some("r".into()),
+            refreshed_at: 1_000,
+            ..Saved::default()
+        };
+        let week = KEEP_ALIVE;
+        assert!(!keep_alive_due(Grant::DeviceCode, &saved, 1_000 + week - 1));
+        assert!(keep_alive_due(Grant::DeviceCode, &saved, 1_000 + week));
+        assert!(!keep_alive_due(
+            Grant::ClientCredentials,
+            &saved,
+            1_000 + week
+        ));
+        let waiting = Saved {
+            needs_login: Some("invalid_grant".into()),
+            ..saved.clone()
+        };
+        assert!(!keep_alive_due(Grant::DeviceCode, &waiting, 1_000 + week));
+        let none = Saved {
+            refresh_token: None,
+            ..saved
+        };
+        assert!(!keep_alive_due(Grant::DeviceCode, &none, 1_000 + week));
+    }
 
     #[test]
     fn refusals_keep_codes_only() {
