@@ -7,6 +7,7 @@ mod merge;
 mod mime;
 mod offline;
 mod output;
+mod relay;
 mod send;
 mod table;
 
@@ -215,6 +216,13 @@ enum TemplateCommand {
 enum RelayCommand {
     /// Connect to the relay (TLS, authentication) as the daemon would and report.
     Test,
+    /// Administrators: sign the PC in to the relay's mailbox (OAuth2, Microsoft 365), once.
+    /// Shows an address and a code to type there from any device; the daemon then keeps the
+    /// tokens and renews them by itself.
+    Login,
+    /// How the relay authenticates (token expiry, "needs login"), its sending limits, how much
+    /// of today's allowance is used, and when the waiting mail should have left.
+    Status,
 }
 
 #[derive(Clone, Copy)]
@@ -473,6 +481,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Relay(RelayCommand::Login) => relay::login(&connection, json).await,
+        Command::Relay(RelayCommand::Status) => relay::status(&connection, json).await,
         Command::Relay(RelayCommand::Test) => {
             let report = OutboxProxy::new(&connection).await?.test_relay().await?;
             if json {
@@ -754,6 +764,9 @@ async fn queue(
                 .map(|a| (a.id, a.address))
                 .collect();
             output::stdout(&output::messages_table(&messages, &addresses, now));
+            if let Some(eta) = relay::eta_line(&proxy).await {
+                outln!("{eta}");
+            }
             if std::io::stderr().is_terminal() {
                 let count = messages.len();
                 eprintln!("{}", tn!("{n} message", "{n} messages", count));

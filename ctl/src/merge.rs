@@ -332,7 +332,12 @@ async fn follow(
         bar
     };
     let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
-    loop {
+    let mut eta = None;
+    for round in 0u64.. {
+        // The relay's limits pace the merge: say when the last message should leave.
+        if round % 10 == 0 {
+            eta = crate::relay::eta_line(outbox).await;
+        }
         let mut finals = HashMap::new();
         let mut deferred = 0;
         for m in outbox.list_messages().await? {
@@ -348,7 +353,7 @@ async fn follow(
             }
         }
         bar.set_position(finals.len() as u64);
-        bar.set_message(if deferred > 0 {
+        let mut message = if deferred > 0 {
             tn!(
                 "({n} deferred, will be retried)",
                 "({n} deferred, will be retried)",
@@ -356,13 +361,18 @@ async fn follow(
             )
         } else {
             String::new()
-        });
+        };
+        if let Some(eta) = &eta {
+            message = format!("{message} {eta}").trim().to_owned();
+        }
+        bar.set_message(message);
         if finals.len() == ids.len() {
             bar.finish_and_clear();
             return Ok(finals);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    unreachable!("the rounds never run out")
 }
 
 fn report_json(outcomes: &[Outcome], queued: usize, dry_run: bool) -> serde_json::Value {

@@ -165,6 +165,9 @@ pub async fn send(
     };
     if !json {
         crate::outln!("{id}");
+        if let Some(eta) = crate::relay::eta_line(&outbox).await {
+            eprintln!("{eta}");
+        }
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
     // Each state as the daemon announces it; a periodic look covers a missed signal.

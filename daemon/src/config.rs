@@ -9,6 +9,10 @@ pub const DEFAULT_PATH: &str = "/etc/postecole/postecoled.toml";
 const DEFAULT_STATE_DIR: &str = "/var/lib/postecole";
 /// File name looked up in `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`).
 pub const PASSWORD_CREDENTIAL: &str = "relay-password";
+/// The key the relay's OAuth2 tokens are encrypted with at rest (`LoadCredentialEncrypted=`).
+pub const TOKEN_KEY_CREDENTIAL: &str = "relay-oauth2-key";
+/// The OAuth2 client secret of the `client_credentials` grant.
+pub const CLIENT_SECRET_CREDENTIAL: &str = "relay-oauth2-client-secret";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -83,6 +87,82 @@ pub struct Relay {
     pub ca_file: Option<PathBuf>,
     pub allowed_sender_domains: Option<Vec<String>>,
     pub sender: Option<String>,
+    /// How the daemon authenticates to the relay when it does.
+    #[serde(default)]
+    pub auth: AuthKind,
+    pub oauth2: Option<OAuth2>,
+    /// The provider whose published sending limits apply when the keys below are unset.
+    pub preset: Option<Preset>,
+    /// Messages handed to the relay in any minute; delivery paces itself to stay under it.
+    pub max_messages_per_minute: Option<u32>,
+    /// Recipients over any 24 hours; past it mail waits for the window to move on.
+    pub max_recipients_per_day: Option<u32>,
+    /// Simultaneous SMTP sessions with the relay (at most `queue.concurrency`).
+    pub max_connections: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    /// `username` and the password credential (PLAIN or LOGIN).
+    #[default]
+    Password,
+    /// OAuth2 access tokens (`[relay.oauth2]`), sent with SASL XOAUTH2.
+    Xoauth2,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// Exchange Online: 30 messages a minute, 10,000 recipients a day, 3 connections per mailbox.
+    Microsoft365,
+    /// Google Workspace: 10,000 recipients a day per user.
+    GoogleWorkspace,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Microsoft,
+    Google,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    /// RFC 8628: an administrator signs in once on another device (`mailctl relay login`).
+    #[default]
+    DeviceCode,
+    /// The application's own identity, with a client secret (no user, no login).
+    ClientCredentials,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2 {
+    pub provider: Option<Provider>,
+    /// The organisation's tenant (Microsoft): its domain or id, never `common`.
+    pub tenant: Option<String>,
+    pub token_url: Option<String>,
+    pub device_url: Option<String>,
+    pub client_id: String,
+    pub scope: Option<String>,
+    /// The mailbox the tokens are for (the SASL user name).
+    pub username: String,
+    #[serde(default)]
+    pub grant: Grant,
+    /// The client secret of `client_credentials`; the systemd credential is read first.
+    pub client_secret_file: Option<PathBuf>,
+    /// The key the tokens are encrypted with; the systemd credential is read first.
+    pub key_file: Option<PathBuf>,
+}
+
+/// The relay's sending limits in force, after the preset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendingLimits {
+    pub messages_per_minute: Option<u32>,
+    pub recipients_per_day: Option<u32>,
+    pub connections: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -308,7 +388,11 @@ impl Relay {
         if self.port == 0 {
             return Err(("relay.port", "must be between 1 and 65535".into()));
         }
-        if self.username.is_some() && self.password_file.is_none() && credential_path().is_none() {
+        if self.auth == AuthKind::Password
+            && self.username.is_some()
+            && self.password_file.is_none()
+            && credential_path().is_none()
+        {
             return Err((
                 "relay.password_file",
                 "is required when relay.username is set (or the systemd credential relay-password)"
@@ -329,7 +413,57 @@ impl Relay {
                 "is required when relay.allowed_sender_domains is set".into(),
             ));
         }
+        for (key, value) in [
+            (
+                "relay.max_messages_per_minute",
+                self.max_messages_per_minute,
+            ),
+            ("relay.max_recipients_per_day", self.max_recipients_per_day),
+            ("relay.max_connections", self.max_connections),
+        ] {
+            if value == Some(0) {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
+        match (self.auth, &self.oauth2) {
+            (AuthKind::Xoauth2, None) => {
+                return Err((
+                    "relay.oauth2",
+                    "is required when relay.auth = \"xoauth2\"".into(),
+                ));
+            }
+            (AuthKind::Password, Some(_)) => {
+                return Err((
+                    "relay.auth",
+                    "must be \"xoauth2\" when [relay.oauth2] is given".into(),
+                ));
+            }
+            (AuthKind::Xoauth2, Some(oauth2)) => oauth2.validate()?,
+            (AuthKind::Password, None) => {}
+        }
         Ok(())
+    }
+
+    /// The limits in force: the keys set here, else the preset's.
+    pub fn sending_limits(&self) -> SendingLimits {
+        let preset = match self.preset {
+            Some(Preset::Microsoft365) => SendingLimits {
+                messages_per_minute: Some(30),
+                recipients_per_day: Some(10_000),
+                connections: Some(3),
+            },
+            Some(Preset::GoogleWorkspace) => SendingLimits {
+                messages_per_minute: None,
+                recipients_per_day: Some(10_000),
+                connections: None,
+            },
+            None => SendingLimits::default(),
+        };
+        SendingLimits {
+            messages_per_minute: self.max_messages_per_minute.or(preset.messages_per_minute),
+            recipients_per_day: self.max_recipients_per_day.or(preset.recipients_per_day),
+            connections: self.max_connections.or(preset.connections),
+        }
     }
 
     /// The relay password: systemd's credential first, then `password_file`.
@@ -355,10 +489,152 @@ impl Relay {
     }
 }
 
+impl OAuth2 {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.client_id.trim().is_empty() {
+            return Err(("relay.oauth2.client_id", "must not be empty".into()));
+        }
+        if self.username.parse::<lettre::Address>().is_err() {
+            return Err((
+                "relay.oauth2.username",
+                format!("`{}` is not an e-mail address", self.username),
+            ));
+        }
+        if let Some(tenant) = &self.tenant
+            && (tenant.is_empty()
+                || ["common", "organizations", "consumers"].contains(&tenant.as_str())
+                || !tenant
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c)))
+        {
+            return Err((
+                "relay.oauth2.tenant",
+                "must be the organisation's domain or tenant id (never common)".into(),
+            ));
+        }
+        for (key, url) in [
+            ("relay.oauth2.token_url", self.token_url()),
+            ("relay.oauth2.device_url", self.device_url()),
+        ] {
+            let needed = key == "relay.oauth2.token_url" || self.grant == Grant::DeviceCode;
+            match url {
+                Some(u) if !u.starts_with("https://") || u.contains(char::is_whitespace) => {
+                    return Err((key, format!("`{u}` is not an https:// address")));
+                }
+                None if needed => {
+                    return Err((
+                        key,
+                        "is required unless provider (and tenant, for microsoft) give it".into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if self.scope().is_none() {
+            return Err((
+                "relay.oauth2.scope",
+                "is required without a provider".into(),
+            ));
+        }
+        if self.grant == Grant::ClientCredentials
+            && self.client_secret_file.is_none()
+            && credential(CLIENT_SECRET_CREDENTIAL).is_none()
+        {
+            return Err((
+                "relay.oauth2.client_secret_file",
+                "is required with grant = \"client_credentials\" (or the systemd credential relay-oauth2-client-secret)".into(),
+            ));
+        }
+        if self.key_file.is_none() && credential(TOKEN_KEY_CREDENTIAL).is_none() {
+            return Err((
+                "relay.oauth2.key_file",
+                "is required (or the systemd credential relay-oauth2-key): the tokens are kept encrypted with it".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The token endpoint: the key, else the provider's.
+    pub fn token_url(&self) -> Option<String> {
+        self.token_url.clone().or_else(|| match self.provider? {
+            Provider::Microsoft => Some(format!(
+                "https://login.microsoftonline.com/{}/oauth2/v2.0/token",
+                self.tenant.as_ref()?
+            )),
+            Provider::Google => Some("https://oauth2.googleapis.com/token".into()),
+        })
+    }
+
+    /// The device authorization endpoint (RFC 8628): the key, else the provider's.
+    pub fn device_url(&self) -> Option<String> {
+        self.device_url.clone().or_else(|| match self.provider? {
+            Provider::Microsoft => Some(format!(
+                "https://login.microsoftonline.com/{}/oauth2/v2.0/devicecode",
+                self.tenant.as_ref()?
+            )),
+            Provider::Google => Some("https://oauth2.googleapis.com/device/code".into()),
+        })
+    }
+
+    pub fn scope(&self) -> Option<String> {
+        self.scope.clone().or_else(|| {
+            Some(
+                match (self.provider?, self.grant) {
+                    (Provider::Microsoft, Grant::DeviceCode) => {
+                        "https://outlook.office.com/SMTP.Send offline_access"
+                    }
+                    (Provider::Microsoft, Grant::ClientCredentials) => {
+                        "https://outlook.office365.com/.default"
+                    }
+                    (Provider::Google, _) => "https://mail.google.com/",
+                }
+                .into(),
+            )
+        })
+    }
+
+    /// The client secret: systemd's credential first, then `client_secret_file`.
+    pub fn client_secret(&self) -> Result<Option<String>, String> {
+        if self.grant != Grant::ClientCredentials {
+            return Ok(None);
+        }
+        let Some(path) =
+            credential(CLIENT_SECRET_CREDENTIAL).or_else(|| self.client_secret_file.clone())
+        else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read the client secret {}: {e}", path.display()))?;
+        Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()))
+    }
+
+    /// The bytes the token key is derived from: systemd's credential first, then `key_file`.
+    pub fn token_key(&self) -> Result<Vec<u8>, String> {
+        let path = credential(TOKEN_KEY_CREDENTIAL)
+            .or_else(|| self.key_file.clone())
+            .ok_or("no key for the relay's tokens (credential relay-oauth2-key or key_file)")?;
+        let bytes = std::fs::read(&path)
+            .map_err(|e| format!("cannot read the token key {}: {e}", path.display()))?;
+        if bytes.len() < 32 {
+            return Err(format!(
+                "the token key {} holds {} bytes: at least 32 random bytes are needed",
+                path.display(),
+                bytes.len()
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
 /// `$CREDENTIALS_DIRECTORY/relay-password`, when systemd handed it over (LoadCredential=).
 fn credential_path() -> Option<PathBuf> {
+    credential(PASSWORD_CREDENTIAL)
+}
+
+/// `$CREDENTIALS_DIRECTORY/NAME`, when systemd handed it over.
+fn credential(name: &str) -> Option<PathBuf> {
     std::env::var_os("CREDENTIALS_DIRECTORY")
-        .map(|dir| PathBuf::from(dir).join(PASSWORD_CREDENTIAL))
+        .map(|dir| PathBuf::from(dir).join(name))
         .filter(|p| p.exists())
 }
 

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod oauth;
 pub mod outbox;
 pub mod queue;
 pub mod secret;

@@ -114,7 +114,9 @@ async fn run(args: Args) -> Result<(), String> {
     }
     ballast::release_if_full(&config.state_dir);
     let store = store::Store::open(&config.state_dir).map_err(|e| e.to_string())?;
-    let relay = Arc::new(queue::relay::Relay::from_config(&config).map_err(|e| e.to_string())?);
+    let relay = Arc::new(
+        queue::relay::Relay::from_config(&config, clock::system()).map_err(|e| e.to_string())?,
+    );
     let archive = archive::Archive::new(&config.state_dir);
     check_archive_keys(&store, &archive);
     take_snapshot(store.clone(), false).await;
@@ -220,11 +222,7 @@ async fn run(args: Args) -> Result<(), String> {
         message_events,
     ));
     // Delivery starts once the bus is up, so that the first signals reach their listeners.
-    tokio::spawn(queue::delivery::run(
-        queue.clone(),
-        relay.clone(),
-        config.queue.concurrency,
-    ));
+    tokio::spawn(queue::delivery::run(queue.clone(), relay.clone()));
 
     tokio::spawn(snapshot_periodically(store.clone()));
     let state_dir = config.state_dir.clone();

@@ -17,7 +17,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "outbox",
         &[
-            "accounts", "queue", "authz", "model", "error", "config", "validate",
+            "accounts", "queue", "authz", "model", "error", "config", "validate", "oauth",
         ],
     ),
     (
@@ -30,9 +30,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "queue",
         &[
-            "archive", "model", "store", "config", "clock", "secret", "ballast",
+            "archive", "model", "store", "config", "clock", "secret", "ballast", "oauth",
         ],
     ),
+    ("oauth", &["config", "clock", "secret"]),
     ("archive", &["model", "secret"]),
     ("authz", &["model", "blocking"]),
     ("error", &["authz", "queue", "store", "blocking"]),

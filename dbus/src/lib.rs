@@ -13,7 +13,7 @@ pub use accounts::{AccountInfo, AccountsProxy, AuditEntry};
 pub use archive::{ArchiveProxy, ArchivedInfo};
 pub use error::Error;
 pub use outbox::{
-    Attachment, MessageInfo, OutboxProxy, OutgoingMessage, RowAttachment, TemplateInfo,
+    Attachment, MessageInfo, OutboxProxy, OutgoingMessage, RelayStatus, RowAttachment, TemplateInfo,
 };
 
 /// Well-known bus name the daemon owns.

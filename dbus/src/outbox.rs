@@ -61,6 +61,47 @@ pub struct TemplateInfo {
     pub text: String,
 }
 
+/// The relay as `mailctl relay status` shows it (`a{sv}`); never a token. Limits are 0 when
+/// unset; times are seconds since the Unix epoch, 0 when unknown.
+#[derive(SerializeDict, DeserializeDict, Type, Debug, Clone, Default, PartialEq)]
+#[zbus(signature = "a{sv}")]
+pub struct RelayStatus {
+    /// Where mail goes (host, port, TLS) or the local mail directory.
+    pub relay: String,
+    /// `none`, `password` or `xoauth2`.
+    pub auth: String,
+    /// OAuth2: `device_code` or `client_credentials`.
+    pub grant: String,
+    /// OAuth2: the mailbox the tokens are for.
+    pub username: String,
+    /// OAuth2: when the current access token expires (0: none).
+    pub token_expires: u64,
+    /// OAuth2: when the tokens were last obtained or renewed.
+    pub token_refreshed: u64,
+    /// OAuth2: why mail waits for `mailctl relay login` (with the provider's error code), or "".
+    pub needs_login: String,
+    /// OAuth2: the last failure to reach the token endpoint, or "".
+    pub last_error: String,
+    /// The last or current device login: `waiting`, `checking`, `done`, `failed`, or "".
+    pub login_state: String,
+    /// What the login ended with (the relay's check, or why it failed).
+    pub login_result: String,
+    /// Administrators only: the address to open and the code to type while a login waits.
+    pub login_uri: String,
+    pub login_code: String,
+    pub login_expires: u64,
+    pub max_messages_per_minute: u32,
+    pub max_recipients_per_day: u32,
+    pub max_connections: u32,
+    /// Recipients handed to the relay over the last 24 hours.
+    pub recipients_today: u64,
+    /// Messages waiting to be sent, and about how long until the last of them leaves.
+    pub waiting: u64,
+    pub eta_secs: u64,
+    /// Why delivery is paused (unreachable relay, throttling, the day's allowance), or "".
+    pub paused: String,
+}
+
 /// A row's attachment for `SendTemplate`: row index (from 0), file name, content type, fd.
 pub type RowAttachment = (u32, String, String, OwnedFd);
 
@@ -117,6 +158,12 @@ pub trait Outbox {
     ) -> Result<(Vec<String>, Vec<(u32, String)>), Error>;
     /// Connects to the relay (TLS, AUTH as configured) and reports what happened.
     fn test_relay(&self) -> Result<String, Error>;
+    /// Administrators: starts the OAuth2 device login of the relay (RFC 8628). Returns the
+    /// address to open, the code to type there and when the code expires. The daemon polls the
+    /// provider itself; `RelayStatus` tells how it ends.
+    fn relay_login(&self) -> Result<(String, String, u64), Error>;
+    /// The relay's authentication, sending limits and waiting mail.
+    fn relay_status(&self) -> Result<RelayStatus, Error>;
 
     /// A message changed state.
     #[zbus(signal)]

@@ -9,6 +9,7 @@ mod ca;
 mod ctl;
 mod daemon;
 pub mod limits;
+mod oauth;
 mod polkit;
 pub mod recovery;
 mod smtp;
@@ -29,6 +30,7 @@ pub use ctl::{
     wait_state,
 };
 pub use daemon::Daemon;
+pub use oauth::{MAILBOX, OAuthRelay, logged_in, oauth_account, relay_status, spawn_login};
 pub use polkit::{MOCK_POLKIT_POLICY, MockPolkit};
 pub use smtp::Smtp;
 pub use users::{

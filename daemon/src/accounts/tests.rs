@@ -19,7 +19,8 @@ fn fixture_with(relay: Option<crate::config::Relay>) -> Fixture {
         ..Config::default()
     });
     let store = Store::open(&config.state_dir).unwrap();
-    let relay = Arc::new(crate::queue::relay::Relay::from_config(&config).unwrap());
+    let relay =
+        Arc::new(crate::queue::relay::Relay::from_config(&config, crate::clock::system()).unwrap());
     let archive = crate::archive::Archive::new(&config.state_dir);
     let now = Arc::new(AtomicU64::new(1_800_000_000));
     let clock_now = now.clone();
@@ -34,7 +35,7 @@ fn fixture_with(relay: Option<crate::config::Relay>) -> Fixture {
         )
         .unwrap(),
     );
-    tokio::spawn(crate::queue::delivery::run(queue.clone(), relay.clone(), 2));
+    tokio::spawn(crate::queue::delivery::run(queue.clone(), relay.clone()));
     Fixture {
         accounts: Accounts::new(
             config,
@@ -381,6 +382,12 @@ async fn relay_down_keeps_the_account_and_retries_the_code() {
         ca_file: None,
         allowed_sender_domains: None,
         sender: None,
+        auth: Default::default(),
+        oauth2: None,
+        preset: None,
+        max_messages_per_minute: None,
+        max_recipients_per_day: None,
+        max_connections: None,
     }));
     let alice = user(1001, "alice");
     let mut events = f.accounts.subscribe();

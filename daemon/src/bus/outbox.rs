@@ -211,6 +211,25 @@ impl OutboxService {
         self.outbox.test_relay(&caller).await
     }
 
+    #[zbus(out_args("verification_uri", "user_code", "expires"))]
+    async fn relay_login(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<(String, String, u64), BusError> {
+        let caller = self.authority.caller(&hdr).await?;
+        let login = self.outbox.relay_login(&caller).await?;
+        Ok((login.verification_uri, login.user_code, login.expires_at))
+    }
+
+    #[zbus(out_args("status"))]
+    async fn relay_status(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<postecole_dbus::RelayStatus, BusError> {
+        let caller = self.authority.caller(&hdr).await?;
+        self.outbox.relay_status(&caller).await
+    }
+
     /// Carries only the id and the new state; details need `GetMessage`.
     #[zbus(signal)]
     pub(crate) async fn message_changed(

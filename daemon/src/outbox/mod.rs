@@ -165,14 +165,14 @@ impl Outbox {
     pub fn get(&self, caller: &Caller, id: &str) -> Result<Record> {
         let r = self.queue.get(id)?;
         if may_see(caller, &r, &self.accounts.hidden_from(caller)?) {
-            Ok(shown(r, self.queue.pause().as_ref()))
+            Ok(shown(r, self.waiting_reason().as_ref()))
         } else {
             Err(queue::Error::NotFound(id.to_owned()).into())
         }
     }
 
     pub fn list(&self, caller: &Caller) -> Result<Vec<Record>> {
-        let pause = self.queue.pause();
+        let pause = self.waiting_reason();
         let hidden = self.accounts.hidden_from(caller)?;
         Ok(self
             .queue
@@ -316,16 +316,91 @@ impl Outbox {
     }
 }
 
+impl Outbox {
+    /// Why waiting mail is not being sent, if it is not: the relay needs a new login, or
+    /// delivery is paused.
+    fn waiting_reason(&self) -> Option<(String, u64)> {
+        if let Some(why) = self.relay.hold() {
+            return Some((format!("the relay needs a new login: {why}"), 0));
+        }
+        self.queue.pause().map(|(why, secs)| {
+            (
+                format!("{why}; next try in {} min", secs.div_ceil(60)),
+                secs,
+            )
+        })
+    }
+
+    /// Administrators only: whoever completes the login decides which mailbox the PC sends as.
+    pub async fn relay_login(&self, caller: &Caller) -> Result<crate::oauth::Login> {
+        if !caller.admin {
+            return Err(Error::NotAuthorized(
+                "only an administrator may log the relay in".into(),
+            ));
+        }
+        if self.relay.oauth().is_none() {
+            return Err(Error::InvalidState(
+                "the relay does not use OAuth2: set relay.auth = \"xoauth2\" and [relay.oauth2] in postecoled.toml".into(),
+            ));
+        }
+        tracing::info!(uid = caller.uid, "relay login requested");
+        self.relay.login().await.map_err(Error::RelayUnavailable)
+    }
+
+    /// Anyone may read it (mail-merge shows the estimate); the login's code only administrators.
+    pub async fn relay_status(&self, caller: &Caller) -> Result<postecole_dbus::RelayStatus> {
+        let limits = self.relay.pacer().limits();
+        let queue = self.queue.clone();
+        let count = limits.recipients_per_day.is_some();
+        let (waiting, recipients) = tokio::task::spawn_blocking(move || queue.waiting(count))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        let mut status = postecole_dbus::RelayStatus {
+            relay: self.relay.describe(),
+            auth: self.relay.auth_kind().into(),
+            max_messages_per_minute: limits.messages_per_minute.unwrap_or(0),
+            max_recipients_per_day: limits.recipients_per_day.unwrap_or(0),
+            max_connections: self.relay.connections() as u32,
+            recipients_today: self.relay.pacer().used_today(),
+            waiting,
+            eta_secs: self.relay.pacer().estimate(waiting, recipients),
+            paused: self.queue.pause().map(|(r, _)| r).unwrap_or_default(),
+            ..Default::default()
+        };
+        if let Some(oauth) = self.relay.oauth() {
+            let o = oauth.status();
+            status.grant = o.grant.into();
+            status.username = o.username;
+            status.token_expires = o.access_expires_at;
+            status.token_refreshed = o.refreshed_at;
+            status.needs_login = o.needs_login.unwrap_or_default();
+            status.last_error = o.last_error.unwrap_or_default();
+            if let Some(login) = o.login {
+                status.login_state = login.state.as_str().into();
+                status.login_result = match &login.state {
+                    crate::oauth::LoginState::Done(r) | crate::oauth::LoginState::Failed(r) => {
+                        r.clone()
+                    }
+                    _ => String::new(),
+                };
+                if caller.admin {
+                    status.login_uri = login.verification_uri;
+                    status.login_code = login.user_code;
+                    status.login_expires = login.expires_at;
+                }
+            }
+        }
+        Ok(status)
+    }
+}
+
 /// A message waiting out a relay pause says why, though nothing was tried for it.
 fn shown(mut r: Record, pause: Option<&(String, u64)>) -> Record {
-    if let Some((reason, seconds)) = pause
+    if let Some((reason, _)) = pause
         && r.state == MsgState::Queued
         && r.last_reply.is_empty()
     {
-        r.last_reply = format!(
-            "waiting: the relay is unreachable ({reason}); next try in {} min",
-            seconds.div_ceil(60)
-        );
+        r.last_reply = format!("waiting: {reason}");
     }
     r
 }

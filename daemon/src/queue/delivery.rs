@@ -11,10 +11,11 @@ use super::relay::{Error, Relay};
 use super::{Outcome, Queue};
 use crate::model::Record;
 
-/// The worker pool: takes due messages from the queue and sends them, at most `concurrency`
-/// at a time (lettre's pool size bounds idle connections, not concurrent sends).
-pub async fn run(queue: Arc<Queue>, relay: Arc<Relay>, concurrency: usize) {
-    let permits = Arc::new(Semaphore::new(concurrency));
+/// The worker pool: takes due messages from the queue and sends them, at most
+/// `relay.connections()` at a time (lettre's pool size bounds idle connections, not concurrent
+/// sends), at the pace of the relay's sending limits.
+pub async fn run(queue: Arc<Queue>, relay: Arc<Relay>) {
+    let permits = Arc::new(Semaphore::new(relay.connections()));
     // Bodies read for sending, in `ROOM_UNIT`s: a few large messages go one after another
     // rather than all in memory at once.
     let room = Arc::new(Semaphore::new((SENDING_BYTES / ROOM_UNIT) as usize));
@@ -23,14 +24,56 @@ pub async fn run(queue: Arc<Queue>, relay: Arc<Relay>, concurrency: usize) {
     let (done, outcomes) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(record_outcomes(queue.clone(), outcomes));
     tokio::spawn(seal_pending(queue.clone()));
+    tokio::spawn(save_usage(relay.clone()));
+    tokio::spawn(relay.clone().keep_alive());
+    let mut held = false;
     loop {
+        // Needs a login: nothing is taken, so nothing is tried, deferred or bounced.
+        if let Some(why) = relay.hold() {
+            if !held {
+                tracing::error!(
+                    reason = %why,
+                    "relay needs a new login (`mailctl relay login`): mail waits"
+                );
+                held = true;
+            }
+            tokio::select! {
+                _ = relay.usable() => {}
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            }
+            continue;
+        }
+        if held {
+            tracing::info!("relay login done: delivery resumes");
+            // A pause for refused credentials is over too: the login was just checked.
+            queue.relay_reachable();
+            held = false;
+        }
         let permit = permits
             .clone()
             .acquire_owned()
             .await
             .expect("semaphore never closed");
+        if queue.next_due_in() == Some(0) {
+            relay.pacer().admit_message().await;
+        }
         match queue.take_due() {
             Ok(Some(record)) => {
+                if let Err(wait) = relay
+                    .pacer()
+                    .admit_recipients(record.recipients.len() as u64)
+                {
+                    drop(permit);
+                    let reason = format!(
+                        "the relay's allowance of {} recipients a day is used; next try in {} min",
+                        relay.pacer().limits().recipients_per_day.unwrap_or(0),
+                        wait.div_ceil(60)
+                    );
+                    queue.pause_for(wait, &reason);
+                    let at = queue_now() + wait;
+                    let _ = done.send((record, Outcome::Wait { reply: reason, at }));
+                    continue;
+                }
                 let units = record
                     .size
                     .div_ceil(ROOM_UNIT)
@@ -121,6 +164,25 @@ async fn record_outcomes(
     }
 }
 
+/// Keeps the day's recipient counts on disk, now and then, so that a restart does not reset
+/// the relay's allowance.
+async fn save_usage(relay: Arc<Relay>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let r = relay.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || r.pacer().save()).await {
+            tracing::warn!(error = %e, "cannot save the relay's usage counts");
+        }
+    }
+}
+
+fn queue_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// Seals, now and then, what must not stay in clear in the spool (see `Queue::seal_pending`).
 async fn seal_pending(queue: Arc<Queue>) {
     let every = Duration::from_secs((queue.max_lifetime_secs() / 4).clamp(1, 60));
@@ -158,6 +220,25 @@ async fn attempt(queue: &Queue, relay: &Relay, record: &Record) -> Outcome {
             Outcome::Transient(reply)
         }
         Err(Error::Transient(reply)) | Err(Error::Setup(reply)) => Outcome::Transient(reply),
+        // Nothing about this message: it keeps its place, no attempt counted.
+        Err(Error::NeedsLogin(reply)) => Outcome::Wait {
+            reply,
+            at: queue_now(),
+        },
+        Err(Error::AuthRefused(reply)) => {
+            queue.relay_unreachable(&reply);
+            Outcome::Wait {
+                reply,
+                at: queue_now(),
+            }
+        }
+        Err(Error::Throttled(reply, wait)) => {
+            queue.pause_for(wait, &reply);
+            Outcome::Wait {
+                reply: format!("waiting: the relay asks to slow down ({reply})"),
+                at: queue_now() + wait,
+            }
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 pub mod delivery;
 mod outcome;
 mod outgoing;
+pub mod pace;
 mod quota;
 pub mod relay;
 pub mod spool;
@@ -559,6 +560,27 @@ impl Queue {
         }
     }
 
+    /// Messages waiting to be sent (queued or deferred) and, when `count_recipients`, their
+    /// recipients (read from the spool: only when a daily recipient limit needs them).
+    pub fn waiting(&self, count_recipients: bool) -> Result<(u64, u64)> {
+        let ids: Vec<String> = self
+            .due
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, _, id)| id.clone())
+            .collect();
+        let mut recipients = 0;
+        if count_recipients {
+            for id in &ids {
+                if let Ok(r) = self.get(id) {
+                    recipients += r.recipients.len() as u64;
+                }
+            }
+        }
+        Ok((ids.len() as u64, recipients))
+    }
+
     /// Seconds until the earliest waiting message is due, if any.
     pub fn next_due_in(&self) -> Option<u64> {
         let now = self.now();
@@ -586,18 +608,36 @@ impl Queue {
 
     /// The relay could not be reached: new attempts wait for the shortest back-off.
     pub fn relay_unreachable(&self, reason: &str) {
-        let until = self.now() + self.policy.min_backoff_secs;
+        let seconds = self.policy.min_backoff_secs;
+        if self.set_pause(seconds, &format!("the relay is unreachable ({reason})")) {
+            tracing::warn!(
+                reason,
+                seconds,
+                "relay unreachable: waiting mail keeps its place until the next try"
+            );
+        }
+    }
+
+    /// No new attempt for `seconds` (the relay throttles, or the day's allowance is used);
+    /// waiting mail keeps its place.
+    pub fn pause_for(&self, seconds: u64, reason: &str) {
+        if self.set_pause(seconds, reason) {
+            tracing::warn!(
+                reason,
+                seconds,
+                "delivery paused: waiting mail keeps its place until the next try"
+            );
+        }
+    }
+
+    /// Whether delivery was running until now.
+    fn set_pause(&self, seconds: u64, reason: &str) -> bool {
+        let until = self.now() + seconds;
         let was = self.pause.lock().unwrap().replace(Pause {
             until,
             reason: reason.to_owned(),
         });
-        if was.is_none() {
-            tracing::warn!(
-                reason,
-                seconds = self.policy.min_backoff_secs,
-                "relay unreachable: waiting mail keeps its place until the next try"
-            );
-        }
+        was.is_none()
     }
 
     /// Every deferred message due now: a person has just seen the relay answer (`relay
@@ -745,7 +785,7 @@ impl Queue {
             }
         }
         for r in &records {
-            if r.state == MsgState::Deferred {
+            if matches!(r.state, MsgState::Deferred | MsgState::Queued) {
                 self.due.lock().unwrap().insert(due_key(r));
                 // The dispatcher may be sleeping past this new due time.
                 self.wake.notify_one();

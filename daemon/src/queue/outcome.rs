@@ -10,6 +10,12 @@ pub enum Outcome {
     Delivered(String),
     Transient(String),
     Permanent(String),
+    /// Not tried, for a reason that is not the message's (the relay needs a login, throttles,
+    /// or the day's allowance is used): queued again for `at`, no attempt counted, no bounce.
+    Wait {
+        reply: String,
+        at: u64,
+    },
 }
 
 /// Postfix's schedule: the delay doubles with each attempt, between the two bounds.
@@ -25,8 +31,15 @@ pub fn backoff(policy: &config::Queue, attempts: u32) -> u64 {
 /// its id, dates and state in clear; a transient failure is retried on Postfix's schedule until
 /// the message's lifetime runs out.
 pub fn apply(policy: &config::Queue, mut r: Record, outcome: Outcome, now: u64) -> Record {
+    if let Outcome::Wait { reply, at } = outcome {
+        r.state = MsgState::Queued;
+        r.last_reply = reply;
+        r.next_attempt = at.max(now);
+        return r;
+    }
     r.attempts += 1;
     match outcome {
+        Outcome::Wait { .. } => unreachable!("handled above"),
         Outcome::Delivered(reply) => {
             r.state = MsgState::Delivered;
             r.last_reply = reply;
@@ -136,6 +149,26 @@ mod tests {
         );
         assert_eq!(r.last_reply, "550 no");
         assert_eq!(r.recipients, ["famille@example.org"], "kept for a retry");
+    }
+
+    #[test]
+    fn waiting_counts_no_attempt_and_never_fails() {
+        let p = policy();
+        let late = 1000 + p.max_lifetime_secs * 2;
+        let r = apply(
+            &p,
+            sending(3, 1000),
+            Outcome::Wait {
+                reply: "the relay needs a new login".into(),
+                at: late + 60,
+            },
+            late,
+        );
+        assert_eq!(
+            (r.state, r.attempts, r.next_attempt),
+            (MsgState::Queued, 3, late + 60)
+        );
+        assert_eq!(r.recipients, ["famille@example.org"]);
     }
 
     #[test]

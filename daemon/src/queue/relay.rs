@@ -1,8 +1,12 @@
 //! The relay finished messages are handed to: SMTP through lettre, or the embedded default that
 //! drops `.eml` files in `state_dir/local-mail` so that a fresh machine works with no mail
 //! server. One message at a time; the delivery loop that feeds it is in `delivery`.
+//!
+//! With `auth = "xoauth2"` the session authenticates with an OAuth2 access token (`oauth`),
+//! renewed once and tried again when the relay refuses it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
@@ -10,7 +14,10 @@ use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 
-use crate::config::{Config, TlsMode};
+use super::pace::Pacer;
+use crate::clock::Clock;
+use crate::config::{AuthKind, Config, TlsMode};
+use crate::oauth::{self, OAuth, TokenError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,11 +32,34 @@ pub enum Error {
     /// No session could be opened (connection, greeting, TLS): true of every message alike.
     #[error("{0}")]
     Unreachable(String),
+    /// The OAuth2 login must be done again (`mailctl relay login`): mail waits.
+    #[error("{0}")]
+    NeedsLogin(String),
+    /// The relay refused the credentials, even a renewed token: true of every message alike.
+    #[error("{0}")]
+    AuthRefused(String),
+    /// A provider's rate or concurrency refusal: wait that many seconds, nobody's fault.
+    #[error("{0}")]
+    Throttled(String, u64),
 }
 
-pub enum Relay {
+pub struct Relay {
+    kind: Kind,
+    pacer: Pacer,
+    /// Sends at once: `queue.concurrency`, at most the relay's `max_connections`.
+    connections: usize,
+}
+
+enum Kind {
     Smtp(Smtp),
     LocalDir(PathBuf),
+}
+
+/// How a session authenticates.
+enum Auth {
+    None,
+    Password(Credentials),
+    Token(Arc<OAuth>),
 }
 
 /// An SMTP relay and the idle connections kept to it.
@@ -42,7 +72,7 @@ pub struct Smtp {
     port: u16,
     mode: TlsMode,
     tls: Option<TlsParameters>,
-    credentials: Option<Credentials>,
+    auth: Auth,
     hello: ClientId,
     /// Bounds a whole dialogue: lettre's own timeout covers only the connection.
     send_timeout: Duration,
@@ -55,10 +85,18 @@ pub struct Smtp {
 const MAX_IDLE: Duration = Duration::from_secs(30);
 
 impl Relay {
-    pub fn from_config(config: &Config) -> Result<Relay, Error> {
+    pub fn from_config(config: &Config, clock: Clock) -> Result<Relay, Error> {
         let Some(relay) = &config.relay else {
-            return Ok(Relay::LocalDir(config.local_mail_dir()));
+            return Ok(Relay {
+                kind: Kind::LocalDir(config.local_mail_dir()),
+                pacer: Pacer::new(Default::default(), &config.state_dir, clock),
+                connections: config.queue.concurrency,
+            });
         };
+        let limits = relay.sending_limits();
+        let connections = limits.connections.map_or(config.queue.concurrency, |c| {
+            (c as usize).min(config.queue.concurrency)
+        });
         let send_timeout = Duration::from_secs(config.queue.send_timeout_secs);
         let tls_parameters = || -> Result<TlsParameters, Error> {
             let mut builder = TlsParameters::builder(relay.host.clone());
@@ -78,12 +116,21 @@ impl Relay {
             TlsMode::None => None,
             TlsMode::Starttls | TlsMode::Tls => Some(tls_parameters()?),
         };
-        let credentials = match &relay.username {
-            Some(username) => {
+        let auth = match (relay.auth, &relay.oauth2, &relay.username) {
+            (AuthKind::Xoauth2, Some(oauth2), _) => Auth::Token(Arc::new(
+                OAuth::new(
+                    oauth2,
+                    relay.ca_file.as_deref(),
+                    &config.state_dir,
+                    clock.clone(),
+                )
+                .map_err(Error::Setup)?,
+            )),
+            (AuthKind::Password, _, Some(username)) => {
                 let password = relay.password().map_err(Error::Setup)?.unwrap_or_default();
-                Some(Credentials::new(username.clone(), password))
+                Auth::Password(Credentials::new(username.clone(), password))
             }
-            None => None,
+            _ => Auth::None,
         };
         let description = format!(
             "{}:{} ({})",
@@ -95,24 +142,108 @@ impl Relay {
                 TlsMode::Tls => "TLS",
             }
         );
-        Ok(Relay::Smtp(Smtp {
-            host: relay.host.clone(),
-            port: relay.port,
-            mode: relay.tls,
-            tls,
-            credentials,
-            hello: ClientId::default(),
-            send_timeout,
-            description,
-            idle: std::sync::Mutex::new(Vec::new()),
-            max_idle: config.queue.concurrency,
-        }))
+        Ok(Relay {
+            kind: Kind::Smtp(Smtp {
+                host: relay.host.clone(),
+                port: relay.port,
+                mode: relay.tls,
+                tls,
+                auth,
+                hello: ClientId::default(),
+                send_timeout,
+                description,
+                idle: std::sync::Mutex::new(Vec::new()),
+                max_idle: connections,
+            }),
+            pacer: Pacer::new(limits, &config.state_dir, clock),
+            connections,
+        })
     }
 
     pub fn describe(&self) -> String {
-        match self {
-            Relay::Smtp(smtp) => smtp.description.clone(),
-            Relay::LocalDir(dir) => format!("local mail directory {}", dir.display()),
+        match &self.kind {
+            Kind::Smtp(smtp) => smtp.description.clone(),
+            Kind::LocalDir(dir) => format!("local mail directory {}", dir.display()),
+        }
+    }
+
+    pub fn pacer(&self) -> &Pacer {
+        &self.pacer
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections
+    }
+
+    /// The OAuth2 tokens, when the relay uses them.
+    pub fn oauth(&self) -> Option<&Arc<OAuth>> {
+        match &self.kind {
+            Kind::Smtp(Smtp {
+                auth: Auth::Token(o),
+                ..
+            }) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// `none`, `password` or `xoauth2`.
+    pub fn auth_kind(&self) -> &'static str {
+        match &self.kind {
+            Kind::Smtp(Smtp {
+                auth: Auth::Token(_),
+                ..
+            }) => "xoauth2",
+            Kind::Smtp(Smtp {
+                auth: Auth::Password(_),
+                ..
+            }) => "password",
+            _ => "none",
+        }
+    }
+
+    /// Why no message may be tried now, whatever it is: the relay needs a new login.
+    pub fn hold(&self) -> Option<String> {
+        self.oauth()?.needs_login()
+    }
+
+    /// Resolves when a held relay may have become usable (a login completed).
+    pub async fn usable(&self) {
+        match self.oauth() {
+            Some(o) => o.usable().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Starts `mailctl relay login`: the device authorization grant. The daemon polls the
+    /// provider by itself, whoever waits, and checks the new token with EHLO + AUTH.
+    pub async fn login(self: &Arc<Self>) -> Result<oauth::Login, String> {
+        let oauth = self
+            .oauth()
+            .ok_or("the relay does not use OAuth2 (relay.auth = \"xoauth2\")")?
+            .clone();
+        let (login, poll) = oauth.start_login().await?;
+        let relay = self.clone();
+        tokio::spawn(async move {
+            if poll.await {
+                let checked = relay.test().await;
+                oauth.login_checked(checked);
+            }
+        });
+        Ok(login)
+    }
+
+    /// Uses an idle refresh token now and then so that it does not lapse (never returns).
+    pub async fn keep_alive(self: Arc<Self>) {
+        let Some(oauth) = self.oauth().cloned() else {
+            return;
+        };
+        loop {
+            match oauth.keep_alive().await {
+                Ok(true) => tracing::info!("relay refresh token kept alive"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "relay refresh token not renewed"),
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
         }
     }
 
@@ -124,8 +255,8 @@ impl Relay {
         message_id: &str,
         bytes: &[u8],
     ) -> Result<String, Error> {
-        match self {
-            Relay::Smtp(smtp) => {
+        match &self.kind {
+            Kind::Smtp(smtp) => {
                 match tokio::time::timeout(smtp.send_timeout, smtp.send(envelope, bytes)).await {
                     Err(_) => Err(Error::Transient(format!(
                         "the relay did not finish within {} s",
@@ -139,7 +270,7 @@ impl Relay {
                     Ok(Err(e)) => Err(e),
                 }
             }
-            Relay::LocalDir(dir) => write_local(dir, message_id, bytes)
+            Kind::LocalDir(dir) => write_local(dir, message_id, bytes)
                 .await
                 .map(|name| format!("written to {}", dir.join(name).display()))
                 .map_err(|e| Error::Transient(format!("cannot write to {}: {e}", dir.display()))),
@@ -148,8 +279,8 @@ impl Relay {
 
     /// The dialog's "test" button: connect, TLS and AUTH as configured, then say what happened.
     pub async fn test(&self) -> Result<String, String> {
-        match self {
-            Relay::Smtp(smtp) => {
+        match &self.kind {
+            Kind::Smtp(smtp) => {
                 let description = &smtp.description;
                 let attempt = async {
                     let mut conn = smtp.connect().await?;
@@ -169,17 +300,17 @@ impl Relay {
                         } else {
                             ""
                         },
-                        if smtp.credentials.is_some() {
-                            ", authenticated"
-                        } else {
-                            ""
+                        match &smtp.auth {
+                            Auth::None => "",
+                            Auth::Password(_) => ", authenticated",
+                            Auth::Token(_) => ", authenticated with an OAuth2 token (XOAUTH2)",
                         }
                     )),
                     Ok(Ok(false)) => Err(format!("{description}: the relay did not answer NOOP")),
                     Ok(Err(e)) => Err(format!("{description}: {e}")),
                 }
             }
-            Relay::LocalDir(dir) => {
+            Kind::LocalDir(dir) => {
                 tokio::fs::create_dir_all(dir)
                     .await
                     .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -235,12 +366,37 @@ impl Smtp {
             }
             conn
         };
-        if let Some(credentials) = &self.credentials {
-            conn.auth(DEFAULT_MECHANISMS, credentials)
-                .await
-                .map_err(classify)?;
+        match &self.auth {
+            Auth::None => {}
+            Auth::Password(credentials) => {
+                conn.auth(DEFAULT_MECHANISMS, credentials)
+                    .await
+                    .map_err(classify)?;
+            }
+            Auth::Token(oauth) => self.xoauth2(&mut conn, oauth).await?,
         }
         Ok(conn)
+    }
+
+    /// AUTH XOAUTH2 with the current token; refused, once more with a renewed one.
+    async fn xoauth2(&self, conn: &mut AsyncSmtpConnection, oauth: &OAuth) -> Result<(), Error> {
+        let token = oauth.token().await.map_err(token_error)?;
+        let refusal = match xoauth2_once(conn, oauth.username(), &token).await? {
+            None => return Ok(()),
+            Some(reply) => reply,
+        };
+        tracing::info!(reply = %refusal, "the relay refused the access token; renewing it");
+        let token = oauth
+            .renew_after_refusal(&token)
+            .await
+            .map_err(token_error)?;
+        match xoauth2_once(conn, oauth.username(), &token).await? {
+            None => Ok(()),
+            Some(reply) => Err(Error::AuthRefused(format!(
+                "the relay refused the OAuth2 token of {}: {reply}",
+                oauth.username()
+            ))),
+        }
     }
 
     fn take_idle(&self) -> Option<AsyncSmtpConnection> {
@@ -289,10 +445,88 @@ impl Smtp {
     }
 }
 
+/// One AUTH XOAUTH2 exchange: `None` when accepted, the refusal otherwise. lettre's own AUTH
+/// stops at the error challenge some providers send (`334 <base64 JSON>`); answered with an
+/// empty line, the relay then gives its real reply (`535 5.7.8`).
+async fn xoauth2_once(
+    conn: &mut AsyncSmtpConnection,
+    user: &str,
+    token: &str,
+) -> Result<Option<String>, Error> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let initial = b64.encode(format!("user={user}\x01auth=Bearer {token}\x01\x01"));
+    let refused = |e: lettre::transport::smtp::Error| {
+        if e.is_permanent() || e.to_string().contains("5.5.127") {
+            Ok(Some(e.to_string()))
+        } else {
+            Err(classify(e))
+        }
+    };
+    let reply = match conn.command(format!("AUTH XOAUTH2 {initial}\r\n")).await {
+        Ok(reply) => reply,
+        Err(e) => return refused(e),
+    };
+    if reply.has_code(235) {
+        return Ok(None);
+    }
+    if reply.has_code(334) {
+        // The challenge is JSON ({"status":"401",...}): its status says why, nothing secret.
+        let status = reply
+            .message()
+            .next()
+            .and_then(|m| b64.decode(m.trim()).ok())
+            .and_then(|j| serde_json::from_slice::<serde_json::Value>(&j).ok())
+            .and_then(|v| v.get("status").and_then(|s| s.as_str().map(str::to_owned)));
+        let challenge = format!(
+            "error challenge (status {})",
+            status.as_deref().unwrap_or("?")
+        );
+        return match conn.command("\r\n").await {
+            Ok(r) => Ok(Some(format!("{challenge}, then {}", r.code()))),
+            Err(e) => refused(e).map(|r| r.map(|r| format!("{challenge}, then {r}"))),
+        };
+    }
+    Ok(Some(format!("unexpected reply {}", reply.code())))
+}
+
+fn token_error(e: TokenError) -> Error {
+    match e {
+        TokenError::NeedsLogin(_) => Error::NeedsLogin(e.to_string()),
+        TokenError::Transient(_) => Error::Unreachable(e.to_string()),
+    }
+}
+
+/// A provider's refusal that means "too fast" or "too many at once" rather than anything about
+/// the message: how long to wait. Exchange Online answers `432 4.3.2` to too many connections
+/// and `554 5.2.0 …SubmissionQuotaExceededException` past the day's quota; Gmail `421 4.7.28`
+/// and `4.7.0 … rate`.
+fn throttled(e: &lettre::transport::smtp::Error) -> Option<u64> {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("submissionquotaexceeded") {
+        return Some(900);
+    }
+    let transient = e.status().is_some() && !e.is_permanent();
+    let rate = [
+        "rate limit",
+        "throttl",
+        "concurrent",
+        "too many",
+        "4.3.2",
+        "4.7.28",
+    ]
+    .iter()
+    .any(|w| lower.contains(w));
+    (transient && rate).then_some(60)
+}
+
 /// 5xx replies are final; everything else — 4xx, network, TLS, a connection cut after the
 /// final dot — is worth another try with the same bytes.
 fn classify(e: lettre::transport::smtp::Error) -> Error {
-    if e.is_permanent() {
+    if let Some(wait) = throttled(&e) {
+        Error::Throttled(e.to_string(), wait)
+    } else if e.is_permanent() {
         Error::Permanent(e.to_string())
     } else {
         Error::Transient(e.to_string())
