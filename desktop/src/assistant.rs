@@ -71,11 +71,20 @@ fn start_page(a: &Rca) -> gtk::Widget {
     content.append(&ui::text(&tr(
         "Choose the type of account, then give its label and the e-mail address to send from. A code will be sent to that address to prove it is yours.",
     )));
-    let kinds = adw::PreferencesGroup::builder()
-        .title(tr("Type of account"))
-        .build();
-    let mut first: Option<gtk::CheckButton> = None;
-    for (kind, title, subtitle) in [
+    // Two toggle buttons rather than radio buttons: GTK 4.8 gives check buttons no accessible
+    // action, so assistive technologies could not choose.
+    content.append(
+        &gtk::Label::builder()
+            .label(tr("Type of account"))
+            .xalign(0.0)
+            .css_classes(["heading"])
+            .build(),
+    );
+    let kinds = gtk::Box::builder().homogeneous(true).build();
+    kinds.add_css_class("linked");
+    let explanation = ui::text("");
+    let mut first: Option<gtk::ToggleButton> = None;
+    for (kind, title, help) in [
         (
             api::KIND_ESTABLISHMENT,
             tr("Establishment account"),
@@ -89,31 +98,26 @@ fn start_page(a: &Rca) -> gtk::Widget {
             tr("Your own address: only you can see it and send with it from this PC."),
         ),
     ] {
-        let check = gtk::CheckButton::builder()
-            .valign(gtk::Align::Center)
-            .active(first.is_none())
-            .build();
-        ui::name(&check, &title);
+        let toggle = gtk::ToggleButton::builder().label(title.as_str()).build();
+        ui::name(&toggle, &title);
         if let Some(f) = &first {
-            check.set_group(Some(f));
+            toggle.set_group(Some(f));
         } else {
-            first = Some(check.clone());
+            toggle.set_active(true);
+            explanation.set_label(&help);
+            first = Some(toggle.clone());
         }
-        let row = adw::ActionRow::builder()
-            .title(title.as_str())
-            .subtitle(subtitle.as_str())
-            .activatable_widget(&check)
-            .build();
-        row.add_prefix(&check);
-        let a2 = a.clone();
-        check.connect_toggled(move |c| {
-            if c.is_active() {
+        let (a2, e) = (a.clone(), explanation.clone());
+        toggle.connect_toggled(move |t| {
+            if t.is_active() {
                 a2.kind.replace(kind.to_owned());
+                e.set_label(&help);
             }
         });
-        kinds.add(&row);
+        kinds.append(&toggle);
     }
     content.append(&kinds);
+    content.append(&explanation);
 
     let fields = adw::PreferencesGroup::new();
     let label = ui::entry(&tr("Label"));
@@ -377,7 +381,8 @@ fn show_done(a: &Rca) {
     let validate = ui::suggested(&tr("Validate"));
     validate.set_halign(gtk::Align::End);
     validate.set_sensitive(false);
-    noted.connect_toggled(glib_clone_toggle(&validate));
+    let v = validate.clone();
+    noted.connect_active_notify(move |s| v.set_sensitive(s.is_active()));
     done.append(&validate);
 
     let a2 = a.clone();
@@ -399,9 +404,4 @@ fn show_done(a: &Rca) {
         });
     });
     a.stack.set_visible_child_name("done");
-}
-
-fn glib_clone_toggle(button: &gtk::Button) -> impl Fn(&gtk::CheckButton) + 'static {
-    let b = button.clone();
-    move |c| b.set_sensitive(c.is_active())
 }

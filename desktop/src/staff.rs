@@ -9,7 +9,7 @@ use crate::{client, errors, ui, words};
 
 pub struct StaffChooser {
     pub widget: adw::PreferencesGroup,
-    checks: Vec<(String, gtk::CheckButton)>,
+    checks: Vec<(String, gtk::Switch)>,
 }
 
 impl StaffChooser {
@@ -29,16 +29,17 @@ impl StaffChooser {
         }
         let mut checks = Vec::new();
         for (name, shown) in candidates {
-            let check = gtk::CheckButton::builder()
+            // A switch: GTK 4.8 gives check buttons no accessible action.
+            let check = gtk::Switch::builder()
                 .active(current.contains(&name))
                 .valign(gtk::Align::Center)
                 .build();
-            ui::name(&check, &shown);
+            // Named by the row it activates.
             let row = adw::ActionRow::builder()
                 .title(gtk::glib::markup_escape_text(&shown).as_str())
                 .activatable_widget(&check)
                 .build();
-            row.add_prefix(&check);
+            row.add_suffix(&check);
             widget.add(&row);
             checks.push((name, check));
         }

@@ -45,16 +45,13 @@ pub fn suggested(label: &str) -> gtk::Button {
     b
 }
 
+/// libadwaita names the text field after the row's title.
 pub fn entry(title: &str) -> adw::EntryRow {
-    let e = adw::EntryRow::builder().title(title).build();
-    name(&e, title);
-    e
+    adw::EntryRow::builder().title(title).build()
 }
 
 pub fn password(title: &str) -> adw::PasswordEntryRow {
-    let e = adw::PasswordEntryRow::builder().title(title).build();
-    name(&e, title);
-    e
+    adw::PasswordEntryRow::builder().title(title).build()
 }
 
 /// A wrapping label of running text.
@@ -89,6 +86,8 @@ pub fn show_message(label: &gtk::Label, message: Option<&str>) {
     match message {
         Some(m) => {
             label.set_label(m);
+            // An alert is not named after its text by GTK 4.8's accessibility bridge.
+            name(label, m);
             label.set_visible(true);
         }
         None => {
