@@ -28,7 +28,7 @@ fn upsert(store: &gio::ListStore, m: MessageInfo) {
     }
 }
 
-pub fn page(_app: &AppRc) -> gtk::Widget {
+pub fn page(app: &AppRc) -> gtk::Widget {
     let (clamp, content) = ui::page();
     content.append(&ui::heading(&tr("Sending follow-up")));
     content.append(&ui::text(&tr(
@@ -47,8 +47,10 @@ pub fn page(_app: &AppRc) -> gtk::Widget {
     placeholder.set_margin_bottom(18);
     placeholder.set_margin_start(18);
     list.set_placeholder(Some(&placeholder));
-    let (s, e) = (store.clone(), error.clone());
-    list.bind_model(Some(&store), move |o| row(&s, &e, &message_of(o)).upcast());
+    let (s, e, a) = (store.clone(), error.clone(), app.clone());
+    list.bind_model(Some(&store), move |o| {
+        row(&a, &s, &e, &message_of(o)).upcast()
+    });
     content.append(&list);
 
     let changes = client::message_changes();
@@ -84,8 +86,23 @@ async fn refresh(store: &gio::ListStore, error: &gtk::Label, id: String) {
     }
 }
 
-fn row(store: &gio::ListStore, error: &gtk::Label, m: &MessageInfo) -> adw::ActionRow {
-    let to = m.to.join(", ");
+fn row(app: &AppRc, store: &gio::ListStore, error: &gtk::Label, m: &MessageInfo) -> adw::ActionRow {
+    if !m.to.is_empty() {
+        app.recipients
+            .borrow_mut()
+            .insert(m.id.clone(), m.to.clone());
+    }
+    let to = app
+        .recipients
+        .borrow()
+        .get(&m.id)
+        .map(|t| t.join(", "))
+        .unwrap_or_default();
+    let title = if to.is_empty() {
+        trf("Message of {}", &[&words::time(m.created)])
+    } else {
+        trf("To: {}", &[&to])
+    };
     let mut details = vec![words::time(m.created)];
     if m.attempts > 0 {
         details.push(trf("attempts: {}", &[&m.attempts.to_string()]));
@@ -97,7 +114,7 @@ fn row(store: &gio::ListStore, error: &gtk::Label, m: &MessageInfo) -> adw::Acti
         details.push(trf("server's reply: {}", &[&m.last_reply]));
     }
     let row = adw::ActionRow::builder()
-        .title(glib::markup_escape_text(&trf("To: {}", &[&to])).as_str())
+        .title(glib::markup_escape_text(&title).as_str())
         .subtitle(glib::markup_escape_text(&details.join(" · ")).as_str())
         .subtitle_lines(3)
         .build();
@@ -109,11 +126,7 @@ fn row(store: &gio::ListStore, error: &gtk::Label, m: &MessageInfo) -> adw::Acti
     }
     ui::name(
         &row,
-        &format!(
-            "{} — {}",
-            trf("To: {}", &[&to]),
-            words::message_state(&m.state)
-        ),
+        &format!("{title} — {}", words::message_state(&m.state)),
     );
     let waiting = matches!(m.state.as_str(), api::MSG_QUEUED | api::MSG_DEFERRED);
     let mut actions: Vec<(String, &'static str)> = Vec::new();
@@ -135,7 +148,7 @@ fn row(store: &gio::ListStore, error: &gtk::Label, m: &MessageInfo) -> adw::Acti
             .valign(gtk::Align::Center)
             .build();
         b.add_css_class("flat");
-        ui::name(&b, &format!("{label} — {}", trf("To: {}", &[&to])));
+        ui::name(&b, &format!("{label} — {title}"));
         let (s, e, id) = (store.clone(), error.clone(), m.id.clone());
         b.connect_clicked(move |_| {
             let (s, e, id) = (s.clone(), e.clone(), id.clone());

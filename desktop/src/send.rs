@@ -131,6 +131,8 @@ pub fn page(app: &AppRc) -> gtk::Widget {
         })
     };
     redraw();
+    // A native chooser is no widget: something must hold it while it is open.
+    let open_chooser: Rc<RefCell<Option<gtk::FileChooserNative>>> = Rc::default();
     let (a, f, r) = (app.clone(), files.clone(), redraw.clone());
     attach.connect_clicked(move |_| {
         let chooser = gtk::FileChooserNative::new(
@@ -151,6 +153,7 @@ pub fn page(app: &AppRc) -> gtk::Widget {
             }
         });
         chooser.show();
+        open_chooser.replace(Some(chooser));
     });
 
     let error = ui::error_label();
@@ -224,6 +227,7 @@ pub fn page(app: &AppRc) -> gtk::Widget {
             redraw.clone(),
         );
         ui::spawn(async move {
+            let recipients = message.to.clone().unwrap_or_default();
             let r = client::call(move |c| async move {
                 client::outbox(&c)
                     .await?
@@ -233,7 +237,8 @@ pub fn page(app: &AppRc) -> gtk::Widget {
             .await;
             b.set_sensitive(true);
             match r {
-                Ok(_) => {
+                Ok(id) => {
+                    a.recipients.borrow_mut().insert(id, recipients);
                     i.set_label(&tr(
                         "The message is on its way. Follow it in “Sending follow-up”.",
                     ));

@@ -24,6 +24,8 @@ pub struct App {
     /// Told each time the accounts list has been reloaded.
     account_listeners: RefCell<Vec<Box<dyn Fn()>>>,
     reported_ready: Cell<bool>,
+    /// Recipients of the messages seen while queued: the daemon forgets them once delivered.
+    pub recipients: RefCell<std::collections::HashMap<String, Vec<String>>>,
 }
 
 pub type AppRc = Rc<App>;
@@ -142,6 +144,7 @@ pub fn build(application: &adw::Application) -> AppRc {
         admin_only: RefCell::new(Vec::new()),
         account_listeners: RefCell::new(Vec::new()),
         reported_ready: Cell::new(false),
+        recipients: RefCell::default(),
     });
 
     let bar = gtk::Box::new(gtk::Orientation::Horizontal, 0);

@@ -25,6 +25,7 @@ config.actionDelay = 0.3
 config.defaultDelay = 0.2
 
 import pyatspi  # noqa: E402
+from dogtail import rawinput  # noqa: E402
 from dogtail.tree import root  # noqa: E402
 
 SHOTS = os.environ["SHOTS"]
@@ -237,7 +238,14 @@ def set_up(kind, label, address, wrong_code_first):
     type_into("Question secrète", "Nom du premier directeur ?", secret)
     type_into("Réponse", "Monsieur Germain", secret)
     type_into("Réponse (à nouveau)", "Monsieur Germaine", secret)
-    click("Suivant", secret)
+    # Nothing reaches the daemon here, so a click GTK dropped may safely be given again.
+    for _ in range(3):
+        click("Suivant", secret)
+        try_until = time.time() + 5
+        while time.time() < try_until and absent("Les deux réponses ne sont pas identiques", secret):
+            time.sleep(0.25)
+        if not absent("Les deux réponses ne sont pas identiques", secret):
+            break
     containing("Les deux réponses ne sont pas identiques", secret)
     type_into("Réponse (à nouveau)", "Monsieur Germain", secret)
     shot(f"{label}-4-secret", ["Choisissez une question secrète"])
@@ -274,20 +282,26 @@ def main():
     click("Joindre un fichier…", write)
     chooser = wait(
         "the file chooser",
-        lambda: next(iter(nodes(app(), lambda n: n.roleName in ("dialog", "file chooser") and n.name == "Joindre un fichier")), None),
+        lambda: next((w for w in app().children if w.name == "Joindre un fichier"), None),
     )
-    # Typing a path into a GTK file chooser opens its location entry.
-    from dogtail import rawinput
-
+    # A path typed into a GTK file chooser opens its location field.
+    time.sleep(1)
     rawinput.typeText(os.environ["PDF"])
-    time.sleep(0.5)
-    rawinput.pressKey("Return")
+    wait(
+        "the path in the chooser's location field",
+        lambda: any(text_of(n) == os.environ["PDF"] for n in nodes(chooser, lambda n: n.roleName == "text")),
+    )
+    accept = wait(
+        "the chooser's Joindre button",
+        lambda: next(iter(nodes(chooser, lambda n: n.roleName == "push button" and n.name.split(" ")[0] == "Joindre")), None),
+    )
+    accept.doActionNamed("click")
     containing("bulletin.pdf", write)
     shot("write", ["Écrire un message", "Bulletin du premier trimestre", "bulletin.pdf"])
     click("Envoyer", write)
     follow = page_of("Suivi des envois")
     containing("À : famille.durand@example.org — Distribué", follow)
-    shot("follow-up", ["Suivi des envois", "Distribué"])
+    shot("follow-up", ["Suivi des envois", "famille.durand@example.org"])
     log("all steps seen")
 
 
