@@ -62,7 +62,15 @@ fn row(app: &AppRc, account: &AccountInfo) -> adw::ActionRow {
         row.add_suffix(&default);
     }
     row.add_suffix(&state);
-    row.add_suffix(&gtk::Image::from_icon_name("go-next-symbolic"));
+    // A button to open it: GTK 4.8 gives list rows no accessible action.
+    let open = gtk::Button::builder()
+        .icon_name("go-next-symbolic")
+        .valign(gtk::Align::Center)
+        .build();
+    open.add_css_class("flat");
+    ui::name(&open, &trf("Details of {}", &[&account.label]));
+    row.add_suffix(&open);
+    row.set_activatable_widget(Some(&open));
     ui::name(
         &row,
         &format!(
@@ -74,7 +82,7 @@ fn row(app: &AppRc, account: &AccountInfo) -> adw::ActionRow {
     );
     let a = app.clone();
     let info = account.clone();
-    row.connect_activated(move |_| details(&a, &info));
+    open.connect_clicked(move |_| details(&a, &info));
     row
 }
 

@@ -1,6 +1,7 @@
 //! The desktop application of postecole: a client of the daemon's public D-Bus API only.
 
 mod accounts;
+mod archive;
 mod assistant;
 pub mod client;
 pub mod errors;

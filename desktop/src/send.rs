@@ -58,8 +58,12 @@ pub fn page(app: &AppRc) -> gtk::Widget {
             names.splice(0, names.n_items(), &shown);
             *ids.borrow_mut() = active.iter().map(|x| x.id.clone()).collect();
             let default = a.default_account.borrow().clone();
-            let keep = previous.unwrap_or(default);
-            if let Some(i) = ids.borrow().iter().position(|id| *id == keep) {
+            let ids = ids.borrow();
+            if let Some(i) = ids
+                .iter()
+                .position(|id| *id == default)
+                .or_else(|| ids.iter().position(|id| Some(id) == previous.as_ref()))
+            {
                 from.set_selected(i as u32);
             }
         }

@@ -8,7 +8,7 @@ use gtk::{gio, glib};
 use postecole_dbus::AccountInfo;
 
 use crate::i18n::tr;
-use crate::{accounts, client, errors, outbox, relay, send, ui};
+use crate::{accounts, archive, client, errors, outbox, relay, send, ui};
 
 pub struct App {
     pub window: adw::ApplicationWindow,
@@ -162,6 +162,13 @@ pub fn build(application: &adw::Application) -> AppRc {
         "outbox",
         &tr("Sending follow-up"),
         &outbox::page(&app),
+        false,
+    );
+    app.add_page(
+        &bar,
+        "archive",
+        &tr("Sent messages"),
+        &archive::page(&app),
         false,
     );
     app.add_page(&bar, "relay", &tr("Relay"), &relay::page(&app), true);

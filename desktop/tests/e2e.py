@@ -231,6 +231,9 @@ def set_up(kind, label, address, wrong_code_first):
         click("Suivant", code_page)
         containing("Ce code n'est pas le bon", code_page)
         shot(f"{label}-2-wrong-code", ["Ce code n'est pas le bon"])
+        # A new code so soon is refused by the daemon: the refusal must read as a sentence.
+        click("Renvoyer le code", code_page)
+        containing("Vous avez redemandé trop tôt", code_page)
     type_into("Code", code, code_page)
     shot(f"{label}-3-code", ["Saisissez le code reçu", "Renvoyer le code"])
     click("Suivant", code_page)
@@ -273,6 +276,15 @@ def main():
     set_up("Compte personnel", "Mme Martin", "martin@ecole.fr", True)
     shot("accounts-ready", ["Secrétariat", "Mme Martin", "Prêt à envoyer"])
 
+    log("the secretariat's address by default")
+    click("Détails de Secrétariat")
+    details = wait(
+        "the account's details",
+        lambda: next((w for w in app().children if w.name == "Secrétariat"), None),
+    )
+    click("Utiliser par défaut pour moi", details)
+    containing("Par défaut pour moi")
+
     log("send with a PDF")
     click("Écrire")
     write = page_of("Écrire un message")
@@ -302,6 +314,21 @@ def main():
     follow = page_of("Suivi des envois")
     containing("À : famille.durand@example.org — Distribué", follow)
     shot("follow-up", ["Suivi des envois", "famille.durand@example.org"])
+    log("read it back from the encrypted archive")
+    click("Messages envoyés")
+    sent = page_of("Messages envoyés")
+    type_into("Réponse", "Monsieur Germain", sent)
+    click("Ouvrir", sent)
+    click("Lire — Bulletin du premier trimestre", sent)
+    reader = wait(
+        "the message read back",
+        lambda: next((w for w in app().children if w.name == "Bulletin du premier trimestre"), None),
+    )
+    wait(
+        "the message's text",
+        lambda: any("bulletin de L" in text_of(n) for n in nodes(reader, lambda n: n.roleName == "text")),
+    )
+    shot("archive", ["Bulletin du premier trimestre"])
     log("all steps seen")
 
 
