@@ -70,7 +70,6 @@ fn row(app: &AppRc, account: &AccountInfo) -> adw::ActionRow {
     open.add_css_class("flat");
     ui::name(&open, &trf("Details of {}", &[&account.label]));
     row.add_suffix(&open);
-    row.set_activatable_widget(Some(&open));
     ui::name(
         &row,
         &format!(
@@ -80,9 +79,10 @@ fn row(app: &AppRc, account: &AccountInfo) -> adw::ActionRow {
             words::account_state(&account.state)
         ),
     );
-    let a = app.clone();
-    let info = account.clone();
+    let (a, info) = (app.clone(), account.clone());
     open.connect_clicked(move |_| details(&a, &info));
+    let (a, info) = (app.clone(), account.clone());
+    row.connect_activated(move |_| details(&a, &info));
     row
 }
 

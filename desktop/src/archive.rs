@@ -276,7 +276,6 @@ fn row(p: &Rc<Page>, account: &str, m: &ArchivedInfo) -> adw::ActionRow {
             ))
             .as_str(),
         )
-        .activatable(true)
         .build();
     ui::name(&row, &format!("{title} — {}", trf("To: {}", &[&m.to])));
     let read = gtk::Button::builder()
@@ -286,7 +285,6 @@ fn row(p: &Rc<Page>, account: &str, m: &ArchivedInfo) -> adw::ActionRow {
     read.add_css_class("flat");
     ui::name(&read, &format!("{} — {title}", tr("Read")));
     row.add_suffix(&read);
-    row.set_activatable_widget(Some(&read));
     let (p, account, id, title) = (p.clone(), account.to_owned(), m.id.clone(), title.clone());
     read.connect_clicked(move |_| {
         let Some((_, key)) = p.key.borrow().clone() else {
