@@ -9,11 +9,11 @@ mod archive;
 mod error;
 mod outbox;
 
-pub use accounts::{AccountInfo, AccountsProxy, AuditEntry};
+pub use accounts::{AccountInfo, AccountsProxy, AuditEntry, CallerInfo};
 pub use archive::{ArchiveProxy, ArchivedInfo};
 pub use error::Error;
 pub use outbox::{
-    Attachment, MessageInfo, OutboxProxy, OutgoingMessage, RowAttachment, TemplateInfo,
+    Attachment, MessageInfo, OutboxProxy, OutgoingMessage, RelayInfo, RowAttachment, TemplateInfo,
 };
 
 /// Well-known bus name the daemon owns.
