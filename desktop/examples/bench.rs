@@ -5,14 +5,11 @@
 //!     cargo build --release -p postecoled -p mailctl -p postecole-desktop
 //!     cargo run --release -p postecole-desktop --example bench
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use postecole_tests::{Bus, Daemon, active_account, bin};
+use postecole_tests::{Bus, Daemon, Xvfb, active_account, bin};
 
 const LAUNCHES: usize = 7;
 
@@ -34,7 +31,7 @@ fn main() {
     ] {
         active_account(&bus, &daemon, None, None, kind, address);
     }
-    let x = common::Xvfb::start();
+    let x = Xvfb::start();
     // One session bus for every launch: GApplication registers its id there.
     let mut session = Command::new("dbus-daemon")
         .args(["--session", "--nofork", "--print-address"])

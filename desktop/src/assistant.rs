@@ -29,6 +29,10 @@ type Rca = Rc<Assistant>;
 
 /// Opens the assistant; with `resume`, at the step that account is waiting for.
 pub fn open(app: &AppRc, resume: Option<AccountInfo>) {
+    build(app, resume).window.present();
+}
+
+fn build(app: &AppRc, resume: Option<AccountInfo>) -> Rca {
     let stack = gtk::Stack::builder()
         .transition_type(gtk::StackTransitionType::SlideLeft)
         .vexpand(true)
@@ -60,7 +64,7 @@ pub fn open(app: &AppRc, resume: Option<AccountInfo>) {
             _ => {}
         }
     }
-    window.present();
+    a
 }
 
 fn start_page(a: &Rca) -> gtk::Widget {
@@ -404,4 +408,107 @@ fn show_done(a: &Rca) {
         });
     });
     a.stack.set_visible_child_name("done");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ui::testing::{click, find_button, gtk_test, shown_errors, test_app};
+
+    fn page(a: &Rca) -> gtk::Widget {
+        a.stack.visible_child().expect("a step is shown")
+    }
+
+    fn rows<T: IsA<gtk::Widget>>(root: &gtk::Widget) -> Vec<T> {
+        crate::ui::testing::descendants(root)
+            .into_iter()
+            .filter_map(|w| w.downcast::<T>().ok())
+            .collect()
+    }
+
+    #[test]
+    fn each_step_checks_what_is_typed_before_asking_the_daemon() {
+        gtk_test(|| {
+            let app = test_app();
+            let a = build(&app, None);
+            assert_eq!(a.stack.visible_child_name().as_deref(), Some("start"));
+            click(&find_button(&page(&a), &tr("Next")));
+            assert_eq!(
+                shown_errors(&page(&a)),
+                [tr(
+                    "Give a label and a complete e-mail address, such as secretariat@ecole.fr."
+                )]
+            );
+            assert_eq!(a.stack.visible_child_name().as_deref(), Some("start"));
+
+            // Resumed where the account waits: its code, then its secret.
+            let waiting = AccountInfo {
+                id: "abcd2345".into(),
+                kind: api::KIND_PERSONAL.into(),
+                address: "lea@ecole.fr".into(),
+                state: api::STATE_AWAITING_CODE.into(),
+                ..Default::default()
+            };
+            let a = build(&app, Some(waiting.clone()));
+            assert_eq!(a.stack.visible_child_name().as_deref(), Some("code"));
+            assert!(a.code_intro.label().contains("lea@ecole.fr"));
+            click(&find_button(&page(&a), &tr("Next")));
+            assert_eq!(
+                shown_errors(&page(&a)),
+                [tr("Type the code written in the e-mail.")]
+            );
+
+            let a = build(
+                &app,
+                Some(AccountInfo {
+                    state: api::STATE_AWAITING_SECRET.into(),
+                    ..waiting
+                }),
+            );
+            assert_eq!(a.stack.visible_child_name().as_deref(), Some("secret"));
+            let secret = page(&a);
+            let entries: Vec<adw::EntryRow> = rows(&secret);
+            entries[0].set_text("Le nom de mon premier chat ?");
+            let answers: Vec<adw::PasswordEntryRow> = rows(&secret);
+            answers[0].set_text("Médor");
+            answers[1].set_text("médor");
+            click(&find_button(&secret, &tr("Next")));
+            assert_eq!(
+                shown_errors(&secret),
+                [tr(
+                    "The two answers are not the same. Type the answer again, twice."
+                )]
+            );
+            assert_eq!(a.stack.visible_child_name().as_deref(), Some("secret"));
+        });
+    }
+
+    #[test]
+    fn the_last_step_waits_for_the_recovery_file_to_be_acknowledged() {
+        gtk_test(|| {
+            let app = test_app();
+            app.admin.set(true);
+            let a = build(&app, None);
+            a.address.replace("secretariat@ecole.fr".into());
+            show_done(&a);
+            let done = page(&a);
+            let text: String = crate::ui::testing::descendants(&done)
+                .into_iter()
+                .filter_map(|w| w.downcast::<gtk::Label>().ok())
+                .map(|l| l.label().to_string())
+                .collect();
+            assert!(text.contains("cleRecuperation.crbee"), "{text}");
+            assert!(text.contains("secretariat@ecole.fr"), "{text}");
+            // An administrator ticks the staff here, an establishment account being the default.
+            assert!(!rows::<adw::PreferencesGroup>(&done).is_empty());
+            let validate = find_button(&done, &tr("Validate"));
+            assert!(
+                !validate.is_sensitive(),
+                "not before the reminder is ticked"
+            );
+            let noted: Vec<gtk::CheckButton> = rows(&done);
+            noted[0].set_active(true);
+            assert!(validate.is_sensitive());
+        });
+    }
 }

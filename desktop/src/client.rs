@@ -99,8 +99,8 @@ pub fn account_changes() -> async_channel::Receiver<()> {
     rx
 }
 
-/// A channel that receives the id of each message whose state changed.
-pub fn message_changes() -> async_channel::Receiver<String> {
+/// A channel that receives the id and new state of each message whose state changed.
+pub fn message_changes() -> async_channel::Receiver<(String, String)> {
     let (tx, rx) = async_channel::bounded(256);
     runtime().spawn(async move {
         let Ok(c) = connection().await else { return };
@@ -110,7 +110,8 @@ pub fn message_changes() -> async_channel::Receiver<String> {
         };
         while let Some(signal) = stream.next().await {
             let Ok(args) = signal.args() else { continue };
-            if tx.send(args.id().to_string()).await.is_err() {
+            let change = (args.id().to_string(), args.state().to_string());
+            if tx.send(change).await.is_err() {
                 return;
             }
         }
@@ -118,9 +119,9 @@ pub fn message_changes() -> async_channel::Receiver<String> {
     rx
 }
 
-/// Whether the daemon treats this user as an administrator: only they may read the audit log.
+/// Whether the daemon treats this user as an administrator, as it says without prompting.
 pub async fn is_admin() -> bool {
-    call(|c| async move { accounts(&c).await?.audit_log(1).await })
+    call(|c| async move { accounts(&c).await?.who_am_i().await })
         .await
-        .is_ok()
+        .is_ok_and(|me| me.admin)
 }

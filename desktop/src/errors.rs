@@ -39,6 +39,15 @@ pub fn sentence(error: &Error) -> String {
         Error::RelayUnavailable(_) => tr(
             "The mail server could not be reached or refused the message. Try again later; if it goes on, tell the person who looks after this PC.",
         ),
+        Error::QuotaExceeded(_) => tr(
+            "You have reached what one person may send or set up on this PC for now. Wait until your messages have left, or ask the person who looks after this PC.",
+        ),
+        Error::DiskFull(_) => tr(
+            "The disk of this PC is nearly full: no new message or account for now. Tell the person who looks after this PC.",
+        ),
+        Error::AddressInUse(_) => tr(
+            "Another account on this PC already uses this e-mail address. Ask the person who looks after this PC.",
+        ),
         Error::Internal(_) => tr(
             "The mail service of this PC met a problem. Try again; if it happens again, tell the person who looks after this PC.",
         ),
@@ -76,7 +85,10 @@ mod tests {
             Error::InvalidState(m()),
             Error::TooLarge(m()),
             Error::RelayUnavailable(m()),
+            Error::QuotaExceeded(m()),
+            Error::DiskFull(m()),
             Error::Internal(m()),
+            Error::AddressInUse(m()),
         ]
     }
 

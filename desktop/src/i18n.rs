@@ -23,6 +23,8 @@ fn locale_dir() -> String {
     }
 }
 
+/// The one unsafe call of the application, as in mailctl: GTK reads the locale only later.
+#[allow(unsafe_code)]
 pub fn init() {
     // SAFETY: called first thing in main, before any other thread exists.
     unsafe {

@@ -6,6 +6,7 @@ mod assistant;
 pub mod client;
 pub mod errors;
 pub mod i18n;
+pub mod merge;
 mod outbox;
 mod relay;
 mod send;

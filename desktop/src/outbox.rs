@@ -68,7 +68,7 @@ pub fn page(app: &AppRc) -> gtk::Widget {
             }
             Err(err) => ui::show_message(&e, Some(&errors::sentence(&err))),
         }
-        while let Ok(id) = changes.recv().await {
+        while let Ok((id, _)) = changes.recv().await {
             refresh(&s, &e, id).await;
         }
     });

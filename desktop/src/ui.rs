@@ -5,6 +5,7 @@ use gtk::glib;
 use gtk::glib::translate::ToGlibPtr;
 
 /// Gives `widget` the accessible name a screen reader (and AT-SPI clients) announce.
+#[allow(unsafe_code)]
 pub fn name<W: IsA<gtk::Widget>>(widget: &W, name: &str) {
     // GTK has had this call since 4.0, but the bindings only expose it from 4.10 on; Debian 12
     // ships 4.8.
@@ -168,4 +169,80 @@ pub fn confirm(
         }
     });
     d.present();
+}
+
+/// What the widget tests share: they run on GTK's one test thread, under a display.
+#[cfg(test)]
+pub mod testing {
+    use adw::prelude::*;
+
+    /// Runs `f` on GTK's test thread (as `#[gtk::test]` does), once a display is known to be
+    /// there: without one, GTK's initialisation kills the whole test binary.
+    pub fn gtk_test(f: impl FnOnce() + Send + std::panic::UnwindSafe + 'static) {
+        assert!(
+            std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some(),
+            "the widget tests need a display: run them under `xvfb-run -a` (tests/run does)"
+        );
+        gtk::test_synced(move || {
+            adw::init().expect("libadwaita");
+            f()
+        });
+    }
+
+    thread_local! {
+        /// One application for every test: registering exports it on the session bus, once.
+        static APPLICATION: adw::Application = {
+            let application = adw::Application::builder()
+                .application_id(crate::APP_ID)
+                .flags(gtk::gio::ApplicationFlags::NON_UNIQUE)
+                .build();
+            application
+                .register(None::<&gtk::gio::Cancellable>)
+                .expect("register the application");
+            application
+        };
+    }
+
+    /// The application's window, its pages built, with no daemon behind it.
+    pub fn test_app() -> crate::window::AppRc {
+        APPLICATION.with(crate::window::build)
+    }
+
+    /// `root` and every widget under it.
+    pub fn descendants(root: &impl IsA<gtk::Widget>) -> Vec<gtk::Widget> {
+        let mut out = vec![root.clone().upcast::<gtk::Widget>()];
+        let mut i = 0;
+        while i < out.len() {
+            let mut child = out[i].first_child();
+            while let Some(c) = child {
+                child = c.next_sibling();
+                out.push(c);
+            }
+            i += 1;
+        }
+        out
+    }
+
+    #[track_caller]
+    pub fn find_button(root: &impl IsA<gtk::Widget>, label: &str) -> gtk::Button {
+        descendants(root)
+            .into_iter()
+            .filter_map(|w| w.downcast::<gtk::Button>().ok())
+            .find(|b| b.label().as_deref() == Some(label))
+            .unwrap_or_else(|| panic!("no button {label:?}"))
+    }
+
+    pub fn click(button: &gtk::Button) {
+        button.emit_clicked();
+    }
+
+    /// The error messages shown under `root`.
+    pub fn shown_errors(root: &impl IsA<gtk::Widget>) -> Vec<String> {
+        descendants(root)
+            .into_iter()
+            .filter_map(|w| w.downcast::<gtk::Label>().ok())
+            .filter(|l| l.has_css_class("error") && l.get_visible())
+            .map(|l| l.label().to_string())
+            .collect()
+    }
 }

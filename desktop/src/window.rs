@@ -8,7 +8,7 @@ use gtk::{gio, glib};
 use postecole_dbus::AccountInfo;
 
 use crate::i18n::tr;
-use crate::{accounts, archive, client, errors, outbox, relay, send, ui};
+use crate::{accounts, archive, client, errors, merge, outbox, relay, send, ui};
 
 pub struct App {
     pub window: adw::ApplicationWindow,
@@ -157,6 +157,13 @@ pub fn build(application: &adw::Application) -> AppRc {
         false,
     );
     app.add_page(&bar, "send", &tr("Write"), &send::page(&app), false);
+    app.add_page(
+        &bar,
+        "merge",
+        &tr("Mailing to families"),
+        &merge::page(&app),
+        false,
+    );
     app.add_page(
         &bar,
         "outbox",

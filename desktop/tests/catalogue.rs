@@ -94,3 +94,24 @@ fn the_help_page_words_are_on_screen() {
         assert_eq!(fr.get(id).map(String::as_str), Some(word), "{id}");
     }
 }
+
+#[test]
+fn every_source_with_strings_is_in_potfiles() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let potfiles = std::fs::read_to_string(root.join("../po/POTFILES")).unwrap();
+    let mut sources: Vec<String> = msgids_in_sources()
+        .into_iter()
+        .map(|(path, _)| {
+            let name = Path::new(&path).file_name().unwrap().to_string_lossy();
+            format!("desktop/src/{name}")
+        })
+        .collect();
+    sources.sort();
+    sources.dedup();
+    for source in sources {
+        assert!(
+            potfiles.lines().any(|l| l == source),
+            "{source} not in po/POTFILES"
+        );
+    }
+}

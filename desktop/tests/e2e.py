@@ -3,8 +3,9 @@
 
 Run by e2e.rs inside a fresh session bus, with DISPLAY (Xvfb), DBUS_SYSTEM_BUS_ADDRESS (the
 private system bus where the real postecoled runs), APP (the binary), MAILDIR (where aiosmtpd
-saves each mail), SHOTS (where each step's screenshot goes), PDF (a file to attach) and
-STAFF (a Unix user to tick). Exits non-zero, naming the step, at the first thing not seen.
+saves each mail), SHOTS (where each step's screenshot goes), PDF (a file to attach), CSV (the
+families of a merge, beside the PDF, one of them with a wrong address) and STAFF (a Unix user
+to tick). Exits non-zero, naming the step, at the first thing not seen.
 """
 
 import email
@@ -266,6 +267,50 @@ def set_up(kind, label, address, wrong_code_first):
     )
 
 
+def choose_file(opener, title, path, accept_label):
+    """Types `path` into the file chooser that `opener` opens and accepts it."""
+    opener.doActionNamed("click")
+    chooser = wait(
+        "the file chooser",
+        lambda: next((w for w in app().children if w.name == title), None),
+    )
+    # A path typed into a GTK file chooser opens its location field.
+    time.sleep(1)
+    rawinput.typeText(path)
+    wait(
+        "the path in the chooser's location field",
+        lambda: any(text_of(n) == path for n in nodes(chooser, lambda n: n.roleName == "text")),
+    )
+    accept = wait(
+        f"the chooser's {accept_label} button",
+        lambda: next(
+            iter(nodes(chooser, lambda n: n.roleName == "push button" and n.name.split(" ")[0] == accept_label)),
+            None,
+        ),
+    )
+    accept.doActionNamed("click")
+
+
+def merge():
+    log("a merge to two families, one of them refused")
+    click("Diffusion aux familles")
+    page = page_of("Diffusion aux familles")
+    # GTK 4.8 shows toggle buttons as push buttons on the accessibility bus.
+    click("Bilan périodique (PDF joint)", page)
+    choose_file(named("Ouvrir le fichier CSV…", "push button", page), "Ouvrir le fichier CSV", os.environ["CSV"], "Ouvrir")
+    containing("Familles qui recevront le message : 1. Écartées : 1.", page)
+    containing("L'adresse e-mail pas-une-adresse n'est pas valide.", page)
+    containing("Bilan premier trimestre de Léa", page)
+    shot("merge-preview", ["Diffusion aux familles", "Familles écartées", "pas-une-adresse"])
+    click("Envoyer aux familles", page)
+    containing("Terminé : 1 sur 1 distribués", page)
+    shot("merge-sent", ["Diffusion aux familles", "Terminé"])
+    click("Les voir dans « Suivi des envois »", page)
+    follow = page_of("Suivi des envois")
+    containing("À : famille.petit@example.org — Distribué", follow)
+    shot("merge-follow-up", ["Suivi des envois", "famille.petit@example.org"])
+
+
 def main():
     subprocess.Popen([os.environ["APP"]])
     named("Comptes de messagerie de ce poste", "label")
@@ -291,29 +336,22 @@ def main():
     type_into("À", "famille.durand@example.org", write)
     type_into("Objet", "Bulletin du premier trimestre", write)
     named("Message", "text", write).text = "Bonjour, voici le bulletin de Léa."
-    click("Joindre un fichier…", write)
-    chooser = wait(
-        "the file chooser",
-        lambda: next((w for w in app().children if w.name == "Joindre un fichier"), None),
-    )
-    # A path typed into a GTK file chooser opens its location field.
-    time.sleep(1)
-    rawinput.typeText(os.environ["PDF"])
-    wait(
-        "the path in the chooser's location field",
-        lambda: any(text_of(n) == os.environ["PDF"] for n in nodes(chooser, lambda n: n.roleName == "text")),
-    )
-    accept = wait(
-        "the chooser's Joindre button",
-        lambda: next(iter(nodes(chooser, lambda n: n.roleName == "push button" and n.name.split(" ")[0] == "Joindre")), None),
-    )
-    accept.doActionNamed("click")
+    choose_file(named("Joindre un fichier…", "push button", write), "Joindre un fichier", os.environ["PDF"], "Joindre")
     containing("bulletin.pdf", write)
     shot("write", ["Écrire un message", "Bulletin du premier trimestre", "bulletin.pdf"])
     click("Envoyer", write)
     follow = page_of("Suivi des envois")
     containing("À : famille.durand@example.org — Distribué", follow)
     shot("follow-up", ["Suivi des envois", "famille.durand@example.org"])
+    # Before the archive's reader window covers the main one.
+    merge()
+    log("the relay's settings, as the daemon reports them")
+    click("Relais")
+    relay = page_of("Relais")
+    containing("127.0.0.1", relay)
+    click("Tester", relay)
+    containing("Le serveur de messagerie a répondu", relay)
+    shot("relay", ["Relais", "Serveur de messagerie", "127.0.0.1", "Le serveur de messagerie a répondu"])
     log("read it back from the encrypted archive")
     click("Messages envoyés")
     sent = page_of("Messages envoyés")

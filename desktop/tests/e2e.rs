@@ -2,11 +2,9 @@
 //! (`e2e.py`), against a private system bus, the real `postecoled` and aiosmtpd. Screenshots of
 //! every step land in `target/desktop-e2e/` and are read back by OCR for their French text.
 
-mod common;
-
 use std::process::Command;
 
-use postecole_tests::{Bus, Daemon, USER_ALICE, api, ensure_users, workspace_root};
+use postecole_tests::{Bus, Daemon, Smtp, USER_ALICE, Xvfb, api, ensure_users, workspace_root};
 
 /// A small but real PDF, to attach as a report card.
 const PDF: &[u8] = b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 200]>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n";
@@ -14,16 +12,23 @@ const PDF: &[u8] = b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 o
 #[test]
 fn set_up_both_kinds_of_account_then_send_and_follow_a_pdf() {
     ensure_users();
-    let mailbox = common::Mailbox::start();
+    let mailbox = Smtp::start();
     let bus = Bus::start();
     let daemon = Daemon::start(&bus, &mailbox.relay_config());
-    let x = common::Xvfb::start();
+    let x = Xvfb::start();
     let shots = workspace_root().join("target/desktop-e2e");
     let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots).unwrap();
     let files = tempfile::tempdir().unwrap();
     let pdf = files.path().join("bulletin.pdf");
     std::fs::write(&pdf, PDF).unwrap();
+    let csv = files.path().join("familles.csv");
+    // As a French spreadsheet exports it: semicolons, Windows-1252.
+    std::fs::write(
+        &csv,
+        b"email;eleve;periode;bulletin\r\nfamille.petit@example.org;L\xe9a;premier trimestre;bulletin.pdf\r\npas-une-adresse;Tom;premier trimestre;bulletin.pdf\r\n",
+    )
+    .unwrap();
 
     let status = Command::new("dbus-run-session")
         .arg("--")
@@ -33,9 +38,10 @@ fn set_up_both_kinds_of_account_then_send_and_follow_a_pdf() {
         .env("DISPLAY", &x.display)
         .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
         .env("APP", env!("CARGO_BIN_EXE_postecole-mail"))
-        .env("MAILDIR", &mailbox.maildir)
+        .env("MAILDIR", mailbox.maildir())
         .env("SHOTS", &shots)
         .env("PDF", &pdf)
+        .env("CSV", &csv)
         .env("STAFF", USER_ALICE)
         .env("LANG", "fr_FR.UTF-8")
         .env("LANGUAGE", "fr")
@@ -97,6 +103,15 @@ fn set_up_both_kinds_of_account_then_send_and_follow_a_pdf() {
     assert!(
         sent.contains("bulletin.pdf") && sent.contains("application/pdf"),
         "{sent}"
+    );
+    let merged = mails
+        .iter()
+        .find(|m| m.contains("X-Envelope-To: famille.petit@example.org"))
+        .expect("the merged message");
+    assert!(merged.contains("bulletin.pdf"), "{merged}");
+    assert!(
+        !mails.iter().any(|m| m.contains("pas-une-adresse")),
+        "nothing for the refused row"
     );
     let shots_taken = std::fs::read_dir(&shots).unwrap().count();
     assert!(shots_taken >= 10, "only {shots_taken} screenshots");
