@@ -44,6 +44,13 @@ async fn connection() -> Result<zbus::Connection, Error> {
         .map_err(Error::from)
 }
 
+/// Starts connecting to the bus while GTK starts up: the first list then waits for neither.
+pub fn connect_early() {
+    runtime().spawn(async {
+        let _ = connection().await;
+    });
+}
+
 /// Runs `f` with the bus connection on the runtime; awaited from the GTK main loop.
 pub async fn call<T, F, Fut>(f: F) -> Result<T, Error>
 where

@@ -30,6 +30,7 @@ pub fn run(args: Vec<String>) -> gtk::glib::ExitCode {
             rest.push(arg);
         }
     }
+    client::connect_early();
     let application = adw::Application::builder().application_id(APP_ID).build();
     application.connect_activate(|application| {
         if let Some(window) = application.active_window() {

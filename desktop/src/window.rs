@@ -95,10 +95,7 @@ impl App {
 pub async fn reload_accounts(app: &AppRc) {
     let result = client::call(|c| async move {
         let proxy = client::accounts(&c).await?;
-        Ok((
-            proxy.list_accounts().await?,
-            proxy.get_default_account().await?,
-        ))
+        tokio::try_join!(proxy.list_accounts(), proxy.get_default_account())
     })
     .await;
     match result {
