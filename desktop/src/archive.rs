@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use adw::prelude::*;
 use gtk::glib;
-use postecole_dbus::{self as api, ArchivedInfo, Error};
+use postecole_dbus::{ArchivedInfo, Error};
 
 use crate::i18n::{tr, trf};
 use crate::window::AppRc;
@@ -99,29 +99,8 @@ pub fn page(app: &AppRc) -> gtk::Widget {
     });
     let p2 = p.clone();
     app.on_accounts_reloaded(move || {
-        let active: Vec<_> = p2
-            .app
-            .account_list()
-            .into_iter()
-            .filter(|x| x.state == api::STATE_ACTIVE)
-            .collect();
-        let shown: Vec<String> = active
-            .iter()
-            .map(|x| format!("{} <{}>", x.label, x.address))
-            .collect();
-        let shown: Vec<&str> = shown.iter().map(String::as_str).collect();
-        let previous = p2.ids.borrow().get(p2.from.selected() as usize).cloned();
-        p2.accounts.splice(0, p2.accounts.n_items(), &shown);
-        *p2.ids.borrow_mut() = active.into_iter().map(|x| x.id).collect();
-        let default = p2.app.default_account.borrow().clone();
-        let ids = p2.ids.borrow();
-        if let Some(i) = ids
-            .iter()
-            .position(|id| *id == default)
-            .or_else(|| ids.iter().position(|id| Some(id) == previous.as_ref()))
-        {
-            p2.from.set_selected(i as u32);
-        }
+        let before = p2.ids.borrow().clone();
+        *p2.ids.borrow_mut() = p2.app.fill_from(&p2.accounts, &p2.from, &before);
     });
     let p2 = p.clone();
     open.connect_clicked(move |_| {

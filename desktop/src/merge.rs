@@ -660,22 +660,9 @@ fn build(app: &AppRc) -> (gtk::Widget, Rc<RefCell<State>>, Rc<Widgets>) {
     {
         let (a, state, w, accounts) = (app.clone(), state.clone(), w.clone(), accounts.clone());
         app.on_accounts_reloaded(move || {
-            let active: Vec<_> = a
-                .account_list()
-                .into_iter()
-                .filter(|x| x.state == api::STATE_ACTIVE)
-                .collect();
-            let shown: Vec<String> = active
-                .iter()
-                .map(|x| format!("{} <{}>", x.label, x.address))
-                .collect();
-            let shown: Vec<&str> = shown.iter().map(String::as_str).collect();
-            accounts.splice(0, accounts.n_items(), &shown);
-            state.borrow_mut().accounts = active.iter().map(|x| x.id.clone()).collect();
-            let default = a.default_account.borrow().clone();
-            if let Some(i) = active.iter().position(|x| x.id == default) {
-                w.from.set_selected(i as u32);
-            }
+            let before = state.borrow().accounts.clone();
+            let ids = a.fill_from(&accounts, &w.from, &before);
+            state.borrow_mut().accounts = ids;
         });
     }
     {

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use adw::prelude::*;
 use gtk::{gio, glib};
-use postecole_dbus::{self as api, OutgoingMessage};
+use postecole_dbus::OutgoingMessage;
 
 use crate::i18n::{tr, trf};
 use crate::window::AppRc;
@@ -44,28 +44,8 @@ pub fn page(app: &AppRc) -> gtk::Widget {
     let refill = {
         let (a, ids, names, from) = (app.clone(), ids.clone(), names.clone(), from.clone());
         move || {
-            let previous = ids.borrow().get(from.selected() as usize).cloned();
-            let active: Vec<_> = a
-                .account_list()
-                .into_iter()
-                .filter(|x| x.state == api::STATE_ACTIVE)
-                .collect();
-            let shown: Vec<String> = active
-                .iter()
-                .map(|x| format!("{} <{}>", x.label, x.address))
-                .collect();
-            let shown: Vec<&str> = shown.iter().map(String::as_str).collect();
-            names.splice(0, names.n_items(), &shown);
-            *ids.borrow_mut() = active.iter().map(|x| x.id.clone()).collect();
-            let default = a.default_account.borrow().clone();
-            let ids = ids.borrow();
-            if let Some(i) = ids
-                .iter()
-                .position(|id| *id == default)
-                .or_else(|| ids.iter().position(|id| Some(id) == previous.as_ref()))
-            {
-                from.set_selected(i as u32);
-            }
+            let before = ids.borrow().clone();
+            *ids.borrow_mut() = a.fill_from(&names, &from, &before);
         }
     };
     app.on_accounts_reloaded(refill);

@@ -51,6 +51,38 @@ impl App {
             .collect()
     }
 
+    /// Fills a "From" drop-down with the accounts ready to send ("Label <address>"), the
+    /// default account selected, else the one chosen before among `before`; returns their ids.
+    pub fn fill_from(
+        &self,
+        names: &gtk::StringList,
+        from: &gtk::DropDown,
+        before: &[String],
+    ) -> Vec<String> {
+        let previous = before.get(from.selected() as usize).cloned();
+        let ready: Vec<AccountInfo> = self
+            .account_list()
+            .into_iter()
+            .filter(|x| x.state == postecole_dbus::STATE_ACTIVE)
+            .collect();
+        let shown: Vec<String> = ready
+            .iter()
+            .map(|x| format!("{} <{}>", x.label, x.address))
+            .collect();
+        let shown: Vec<&str> = shown.iter().map(String::as_str).collect();
+        names.splice(0, names.n_items(), &shown);
+        let ids: Vec<String> = ready.into_iter().map(|x| x.id).collect();
+        let default = self.default_account.borrow().clone();
+        if let Some(i) = ids
+            .iter()
+            .position(|id| *id == default)
+            .or_else(|| ids.iter().position(|id| Some(id) == previous.as_ref()))
+        {
+            from.set_selected(i as u32);
+        }
+        ids
+    }
+
     pub fn show_page(&self, name: &str) {
         for (page, button) in self.switches.borrow().iter() {
             if page == name {
