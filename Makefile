@@ -1,6 +1,8 @@
 # Installs postecole where Debian expects it; `make deb` wraps the same tree into a package.
 #   make install DESTDIR=/tmp/root     (PROFILE=debug to use a debug build)
 #   make deb                            -> target/postecole_<version>_<arch>.deb
+#   make deb-desktop                    -> target/desktop/postecole-desktop_<version>_<arch>.deb
+# The desktop application is its own package, so that the daemon's never pulls in GTK.
 
 PROFILE ?= release
 DESTDIR ?=
@@ -9,14 +11,16 @@ ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 BIN := target/$(PROFILE)
 GEN := target/generated
 DEBROOT := target/deb/postecole
+DESKROOT := target/deb/postecole-desktop
 
 # A debug build reuses what `cargo build --workspace` (the tests) already compiled.
 CARGO_FLAGS := $(if $(filter release,$(PROFILE)),--release -p postecoled -p mailctl,--workspace)
+DESKTOP_FLAGS := $(if $(filter release,$(PROFILE)),--release,)
 
 # xz takes minutes over a debug build's unstripped binaries: gzip for those, which stay local.
 DEB_COMPRESS := $(if $(filter release,$(PROFILE)),,-Zgzip -z1)
 
-.PHONY: build install deb clean-deb
+.PHONY: build build-desktop install install-daemon install-desktop deb deb-desktop clean-deb
 
 LINGUAS := fr
 
@@ -32,7 +36,12 @@ build:
 			$(BIN)/mailctl generate-files $(GEN)/$$lang || exit 1; \
 	done
 
-install: build
+build-desktop:
+	cargo build $(DESKTOP_FLAGS) -p postecole-desktop
+
+install: install-daemon install-desktop
+
+install-daemon: build
 	install -Dm755 $(BIN)/postecoled $(DESTDIR)/usr/libexec/postecoled
 	install -Dm755 $(BIN)/mailctl $(DESTDIR)/usr/bin/mailctl
 	install -Dm644 systemd/postecoled.service $(DESTDIR)/usr/lib/systemd/system/postecoled.service
@@ -56,14 +65,28 @@ install: build
 	install -Dm644 $(GEN)/completions/_mailctl $(DESTDIR)/usr/share/zsh/vendor-completions/_mailctl
 	install -Dm644 $(GEN)/completions/mailctl.fish $(DESTDIR)/usr/share/fish/vendor_completions.d/mailctl.fish
 
+install-desktop: build-desktop
+	install -Dm755 $(BIN)/postecole-mail $(DESTDIR)/usr/bin/postecole-mail
+	install -Dm644 desktop/data/org.postecole.Mail.desktop $(DESTDIR)/usr/share/applications/org.postecole.Mail.desktop
+	install -Dm644 desktop/data/org.postecole.Mail.metainfo.xml $(DESTDIR)/usr/share/metainfo/org.postecole.Mail.metainfo.xml
+	install -Dm644 desktop/data/org.postecole.Mail.svg $(DESTDIR)/usr/share/icons/hicolor/scalable/apps/org.postecole.Mail.svg
+
 deb: clean-deb
-	$(MAKE) install DESTDIR=$(CURDIR)/$(DEBROOT) PROFILE=$(PROFILE)
+	$(MAKE) install-daemon DESTDIR=$(CURDIR)/$(DEBROOT) PROFILE=$(PROFILE)
 	install -d $(DEBROOT)/DEBIAN
 	sed -e 's/@VERSION@/$(VERSION)/' -e 's/@ARCH@/$(ARCH)/' debian/control > $(DEBROOT)/DEBIAN/control
 	install -m755 debian/postinst debian/prerm debian/postrm $(DEBROOT)/DEBIAN/
 	sed -e '/^#SYSUSERS#$$/{r systemd/postecole.sysusers' -e 'd;}' debian/preinst > $(DEBROOT)/DEBIAN/preinst
 	chmod 755 $(DEBROOT)/DEBIAN/preinst
 	dpkg-deb --root-owner-group $(DEB_COMPRESS) --build $(DEBROOT) target/postecole_$(VERSION)_$(ARCH).deb
+
+# Beside target/, not in it: target/*.deb is the daemon's package alone.
+deb-desktop:
+	rm -rf $(DESKROOT)
+	$(MAKE) install-desktop DESTDIR=$(CURDIR)/$(DESKROOT) PROFILE=$(PROFILE)
+	install -d $(DESKROOT)/DEBIAN target/desktop
+	sed -e 's/@VERSION@/$(VERSION)/' -e 's/@ARCH@/$(ARCH)/' debian/control.desktop > $(DESKROOT)/DEBIAN/control
+	dpkg-deb --root-owner-group $(DEB_COMPRESS) --build $(DESKROOT) target/desktop/postecole-desktop_$(VERSION)_$(ARCH).deb
 
 clean-deb:
 	rm -rf target/deb

@@ -7,7 +7,7 @@ set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-cargo build --quiet --workspace
+cargo build --quiet
 bin="$root/target/debug"
 
 work=$(mktemp -d /tmp/postecole-demo.XXXXXX)

@@ -15,7 +15,8 @@ pub struct AccountInfo {
     pub state: String,
     /// Unix user name of the owner (personal) or of the administrator who created it.
     pub owner: String,
-    /// Unix user names allowed to send with an establishment account.
+    /// Who may send with an establishment account: Unix user names, and `@group` for every
+    /// member of a Unix group (as the user database says when they send).
     pub staff: Vec<String>,
     /// The secret question, once set (the answer never leaves the daemon).
     pub question: String,
@@ -39,6 +40,18 @@ pub struct AuditEntry {
     pub outcome: String,
 }
 
+/// Who the daemon takes the caller to be (`a{sv}`), so that a client offers only what they
+/// may do.
+#[derive(SerializeDict, DeserializeDict, Type, Debug, Clone, Default, PartialEq)]
+#[zbus(signature = "a{sv}")]
+pub struct CallerInfo {
+    /// The Unix user name behind the calling connection.
+    pub user: String,
+    /// An administrator without having to authenticate again (root, `admin_group`, or polkit's
+    /// `administer` action granted without a prompt).
+    pub admin: bool,
+}
+
 /// `org.postecole.Mail1.Accounts`: setting up and administering sender addresses.
 #[proxy(
     interface = "org.postecole.Mail1.Accounts",
@@ -54,9 +67,10 @@ pub trait Accounts {
     fn confirm_code(&self, id: &str, code: &str) -> Result<(), Error>;
     /// Protects the account with a secret question and answer; the account becomes active.
     fn set_secret(&self, id: &str, question: &str, answer: &str) -> Result<(), Error>;
-    /// Allows a Unix user to send with an establishment account.
+    /// Allows a Unix user, or every member of a Unix group written `@group`, to send with an
+    /// establishment account.
     fn add_staff(&self, id: &str, user: &str) -> Result<(), Error>;
-    /// Withdraws a Unix user from an establishment account's staff.
+    /// Withdraws a Unix user or `@group` from an establishment account's staff.
     fn remove_staff(&self, id: &str, user: &str) -> Result<(), Error>;
     /// The accounts the caller may see.
     fn list_accounts(&self) -> Result<Vec<AccountInfo>, Error>;
@@ -73,6 +87,9 @@ pub trait Accounts {
     fn get_default_account(&self) -> Result<String, Error>;
     /// The newest `limit` audit entries, oldest first (administrators).
     fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, Error>;
+
+    /// Who the caller is and whether they administer this PC's mail.
+    fn who_am_i(&self) -> Result<CallerInfo, Error>;
 
     /// An account was created, changed step, changed staff or kind, or was deleted.
     #[zbus(signal)]

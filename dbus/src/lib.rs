@@ -9,11 +9,12 @@ mod archive;
 mod error;
 mod outbox;
 
-pub use accounts::{AccountInfo, AccountsProxy, AuditEntry};
+pub use accounts::{AccountInfo, AccountsProxy, AuditEntry, CallerInfo};
 pub use archive::{ArchiveProxy, ArchivedInfo};
 pub use error::Error;
 pub use outbox::{
-    Attachment, MessageInfo, OutboxProxy, OutgoingMessage, RelayStatus, RowAttachment, TemplateInfo,
+    Attachment, MessageInfo, OutboxProxy, OutgoingMessage, RelayInfo, RelayStatus, RowAttachment,
+    TemplateInfo,
 };
 
 /// Well-known bus name the daemon owns.

@@ -102,6 +102,28 @@ pub struct RelayStatus {
     pub paused: String,
 }
 
+/// The relay as the daemon is configured to use it (`a{sv}`); never its password.
+#[derive(SerializeDict, DeserializeDict, Type, Debug, Clone, Default, PartialEq)]
+#[zbus(signature = "a{sv}")]
+pub struct RelayInfo {
+    /// `smtp`, or `local` when no relay is configured and mail is written as `.eml` files.
+    pub kind: String,
+    pub host: String,
+    pub port: u16,
+    /// `starttls`, `tls` or `none`.
+    pub tls: String,
+    /// The user name the daemon authenticates as; empty when it does not.
+    pub username: String,
+    /// The envelope sender used for every message, when set; empty otherwise.
+    pub sender: String,
+    /// The only sender domains the relay accepts, when set.
+    pub allowed_sender_domains: Vec<String>,
+    /// Where `.eml` files are written (`local`).
+    pub directory: String,
+    /// Why delivery is paused (the relay could not be reached), or empty.
+    pub paused: String,
+}
+
 /// A row's attachment for `SendTemplate`: row index (from 0), file name, content type, fd.
 pub type RowAttachment = (u32, String, String, OwnedFd);
 
@@ -164,6 +186,8 @@ pub trait Outbox {
     fn relay_login(&self) -> Result<(String, String, u64), Error>;
     /// The relay's authentication, sending limits and waiting mail.
     fn relay_status(&self) -> Result<RelayStatus, Error>;
+    /// The relay's settings and whether delivery is paused (administrators).
+    fn get_relay(&self) -> Result<RelayInfo, Error>;
 
     /// A message changed state.
     #[zbus(signal)]

@@ -76,6 +76,34 @@ impl Bus {
         }
     }
 
+    /// Calls a method without arguments of the daemon as `user` (through runuser) with
+    /// `busctl`, a client nobody here wrote: its JSON answer, or busctl's error text.
+    pub fn busctl_as(
+        &self,
+        user: Option<&str>,
+        interface: &str,
+        method: &str,
+    ) -> Result<serde_json::Value, String> {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", user.unwrap_or("root"), "--", "busctl"])
+            .arg(format!("--address={}", self.address))
+            .args([
+                "--json=short",
+                "call",
+                crate::api::BUS_NAME,
+                crate::api::OBJECT_PATH,
+            ])
+            .args([interface, method]);
+        let out = cmd
+            .output()
+            .expect("busctl (package systemd) must be installed");
+        if out.status.success() {
+            Ok(serde_json::from_slice(&out.stdout).expect("busctl prints JSON"))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
     /// A client connection to this bus, as the test's own user.
     pub async fn connect(&self) -> zbus::Connection {
         zbus::connection::Builder::address(self.address.as_str())

@@ -1,7 +1,8 @@
 //! Test helpers shared by every integration test: a private D-Bus system bus that denies by
 //! default and includes the shipped policy (`bus`), a real SMTP server, aiosmtpd (`smtp`), the
 //! real `postecoled` (`daemon`) and `mailctl` (`ctl`) binaries, Unix users to run them as
-//! (`users`), a throwaway certificate authority (`ca`) and a mocked polkitd (`polkit`).
+//! (`users`), a throwaway certificate authority (`ca`), a mocked polkitd (`polkit`) and an X
+//! server for the desktop application (`xvfb`).
 
 mod accounts;
 mod bus;
@@ -14,6 +15,7 @@ mod polkit;
 pub mod recovery;
 mod smtp;
 mod users;
+mod xvfb;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -34,9 +36,10 @@ pub use oauth::{MAILBOX, OAuthRelay, logged_in, oauth_account, relay_status, spa
 pub use polkit::{MOCK_POLKIT_POLICY, MockPolkit};
 pub use smtp::Smtp;
 pub use users::{
-    ACTION_ADMINISTER, ACTION_SEND_ESTABLISHMENT, ADMIN_GROUP, SERVICE_USER, USER_ADMIN,
-    USER_ALICE, USER_BOB, ensure_users,
+    ACTION_ADMINISTER, ACTION_SEND_ESTABLISHMENT, ADMIN_GROUP, GROUP_TEACHERS, SERVICE_USER,
+    USER_ADMIN, USER_ALICE, USER_BOB, ensure_users,
 };
+pub use xvfb::Xvfb;
 
 /// Where cargo put the workspace's binaries: beside this executable (the bench) or beside
 /// the `deps/` folder it lives in (tests).

@@ -49,9 +49,15 @@ impl Smtp {
         std::fs::write(self.dir.path().join("reply"), reply).unwrap();
     }
 
+    /// Where accepted messages are saved, for a client of its own to read them (the desktop's
+    /// end-to-end driver reads the codes there).
+    pub fn maildir(&self) -> PathBuf {
+        self.dir.path().join("mail")
+    }
+
     /// Accepted messages, oldest first.
     pub fn messages(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(self.dir.path().join("mail")) else {
+        let Ok(entries) = std::fs::read_dir(self.maildir()) else {
             return Vec::new();
         };
         let mut numbered: Vec<(u64, PathBuf)> = entries

@@ -7,6 +7,8 @@ pub const ADMIN_GROUP: &str = "postecole-test-admin";
 pub const USER_ALICE: &str = "pctest-alice";
 pub const USER_BOB: &str = "pctest-bob";
 pub const USER_ADMIN: &str = "pctest-admin";
+/// A Unix group with alice alone as member, named as staff with `@`.
+pub const GROUP_TEACHERS: &str = "pctest-teachers";
 /// polkit actions of systemd/org.postecole.Mail1.policy.
 pub const ACTION_ADMINISTER: &str = "org.postecole.mail1.administer";
 pub const ACTION_SEND_ESTABLISHMENT: &str = "org.postecole.mail1.send-establishment";
@@ -43,6 +45,13 @@ pub fn ensure_users() {
             }
         }
         run(&["usermod", "-a", "-G", ADMIN_GROUP, USER_ADMIN]);
+        if nix::unistd::Group::from_name(GROUP_TEACHERS)
+            .unwrap()
+            .is_none()
+        {
+            run(&["groupadd", GROUP_TEACHERS]);
+        }
+        run(&["usermod", "-a", "-G", GROUP_TEACHERS, USER_ALICE]);
         if nix::unistd::User::from_name(SERVICE_USER)
             .unwrap()
             .is_none()

@@ -1,8 +1,11 @@
 //! Several Unix users on one PC: who sees and uses which account, decided from the bus's own
 //! credentials of each call.
 
+use std::process::Command;
+
 use postecole_tests::{
-    Bus, Daemon, USER_ADMIN, USER_ALICE, USER_BOB, active_account, create, ensure_users, mailctl,
+    Bus, Ctl, Daemon, GROUP_TEACHERS, USER_ADMIN, USER_ALICE, USER_BOB, active_account, api,
+    create, ensure_users, mailctl,
 };
 
 fn ids(bus: &Bus, user: Option<&str>) -> Vec<String> {
@@ -158,4 +161,148 @@ fn staff_administrators_and_owners() {
     mailctl(&bus, alice, &["account", "show", &shared], None).err("NotFound");
     mailctl(&bus, admin, &["account", "delete", &shared], None).out();
     mailctl(&bus, admin, &["account", "show", &shared], None).err("NotFound");
+}
+
+fn send(bus: &Bus, user: Option<&str>, account: &str) -> Ctl {
+    mailctl(
+        bus,
+        user,
+        &[
+            "send",
+            "--account",
+            account,
+            "--to",
+            "famille@example.org",
+            "--subject",
+            "Sortie",
+            "--body",
+            "Bonjour",
+        ],
+        None,
+    )
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(out.status.success(), "{args:?} failed: {out:?}");
+}
+
+/// `@group` on the staff: every member of the Unix group may send, as the user database
+/// says at the moment they send, not when the group was named.
+#[test]
+fn a_unix_group_as_staff() {
+    ensure_users();
+    let bus = Bus::start();
+    let daemon = Daemon::start(&bus, "");
+    let (alice, bob, admin) = (Some(USER_ALICE), Some(USER_BOB), Some(USER_ADMIN));
+    let shared = active_account(
+        &bus,
+        &daemon,
+        None,
+        admin,
+        "establishment",
+        "profs@ecole.fr",
+    );
+    let group = format!("@{GROUP_TEACHERS}");
+
+    let e = mailctl(
+        &bus,
+        admin,
+        &["account", "staff", &shared, "--add", "@no-such-group-here"],
+        None,
+    )
+    .err("InvalidInput");
+    assert!(e.contains("no Unix group named"), "{e}");
+    mailctl(
+        &bus,
+        alice,
+        &["account", "staff", &shared, "--add", &group],
+        None,
+    )
+    .err("NotFound");
+    mailctl(
+        &bus,
+        admin,
+        &["account", "staff", &shared, "--add", &group],
+        None,
+    )
+    .out();
+    let shown: serde_json::Value = serde_json::from_str(
+        &mailctl(&bus, admin, &["account", "show", &shared, "--json"], None).out(),
+    )
+    .unwrap();
+    assert_eq!(shown["staff"], serde_json::json!([group]));
+
+    // alice is in the group, bob is not.
+    assert_eq!(ids(&bus, alice), vec![shared.clone()]);
+    send(&bus, alice, &shared).out();
+    assert_eq!(ids(&bus, bob), Vec::<String>::new());
+    send(&bus, bob, &shared).err("NotFound");
+    // A group cannot own a personal account.
+    mailctl(
+        &bus,
+        admin,
+        &["account", "convert", &shared, "--to", "personal"],
+        None,
+    )
+    .err("InvalidState");
+
+    // Out of the group, alice can no longer send; back in, she can again.
+    run(&["gpasswd", "-d", USER_ALICE, GROUP_TEACHERS]);
+    let refused = send(&bus, alice, &shared);
+    run(&["gpasswd", "-a", USER_ALICE, GROUP_TEACHERS]);
+    refused.err("NotFound");
+    send(&bus, alice, &shared).out();
+
+    mailctl(
+        &bus,
+        admin,
+        &["account", "staff", &shared, "--remove", &group],
+        None,
+    )
+    .out();
+    send(&bus, alice, &shared).err("NotFound");
+}
+
+/// `WhoAmI` tells a client whether to show the administrators' pages; `GetRelay` is theirs.
+#[test]
+fn who_am_i_and_the_relay_settings() {
+    ensure_users();
+    let bus = Bus::start();
+    let password = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(password.path(), "never-shown-42\n").unwrap();
+    let _daemon = Daemon::start(
+        &bus,
+        &format!(
+            "[relay]\nhost = \"smtp.ecole.fr\"\nport = 587\nusername = \"ecole\"\npassword_file = {:?}\n",
+            password.path()
+        ),
+    );
+    let who = |user| {
+        bus.busctl_as(user, api::ACCOUNTS_INTERFACE, "WhoAmI")
+            .unwrap()["data"][0]
+            .clone()
+    };
+    let alice = who(Some(USER_ALICE));
+    assert_eq!(alice["user"]["data"], USER_ALICE);
+    assert_eq!(alice["admin"]["data"], false);
+    let admin = who(Some(USER_ADMIN));
+    assert_eq!(admin["user"]["data"], USER_ADMIN);
+    assert_eq!(admin["admin"]["data"], true);
+    assert_eq!(who(None)["admin"]["data"], true, "root");
+
+    let e = bus
+        .busctl_as(Some(USER_ALICE), api::OUTBOX_INTERFACE, "GetRelay")
+        .unwrap_err();
+    assert!(e.contains("administrator"), "{e}");
+    let relay = bus
+        .busctl_as(Some(USER_ADMIN), api::OUTBOX_INTERFACE, "GetRelay")
+        .unwrap()["data"][0]
+        .clone();
+    assert_eq!(relay["kind"]["data"], "smtp");
+    assert_eq!(relay["host"]["data"], "smtp.ecole.fr");
+    assert_eq!(relay["port"]["data"], 587);
+    assert_eq!(relay["tls"]["data"], "starttls");
+    assert_eq!(relay["username"]["data"], "ecole");
+    assert!(!relay.to_string().contains("never-shown-42"), "{relay}");
 }

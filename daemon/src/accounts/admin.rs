@@ -25,10 +25,19 @@ impl Accounts {
         }
         let user = user.trim();
         if add {
-            if authz::uid_of(user)?.is_none() {
-                return Err(Error::InvalidInput(format!(
-                    "there is no Unix user named `{user}` on this PC"
-                )));
+            let name = user.to_owned();
+            // NSS may block (LDAP, SSSD): in the user look-ups' pool, like the caller's own.
+            let exists = crate::blocking::USER_LOOKUPS
+                .run(caller.uid, move || match authz::staff_group(&name) {
+                    Some(group) => authz::group_exists(group),
+                    None => authz::uid_of(&name).map(|uid| uid.is_some()),
+                })
+                .await??;
+            if !exists {
+                return Err(Error::InvalidInput(match authz::staff_group(user) {
+                    Some(group) => format!("there is no Unix group named `{group}` on this PC"),
+                    None => format!("there is no Unix user named `{user}` on this PC"),
+                }));
             }
             if !account.staff.iter().any(|s| s == user) {
                 account.staff.push(user.to_owned());
@@ -136,6 +145,11 @@ impl Accounts {
                         account.staff.len()
                     )));
                 };
+                if let Some(group) = authz::staff_group(member) {
+                    return Err(Error::InvalidState(format!(
+                        "account {id}'s staff is the group `{group}`; a personal account needs one person as its owner"
+                    )));
+                }
                 account.owner = authz::uid_of(member)?.ok_or_else(|| {
                     Error::InvalidState(format!(
                         "staff member `{member}` no longer exists on this PC"

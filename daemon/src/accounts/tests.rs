@@ -114,6 +114,7 @@ fn user(uid: u32, name: &str) -> Caller {
         uid,
         name: name.into(),
         admin: false,
+        groups: Vec::new(),
         send_establishment: true,
     }
 }
@@ -123,6 +124,7 @@ fn admin() -> Caller {
         uid: 0,
         name: "root".into(),
         admin: true,
+        groups: Vec::new(),
         send_establishment: true,
     }
 }
@@ -510,6 +512,7 @@ async fn staff_member_uses_but_does_not_administer() {
         uid: 4242,
         name: "root".into(),
         admin: false,
+        groups: Vec::new(),
         send_establishment: true,
     };
     f.accounts
@@ -683,6 +686,7 @@ fn other_admin() -> Caller {
         uid: 1003,
         name: "carol".into(),
         admin: true,
+        groups: Vec::new(),
         send_establishment: true,
     }
 }

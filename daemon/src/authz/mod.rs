@@ -18,6 +18,9 @@ pub struct Caller {
     /// Unix user name; staff lists are written with names, as administrators think of them.
     pub name: String,
     pub admin: bool,
+    /// The names of the user's Unix groups, as the user database says at this call: staff
+    /// lists may name a whole group (`@enseignants`).
+    pub groups: Vec<String>,
     /// May send with establishment accounts at all (polkit mode can say no; the staff
     /// list still applies).
     pub send_establishment: bool,
@@ -41,29 +44,46 @@ impl Caller {
         let user = User::from_uid(Uid::from_raw(uid))
             .map_err(|e| Error::Lookup(e.to_string()))?
             .ok_or(Error::UnknownUid(uid))?;
-        let admin = uid == 0 || is_member(&user, admin_group)?;
+        let groups = groups_of(&user)?;
+        let admin = uid == 0 || groups.iter().any(|g| g == admin_group);
         Ok(Caller {
             uid,
             name: user.name,
             admin,
+            groups,
             send_establishment: true,
         })
     }
 }
 
-fn is_member(user: &User, group: &str) -> Result<bool, Error> {
-    let Some(group) = Group::from_name(group).map_err(|e| Error::Lookup(e.to_string()))? else {
-        return Ok(false);
-    };
-    if user.gid == group.gid || group.mem.iter().any(|m| m == &user.name) {
-        return Ok(true);
-    }
+/// The most groups read for one caller; a user in more is not a case this PC meets.
+const MAX_GROUPS: usize = 256;
+
+fn groups_of(user: &User) -> Result<Vec<String>, Error> {
     // Supplementary groups may come from NSS sources that do not list members in the group
-    // entry (LDAP, SSSD); getgrouplist asks them all.
+    // entry (LDAP, SSSD); getgrouplist asks them all, the primary group included.
     let name =
         std::ffi::CString::new(user.name.as_bytes()).map_err(|e| Error::Lookup(e.to_string()))?;
-    let groups = nix::unistd::getgrouplist(&name, user.gid).unwrap_or_default();
-    Ok(groups.contains(&group.gid))
+    let gids = nix::unistd::getgrouplist(&name, user.gid).unwrap_or_else(|_| vec![user.gid]);
+    let mut names = Vec::new();
+    for gid in gids.into_iter().take(MAX_GROUPS) {
+        if let Some(group) = Group::from_gid(gid).map_err(|e| Error::Lookup(e.to_string()))? {
+            names.push(group.name);
+        }
+    }
+    Ok(names)
+}
+
+/// A staff entry naming a whole Unix group: `@name`.
+pub fn staff_group(entry: &str) -> Option<&str> {
+    entry.strip_prefix('@')
+}
+
+/// Whether a Unix group of this name exists on this PC.
+pub fn group_exists(name: &str) -> Result<bool, Error> {
+    Ok(Group::from_name(name)
+        .map_err(|e| Error::Lookup(e.to_string()))?
+        .is_some())
 }
 
 /// The uid of a Unix user name, if such a user exists on this PC.
@@ -86,8 +106,16 @@ pub fn name_of(uid: u32) -> String {
 pub fn can_see(caller: &Caller, account: &Account) -> bool {
     match account.kind {
         Kind::Personal => caller.uid == account.owner,
-        Kind::Establishment => caller.admin || account.staff.iter().any(|s| s == &caller.name),
+        Kind::Establishment => caller.admin || is_staff(caller, account),
     }
+}
+
+/// Named on the account's staff, by name or through one of their groups.
+fn is_staff(caller: &Caller, account: &Account) -> bool {
+    account.staff.iter().any(|s| match staff_group(s) {
+        Some(group) => caller.groups.iter().any(|g| g == group),
+        None => s == &caller.name,
+    })
 }
 
 /// Walks the account through its set-up steps, deletes it.
@@ -116,6 +144,7 @@ mod tests {
             uid,
             name: name.into(),
             admin,
+            groups: vec!["enseignants".into()],
             send_establishment: true,
         }
     }
@@ -166,10 +195,26 @@ mod tests {
     }
 
     #[test]
+    fn a_group_on_the_staff_names_each_of_its_members() {
+        let a = account(Kind::Establishment, 0, &["@enseignants"]);
+        let teacher = caller(1001, "alice", false);
+        let mut other = caller(1002, "bob", false);
+        other.groups = vec!["parents".into()];
+        assert!(can_see(&teacher, &a) && !can_manage(&teacher, &a));
+        assert!(!can_see(&other, &a));
+        // A user named like the group is not its members.
+        let named = account(Kind::Establishment, 0, &["enseignants"]);
+        assert!(!can_see(&teacher, &named));
+    }
+
+    #[test]
     fn root_is_admin_and_names_resolve() {
         let root = Caller::from_uid(0, "no-such-group-here").unwrap();
         assert!(root.admin);
         assert_eq!(root.name, "root");
+        assert!(root.groups.iter().any(|g| g == "root"), "{:?}", root.groups);
+        assert!(Caller::from_uid(0, "root").unwrap().admin);
+        assert!(group_exists("root").unwrap() && !group_exists("no-such-group-here").unwrap());
         assert_eq!(uid_of("root").unwrap(), Some(0));
         assert_eq!(uid_of("no-such-user-here").unwrap(), None);
         assert!(matches!(

@@ -1,6 +1,6 @@
 //! `org.postecole.Mail1.Accounts`: setting up and administering sender accounts.
 
-use postecole_dbus::{AccountInfo, AuditEntry};
+use postecole_dbus::{AccountInfo, AuditEntry, CallerInfo};
 
 use std::sync::Arc;
 
@@ -212,6 +212,16 @@ impl AccountsService {
                 outcome: e.outcome,
             })
             .collect())
+    }
+
+    /// Never prompts: a client asks it to decide what to show, not to do anything.
+    #[zbus(out_args("caller"))]
+    async fn who_am_i(&self, #[zbus(header)] hdr: Header<'_>) -> Result<CallerInfo, BusError> {
+        let caller = self.authority.caller(&hdr).await?;
+        Ok(CallerInfo {
+            user: caller.name,
+            admin: caller.admin,
+        })
     }
 
     /// Carries only the id and what happened: anyone on the bus receives signals, and the

@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use postecole_dbus::{Attachment, MessageInfo, OutgoingMessage, RowAttachment, TemplateInfo};
+use postecole_dbus::{
+    Attachment, MessageInfo, OutgoingMessage, RelayInfo, RowAttachment, TemplateInfo,
+};
 
 use std::sync::Arc;
 
@@ -228,6 +230,12 @@ impl OutboxService {
     ) -> Result<postecole_dbus::RelayStatus, BusError> {
         let caller = self.authority.caller(&hdr).await?;
         self.outbox.relay_status(&caller).await
+    }
+
+    #[zbus(out_args("relay"))]
+    async fn get_relay(&self, #[zbus(header)] hdr: Header<'_>) -> Result<RelayInfo, BusError> {
+        let caller = self.authority.caller(&hdr).await?;
+        self.outbox.relay_settings(&caller)
     }
 
     /// Carries only the id and the new state; details need `GetMessage`.

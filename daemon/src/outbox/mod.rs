@@ -314,6 +314,45 @@ impl Outbox {
         }
         Ok(report)
     }
+
+    /// The relay as configured, for an administrator's eyes: never its password.
+    pub fn relay_settings(&self, caller: &Caller) -> Result<postecole_dbus::RelayInfo> {
+        if !caller.admin {
+            return Err(Error::NotAuthorized(format!(
+                "only an administrator (root or a member of the group `{}`) can read the relay's settings",
+                self.config.admin_group
+            )));
+        }
+        let paused = self
+            .queue
+            .pause()
+            .map(|(reason, _)| reason)
+            .unwrap_or_default();
+        let Some(relay) = &self.config.relay else {
+            return Ok(postecole_dbus::RelayInfo {
+                kind: "local".into(),
+                directory: self.config.local_mail_dir().display().to_string(),
+                paused,
+                ..Default::default()
+            });
+        };
+        Ok(postecole_dbus::RelayInfo {
+            kind: "smtp".into(),
+            host: relay.host.clone(),
+            port: relay.port,
+            tls: match relay.tls {
+                crate::config::TlsMode::Starttls => "starttls",
+                crate::config::TlsMode::Tls => "tls",
+                crate::config::TlsMode::None => "none",
+            }
+            .into(),
+            username: relay.username.clone().unwrap_or_default(),
+            sender: relay.sender.clone().unwrap_or_default(),
+            allowed_sender_domains: relay.allowed_sender_domains.clone().unwrap_or_default(),
+            directory: String::new(),
+            paused,
+        })
+    }
 }
 
 impl Outbox {

@@ -1,0 +1,3 @@
+fn main() -> gtk::glib::ExitCode {
+    postecole_desktop::run(std::env::args().collect())
+}
