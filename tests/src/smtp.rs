@@ -18,12 +18,25 @@ impl Smtp {
         Smtp::start_with(&[])
     }
 
+    /// On a free port; another free one if a parallel test took it between the look-up and
+    /// the server's bind.
     pub fn start_with(extra: &[&str]) -> Smtp {
-        Smtp::start_on(free_port(), extra)
+        let mut said = Vec::new();
+        for _ in 0..5 {
+            match Smtp::try_start_on(free_port(), extra) {
+                Ok(smtp) => return smtp,
+                Err(line) => said.push(line),
+            }
+        }
+        panic!("the SMTP server did not start: {said:?}")
     }
 
     /// On a given port: to bring a relay "back" where the daemon expects it.
     pub fn start_on(port: u16, extra: &[&str]) -> Smtp {
+        Smtp::try_start_on(port, extra).unwrap_or_else(|line| panic!("SMTP server said {line:?}"))
+    }
+
+    fn try_start_on(port: u16, extra: &[&str]) -> Result<Smtp, String> {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(crate::python())
             .arg(workspace_root().join("tests/support/smtp_server.py"))
@@ -40,8 +53,11 @@ impl Smtp {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert!(line.starts_with("READY"), "SMTP server said {line:?}");
-        Smtp { child, port, dir }
+        if !line.starts_with("READY") {
+            terminate(&mut child);
+            return Err(line);
+        }
+        Ok(Smtp { child, port, dir })
     }
 
     /// Makes the server answer DATA with this reply (e.g. "451 4.3.0 later"); "" accepts again.
