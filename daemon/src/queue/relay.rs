@@ -331,7 +331,12 @@ impl Relay {
 impl Smtp {
     async fn connect(&self) -> Result<AsyncSmtpConnection, Error> {
         self.open().await.map_err(|e| match e {
-            Error::Transient(m) => Error::Unreachable(m),
+            Error::Transient(m) => {
+                Error::Unreachable(match setting_hint(&m, self.mode, self.port) {
+                    Some(hint) => format!("{m} — {hint}"),
+                    None => m,
+                })
+            }
             other => other,
         })
     }
@@ -523,6 +528,39 @@ fn throttled(e: &lettre::transport::smtp::Error) -> Option<u64> {
 
 /// 5xx replies are final; everything else — 4xx, network, TLS, a connection cut after the
 /// final dot — is worth another try with the same bytes.
+/// The setting an administrator most likely has to change, for the failures to open a session
+/// that a wrong `tls`, port or `ca_file` gives; said in `relay test` and in the queue's reply.
+fn setting_hint(message: &str, mode: TlsMode, port: u16) -> Option<String> {
+    let has = |needle: &str| message.contains(needle);
+    if has("STARTTLS is not supported") {
+        Some(format!(
+            "the relay offers no STARTTLS on port {port}: if it is an implicit-TLS port (465), set tls = \"tls\"; for a local relay without TLS, tls = \"none\""
+        ))
+    } else if mode == TlsMode::Tls
+        && (has("InvalidContentType") || has("corrupt message") || has("wrong version number"))
+    {
+        Some(format!(
+            "the relay does not speak TLS from the first byte on port {port}: set tls = \"starttls\" (ports 587 and 25), or port = 465"
+        ))
+    } else if has("No compatible authentication mechanism") {
+        Some(
+            "the relay offers no login method here (many offer one only after STARTTLS): set tls = \"starttls\", or remove username if the relay needs no login"
+                .into(),
+        )
+    } else if has("certificate") || has("UnknownIssuer") {
+        Some(
+            "the relay's certificate is not trusted: set ca_file to the certificate of the authority that signed it"
+                .into(),
+        )
+    } else if has("Connection refused") {
+        Some(format!(
+            "nothing answers on port {port}: check host and port"
+        ))
+    } else {
+        None
+    }
+}
+
 fn classify(e: lettre::transport::smtp::Error) -> Error {
     if let Some(wait) = throttled(&e) {
         Error::Throttled(e.to_string(), wait)
@@ -557,4 +595,41 @@ async fn write_local(dir: &Path, message_id: &str, bytes: &[u8]) -> std::io::Res
     tokio::fs::write(&tmp, bytes).await?;
     tokio::fs::rename(&tmp, dir.join(&name)).await?;
     Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_failures_name_the_setting_to_change() {
+        let hint = |m: &str, mode| setting_hint(m, mode, 465).unwrap_or_default();
+        assert!(
+            hint(
+                "internal client error: STARTTLS is not supported on this server",
+                TlsMode::Starttls
+            )
+            .contains("tls = \"tls\"")
+        );
+        assert!(
+            hint(
+                "received corrupt message of type InvalidContentType",
+                TlsMode::Tls
+            )
+            .contains("tls = \"starttls\"")
+        );
+        assert!(
+            hint(
+                "No compatible authentication mechanism was found",
+                TlsMode::None
+            )
+            .contains("username")
+        );
+        assert!(hint("invalid peer certificate: UnknownIssuer", TlsMode::Tls).contains("ca_file"));
+        assert!(hint("Connection refused (os error 111)", TlsMode::None).contains("port"));
+        assert_eq!(
+            setting_hint("451 4.3.0 later", TlsMode::Starttls, 587),
+            None
+        );
+    }
 }
