@@ -412,17 +412,29 @@ impl Accounts {
         self.audit(caller, "secret-set", id, "ok");
         self.changed(id, change::ACTIVATED);
         tracing::info!(account = %id, uid = caller.uid, "secret set, account active");
-        // Queued like any mail, with the same retries; nobody waits for it at the keyboard.
-        let file = archive::recovery_file(&account.id, &account.address, self.now(), &recovery);
-        let message = notices::confirmation(&self.config, &account, &self.host, &file)
+        self.mail_recovery_file(&account, &recovery, caller.uid, notices::confirmation)
+            .await
+    }
+
+    /// Mails the recovery file for `recovery` in the letter `letter` writes around it. Queued
+    /// like any mail, with the same retries; nobody waits for it at the keyboard.
+    pub(super) async fn mail_recovery_file(
+        &self,
+        account: &Account,
+        recovery: &[u8; 32],
+        uid: u32,
+        letter: fn(
+            &Config,
+            &Account,
+            &str,
+            &str,
+        ) -> std::result::Result<lettre::Message, notices::Error>,
+    ) -> Result<()> {
+        let file = archive::recovery_file(&account.id, &account.address, self.now(), recovery);
+        let message = letter(&self.config, account, &self.host, &file)
             .map_err(|e| Error::Internal(e.to_string()))?;
         self.queue
-            .enqueue(vec![queue::package(
-                &message,
-                &account.id,
-                caller.uid,
-                true,
-            )])
+            .enqueue(vec![queue::package(&message, &account.id, uid, true)])
             .await?;
         Ok(())
     }

@@ -243,18 +243,8 @@ impl Accounts {
         };
         self.audit(caller, "new-recovery-key", id, "ok");
         tracing::info!(account = %id, uid = caller.uid, "new recovery key issued");
-        let file = archive::recovery_file(&account.id, &account.address, self.now(), &recovery);
-        let message = notices::new_recovery_key(&self.config, &account, &self.host, &file)
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        self.queue
-            .enqueue(vec![queue::package(
-                &message,
-                &account.id,
-                caller.uid,
-                true,
-            )])
-            .await?;
-        Ok(())
+        self.mail_recovery_file(&account, &recovery, caller.uid, notices::new_recovery_key)
+            .await
     }
 
     /// The account's sealed mail, oldest first, opened with `with`: what is read from it is
