@@ -401,10 +401,7 @@ impl Accounts {
                 question,
                 answer_hash: hash,
             });
-            self.archive
-                .write_key(&keys.key_file(&account.id, &account.address))
-                .map_err(|e| Error::Internal(format!("cannot write the archive key: {e}")))?;
-            account.keys = Some(keys);
+            self.set_keys(&mut account, keys)?;
             account.state = State::Active;
             self.store.put_account(&account)?;
             account

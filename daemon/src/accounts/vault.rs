@@ -203,12 +203,18 @@ impl Accounts {
             question,
             answer_hash: hash,
         });
+        self.set_keys(&mut account, keys)?;
+        self.store.put_account(&account)?;
+        tracing::info!(account = %id, uid = caller.uid, action, "secret replaced");
+        Ok(())
+    }
+
+    /// Gives the account `keys`, with the `key` file that lets its archive outlive the store.
+    pub(super) fn set_keys(&self, account: &mut Account, keys: KeyRing) -> Result<()> {
         self.archive
             .write_key(&keys.key_file(&account.id, &account.address))
             .map_err(|e| Error::Internal(format!("cannot write the archive key: {e}")))?;
         account.keys = Some(keys);
-        self.store.put_account(&account)?;
-        tracing::info!(account = %id, uid = caller.uid, action, "secret replaced");
         Ok(())
     }
 
@@ -234,10 +240,7 @@ impl Accounts {
         let account = {
             let _guard = self.write.lock().await;
             let mut account = self.managed(caller, id)?;
-            self.archive
-                .write_key(&keys.key_file(&account.id, &account.address))
-                .map_err(|e| Error::Internal(format!("cannot write the archive key: {e}")))?;
-            account.keys = Some(keys);
+            self.set_keys(&mut account, keys)?;
             self.store.put_account(&account)?;
             account
         };
