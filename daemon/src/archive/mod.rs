@@ -214,10 +214,6 @@ impl Archive {
         self.dir.join(account).join(RETIRED).exists()
     }
 
-    pub fn dir_of(&self, account: &str) -> PathBuf {
-        self.dir.join(account)
-    }
-
     /// Removes an account's archive (when the account is deleted with it).
     pub fn remove_account(&self, account: &str) -> std::io::Result<()> {
         let mut logs = self.logs.lock().unwrap();
