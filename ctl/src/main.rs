@@ -3,6 +3,7 @@
 
 mod fail;
 mod i18n;
+mod listing;
 mod merge;
 mod mime;
 mod offline;
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::builder::PossibleValue;
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use postecole_dbus::{AccountsProxy, ArchiveProxy, OutboxProxy};
+use postecole_dbus::{AccountsProxy, ArchiveProxy, MessageFilter, OutboxProxy};
 use serde_json::json;
 
 pub use fail::{Failure, Status};
@@ -117,12 +118,18 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ArchiveCommand {
-    /// The messages sent from an account.
+    /// The messages sent from an account, and what the relay said.
     List {
         id: String,
         /// Use the recovery file instead of the answer.
         #[arg(long, value_name = "FILE")]
         key: Option<PathBuf>,
+        /// Only messages to a recipient whose address contains this text (any case).
+        #[arg(long, value_name = "TEXT")]
+        to: Option<String>,
+        /// Only messages whose subject contains this text (any case).
+        #[arg(long, value_name = "TEXT")]
+        subject: Option<String>,
     },
     /// One sent message: its headers, its text and its attachments by name.
     Show {
@@ -739,16 +746,17 @@ async fn queue(
                 Some(a) => Some(resolve(connection, a).await?),
                 None => None,
             };
-            let to = filter.to.as_deref().map(str::to_lowercase);
-            let mut messages = proxy.list_messages().await?;
-            messages.retain(|m| {
-                (states.is_empty() || states.contains(&m.state))
-                    && account.as_ref().is_none_or(|a| &m.account == a)
-                    && since.is_none_or(|s| m.created >= s)
-                    && to
-                        .as_ref()
-                        .is_none_or(|t| m.to.iter().any(|r| r.to_lowercase().contains(t)))
-            });
+            let mut messages = listing::all(
+                &proxy,
+                MessageFilter {
+                    states: (!states.is_empty()).then_some(states),
+                    account,
+                    since,
+                    to: filter.to.clone(),
+                    ..Default::default()
+                },
+            )
+            .await?;
             messages.sort_by_key(|m| m.created);
             if json {
                 outln!("{}", output::messages_json(&messages));
@@ -770,6 +778,16 @@ async fn queue(
             if std::io::stderr().is_terminal() {
                 let count = messages.len();
                 eprintln!("{}", tn!("{n} message", "{n} messages", count));
+            }
+            if let Some(to) = &filter.to {
+                // The queue forgets the recipients of delivered mail; its sealed copy keeps them.
+                eprintln!(
+                    "{}",
+                    t!(
+                        "Delivered messages are found by recipient in the archive, with what the relay said: mailctl archive list ACCOUNT --to {to}",
+                        to = to
+                    )
+                );
             }
         }
         QueueCommand::Show { id } => {
@@ -826,12 +844,12 @@ async fn retry_all(
     };
     let mut retried = Vec::new();
     let mut refused = Vec::new();
-    for m in proxy.list_messages().await? {
-        if !matches!(m.state.as_str(), "queued" | "deferred" | "failed")
-            || account.as_ref().is_some_and(|a| &m.account != a)
-        {
-            continue;
-        }
+    let waiting = MessageFilter {
+        states: Some(["queued", "deferred", "failed"].map(String::from).to_vec()),
+        account,
+        ..Default::default()
+    };
+    for m in listing::all(proxy, waiting).await? {
         match proxy.retry(&m.id).await {
             Ok(()) => retried.push(m.id),
             // The first retry ends a relay pause: the others may be on their way already.
@@ -1199,10 +1217,21 @@ async fn archive(
 ) -> Result<(), Failure> {
     let proxy = ArchiveProxy::new(connection).await?;
     match cmd {
-        ArchiveCommand::List { id, key } => {
+        ArchiveCommand::List {
+            id,
+            key,
+            to,
+            subject,
+        } => {
             let id = resolve(connection, &id).await?;
             let (answer, files) = unlock(&key)?;
-            let messages = proxy.list_archive(&id, &answer, files).await?;
+            let mut messages = proxy.list_archive(&id, &answer, files).await?;
+            let has = |text: &str, piece: &Option<String>| {
+                piece
+                    .as_ref()
+                    .is_none_or(|p| text.to_lowercase().contains(&p.to_lowercase()))
+            };
+            messages.retain(|m| has(&m.to, &to) && has(&m.subject, &subject));
             if json {
                 outln!("{}", output::archived_json(&messages));
             } else {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use futures_util::{FutureExt, StreamExt};
 use postecole_dbus::{OutboxProxy, RowAttachment};
 use serde_json::json;
 
@@ -332,35 +333,42 @@ async fn follow(
         bar
     };
     let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+    // Listen first, then look once: a change between the two is seen either way.
+    let mut changes = outbox.receive_message_changed().await?;
+    let mut finals = HashMap::new();
+    let mut deferred = std::collections::HashSet::new();
+    let mut look: Vec<String> = ids.to_vec();
     let mut eta = None;
-    for round in 0u64.. {
-        // The relay's limits pace the merge: say when the last message should leave.
-        if round % 10 == 0 {
-            eta = crate::relay::eta_line(outbox).await;
-        }
-        let mut finals = HashMap::new();
-        let mut deferred = 0;
-        for m in outbox.list_messages().await? {
-            if !wanted.contains(m.id.as_str()) {
-                continue;
-            }
+    let mut eta_asked = tokio::time::Instant::now() - Duration::from_secs(60);
+    loop {
+        for m in crate::listing::by_ids(outbox, &look).await? {
             match m.state.as_str() {
                 "delivered" | "failed" | "cancelled" => {
+                    deferred.remove(&m.id);
                     finals.insert(m.id.clone(), (m.state.clone(), m.last_reply.clone()));
                 }
-                "deferred" => deferred += 1,
-                _ => {}
+                "deferred" => {
+                    deferred.insert(m.id.clone());
+                }
+                _ => {
+                    deferred.remove(&m.id);
+                }
             }
         }
+        // The relay's limits pace the merge: say when the last message should leave.
+        if eta_asked.elapsed() >= Duration::from_secs(3) {
+            eta = crate::relay::eta_line(outbox).await;
+            eta_asked = tokio::time::Instant::now();
+        }
         bar.set_position(finals.len() as u64);
-        let mut message = if deferred > 0 {
+        let mut message = if deferred.is_empty() {
+            String::new()
+        } else {
             tn!(
                 "({n} deferred, will be retried)",
                 "({n} deferred, will be retried)",
-                deferred
+                deferred.len()
             )
-        } else {
-            String::new()
         };
         if let Some(eta) = &eta {
             message = format!("{message} {eta}").trim().to_owned();
@@ -370,9 +378,35 @@ async fn follow(
             bar.finish_and_clear();
             return Ok(finals);
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // What the daemon announces, a few at a time; a look at every unfinished message now
+        // and then covers a signal lost on the way.
+        look.clear();
+        match tokio::time::timeout(Duration::from_secs(5), changes.next()).await {
+            Ok(Some(signal)) => {
+                let mut note = |signal: postecole_dbus::MessageChanged| {
+                    if let Ok(args) = signal.args()
+                        && wanted.contains(args.id())
+                    {
+                        look.push(args.id().to_string());
+                    }
+                };
+                note(signal);
+                while let Some(Some(signal)) = changes.next().now_or_never() {
+                    note(signal);
+                }
+                look.sort();
+                look.dedup();
+            }
+            Ok(None) => return Err(Failure::new(Status::TempFail, t!("the daemon went away"))),
+            Err(_) => {
+                look = ids
+                    .iter()
+                    .filter(|id| !finals.contains_key(*id))
+                    .cloned()
+                    .collect();
+            }
+        }
     }
-    unreachable!("the rounds never run out")
 }
 
 fn report_json(outcomes: &[Outcome], queued: usize, dry_run: bool) -> serde_json::Value {

@@ -289,7 +289,8 @@ pub fn archived_json(messages: &[ArchivedInfo]) -> Value {
                     .map(str::trim)
                     .filter(|a| !a.is_empty())
                     .collect();
-                json!({"id": m.id, "created": m.created, "subject": m.subject, "to": to, "size": m.size})
+                json!({"id": m.id, "created": m.created, "subject": m.subject, "to": to, "size": m.size,
+                       "state": m.state, "reply": m.reply})
             })
             .collect(),
     )
@@ -304,10 +305,26 @@ pub fn archived_table(messages: &[ArchivedInfo], now: u64) -> String {
                 relative(m.created, now),
                 shorten(&m.to, 40),
                 m.subject.clone(),
+                if m.state.is_empty() {
+                    String::new()
+                } else {
+                    state(&m.state)
+                },
+                m.reply.clone(),
             ]
         })
         .collect();
-    table(&[t!("ID"), t!("SENT"), t!("TO"), t!("SUBJECT")], &rows)
+    table(
+        &[
+            t!("ID"),
+            t!("SENT"),
+            t!("TO"),
+            t!("SUBJECT"),
+            t!("STATE"),
+            t!("RELAY'S REPLY"),
+        ],
+        &rows,
+    )
 }
 
 pub fn audit_json(entries: &[AuditEntry]) -> Value {

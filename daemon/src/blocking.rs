@@ -117,6 +117,10 @@ pub static USER_LOOKUPS: LazyLock<Pool> = LazyLock::new(|| {
     )
 });
 
+/// Listing the queue's records: a scan of the whole history, however short pruning keeps it.
+pub static LISTINGS: LazyLock<Pool> =
+    LazyLock::new(|| Pool::new("listing the messages", cores(), 1, Duration::from_secs(30)));
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -174,6 +174,9 @@ pub struct Queue {
     pub max_lifetime_secs: u64,
     pub send_timeout_secs: u64,
     pub max_message_bytes: u64,
+    /// How long the record of a delivered, failed or cancelled message is listed after it was
+    /// submitted; its sealed copy stays in the archive.
+    pub retention_secs: u64,
 }
 
 impl Default for Queue {
@@ -186,6 +189,7 @@ impl Default for Queue {
             max_lifetime_secs: 432_000,
             send_timeout_secs: 120,
             max_message_bytes: 26_214_400,
+            retention_secs: 90 * 86_400,
         }
     }
 }
@@ -331,6 +335,12 @@ impl Config {
         }
         if q.send_timeout_secs == 0 {
             return Err(("queue.send_timeout_secs", "must be at least 1".into()));
+        }
+        if q.retention_secs < q.max_lifetime_secs {
+            return Err((
+                "queue.retention_secs",
+                "must not be less than queue.max_lifetime_secs".into(),
+            ));
         }
         if q.max_message_bytes < 1024 {
             return Err(("queue.max_message_bytes", "must be at least 1024".into()));

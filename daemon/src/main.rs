@@ -223,6 +223,7 @@ async fn run(args: Args) -> Result<(), String> {
     ));
     // Delivery starts once the bus is up, so that the first signals reach their listeners.
     tokio::spawn(queue::delivery::run(queue.clone(), relay.clone()));
+    tokio::spawn(queue.clone().prune_now_and_then());
 
     tokio::spawn(snapshot_periodically(store.clone()));
     let state_dir = config.state_dir.clone();

@@ -104,6 +104,15 @@ pub enum MsgState {
 }
 
 impl MsgState {
+    pub fn parse(name: &str) -> Option<MsgState> {
+        use MsgState::*;
+        [
+            Queued, Sending, Deferred, Held, Delivered, Failed, Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         use postecole_dbus as api;
         match self {
@@ -156,6 +165,19 @@ pub struct Record {
     /// until `max_lifetime_secs` after this, then sealed like delivered mail.
     #[serde(default)]
     pub failed_at: u64,
+}
+
+/// What stays of a message in the archive once its record is pruned (`queue.retention_secs`
+/// after it was sent): where its sealed copy is, and what the relay said. Never its recipients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sealed {
+    pub id: String,
+    pub account: String,
+    pub created: u64,
+    pub sender: String,
+    pub state: MsgState,
+    pub last_reply: String,
+    pub slot: Slot,
 }
 
 /// Where something is in a segment or log file: for the spool, a whole entry.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::model::{Account, AuditEntry, Record};
+use crate::model::{Account, AuditEntry, Record, Sealed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -44,7 +44,9 @@ const META_SNAPSHOT: &[u8] = b"snapshot";
 const META_ID_BASE: &[u8] = b"id-base";
 /// Every tree a snapshot carries: the code and creation limits too, or a damaged store would
 /// hand an attacker a fresh allowance.
-const TREES: [&str; 5] = ["accounts", "defaults", "messages", "audit", "limits"];
+const TREES: [&str; 6] = [
+    "accounts", "defaults", "messages", "audit", "limits", "archived",
+];
 
 #[derive(Clone)]
 pub struct Store {
@@ -68,6 +70,8 @@ pub struct Store {
     messages: sled::Tree,
     /// Sequence number (big-endian) → audit entry, oldest first.
     audit: sled::Tree,
+    /// `account \0 message id` → `Sealed`: archived messages whose record was pruned.
+    archived: sled::Tree,
     /// What `[limits]` counts (codes per address, creations per user) → the times of the
     /// last day's events; kept apart from accounts so that deleting one forgets nothing.
     events: sled::Tree,
@@ -158,6 +162,7 @@ impl Store {
             defaults: db.open_tree("defaults")?,
             messages: db.open_tree("messages")?,
             audit: db.open_tree("audit")?,
+            archived: db.open_tree("archived")?,
             meta,
             id_base,
             dir: state_dir.to_owned(),
@@ -184,6 +189,7 @@ impl Store {
             "defaults" => &self.defaults,
             "messages" => &self.messages,
             "limits" => &self.events,
+            "archived" => &self.archived,
             _ => &self.audit,
         }
     }
@@ -351,6 +357,61 @@ impl Store {
             self.sync(&self.messages)?;
         }
         Ok(())
+    }
+
+    /// Removes records for good, in one atomic, flushed change; the place of those whose
+    /// sealed copy is in the archive is kept (`sealed`), so that the archive still lists them.
+    pub fn prune_messages(&self, records: &[Record]) -> Result<()> {
+        use sled::Transactional;
+        (&self.messages, &self.archived)
+            .transaction(|(messages, archived)| {
+                for r in records {
+                    if let Some(slot) = &r.archived {
+                        let kept = Sealed {
+                            id: r.id.clone(),
+                            account: r.account.clone(),
+                            created: r.created,
+                            sender: r.envelope_from.clone(),
+                            state: r.state,
+                            last_reply: r.last_reply.clone(),
+                            slot: slot.clone(),
+                        };
+                        archived.insert(sealed_key(&r.account, &r.id), encode(&kept))?;
+                    }
+                    messages.remove(r.id.as_bytes())?;
+                }
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Storage(e) => Error::Db(e),
+                sled::transaction::TransactionError::Abort(()) => {
+                    Error::Db(sled::Error::Unsupported("pruning aborted".into()))
+                }
+            })?;
+        self.wrote();
+        self.sync(&self.db)
+    }
+
+    /// The account's archived messages whose record was pruned.
+    pub fn sealed(&self, account: &str) -> Result<Vec<Sealed>> {
+        self.archived
+            .scan_prefix(sealed_key(account, ""))
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode("archived", &String::from_utf8_lossy(&k), &v)
+            })
+            .collect()
+    }
+
+    /// Forgets the pruned messages of an account whose archive was removed.
+    pub fn forget_sealed(&self, account: &str) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for kv in self.archived.scan_prefix(sealed_key(account, "")) {
+            batch.remove(kv?.0);
+        }
+        self.archived.apply_batch(batch)?;
+        self.wrote();
+        self.sync(&self.archived)
     }
 
     /// What a crash before the store's flush looks like, for tests.
@@ -605,6 +666,10 @@ impl Snapshots {
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records serialise to JSON")
+}
+
+fn sealed_key(account: &str, id: &str) -> Vec<u8> {
+    format!("{account}\0{id}").into_bytes()
 }
 
 fn decode<T: DeserializeOwned>(tree: &'static str, key: &str, bytes: &[u8]) -> Result<T> {

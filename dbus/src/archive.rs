@@ -12,6 +12,10 @@ pub struct ArchivedInfo {
     pub subject: String,
     pub to: String,
     pub size: u64,
+    /// `delivered`, or `failed` for a message that failed and was sealed later.
+    pub state: String,
+    /// What the relay said last.
+    pub reply: String,
 }
 
 /// `org.postecole.Mail1.Archive`: the encrypted archive of sent mail.

@@ -13,8 +13,8 @@ pub use accounts::{AccountInfo, AccountsProxy, AuditEntry, CallerInfo};
 pub use archive::{ArchiveProxy, ArchivedInfo};
 pub use error::Error;
 pub use outbox::{
-    Attachment, MessageInfo, OutboxProxy, OutgoingMessage, RelayInfo, RelayStatus, RowAttachment,
-    TemplateInfo,
+    Attachment, MessageChanged, MessageFilter, MessageInfo, OutboxProxy, OutgoingMessage,
+    RelayInfo, RelayStatus, RowAttachment, TemplateInfo,
 };
 
 /// Well-known bus name the daemon owns.

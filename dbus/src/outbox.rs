@@ -46,6 +46,26 @@ pub struct MessageInfo {
     pub size: u64,
 }
 
+/// Which messages `FindMessages` returns (`a{sv}`); absent keys match everything.
+#[derive(SerializeDict, DeserializeDict, Type, Debug, Clone, Default, PartialEq)]
+#[zbus(signature = "a{sv}")]
+pub struct MessageFilter {
+    /// These messages only (looked up one by one: cheap whatever the history).
+    pub ids: Option<Vec<String>>,
+    /// Any of these states.
+    pub states: Option<Vec<String>>,
+    pub account: Option<String>,
+    /// Submitted at or after (seconds since the Unix epoch).
+    pub since: Option<u64>,
+    /// A piece of a visible recipient's address, any case. Delivered mail keeps its recipients
+    /// in the archive only (`ListArchive`).
+    pub to: Option<String>,
+    /// The `next` of the previous page.
+    pub after: Option<u64>,
+    /// At most this many (and never more than 1000).
+    pub limit: Option<u32>,
+}
+
 /// A message template (`a{sv}`).
 #[derive(SerializeDict, DeserializeDict, Type, Debug, Clone, Default, PartialEq)]
 #[zbus(signature = "a{sv}")]
@@ -150,6 +170,9 @@ pub trait Outbox {
     fn get_message(&self, id: &str) -> Result<MessageInfo, Error>;
     /// The caller's messages; administrators see all.
     fn list_messages(&self) -> Result<Vec<MessageInfo>, Error>;
+    /// The messages `filter` wants, oldest first, a page at a time: `next` is 0 on the last
+    /// page, else the `after` of the next call.
+    fn find_messages(&self, filter: MessageFilter) -> Result<(Vec<MessageInfo>, u64), Error>;
     /// Withdraws a message that has not been sent.
     fn cancel(&self, id: &str) -> Result<(), Error>;
     /// Tries a deferred or failed message again now.

@@ -18,9 +18,13 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with("")
+}
+
+fn setup_with(extra_config: &str) -> Setup {
     let bus = Bus::start();
     let smtp = Smtp::start();
-    let daemon = Daemon::start(&bus, &smtp.relay_config());
+    let daemon = Daemon::start(&bus, &format!("{}\n{extra_config}", smtp.relay_config()));
     let account = create(
         &bus,
         None,
@@ -377,4 +381,73 @@ fn wrong_answers_lock_the_archive_across_restarts_and_are_audited() {
         "an answer is in the audit log"
     );
     assert!(!s.daemon.log().to_lowercase().contains("clermont"));
+}
+
+/// "Was my message to the Martin family sent, and what did the relay say?": one command, even
+/// once the queue has pruned the message's record (the archive keeps its place and the reply).
+#[test]
+fn one_command_answers_where_a_message_to_a_family_went_even_after_pruning() {
+    let s =
+        setup_with("[queue]\nmin_backoff_secs = 1\nmax_lifetime_secs = 2\nretention_secs = 2\n");
+    let id = mailctl(
+        &s.bus,
+        None,
+        &[
+            "send",
+            "--account",
+            &s.account,
+            "--to",
+            "famille.martin@example.org",
+            "--subject",
+            "Sortie au musée",
+            "--body",
+            "Bonjour",
+        ],
+        None,
+    )
+    .out();
+    wait_state(&s.bus, &id, "delivered", LONG);
+    send(&s, "Autre famille", "x");
+    let listed = mailctl(&s.bus, None, &["queue", "list", "--to", "martin"], None);
+    assert!(
+        listed
+            .stderr
+            .contains("mailctl archive list ACCOUNT --to martin"),
+        "{listed:?}"
+    );
+    wait_for("the record pruned", LONG, || {
+        !mailctl(&s.bus, None, &["queue", "show", &id], None).ok
+    });
+    assert!(s.daemon.log().contains("old message records pruned"));
+
+    let answer = mailctl(
+        &s.bus,
+        None,
+        &["archive", "list", &s.account, "--to", "MARTIN", "--json"],
+        Some(&format!("{ANSWER}\n")),
+    );
+    let found: Vec<serde_json::Value> = serde_json::from_str(&answer.out()).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["id"], id.as_str());
+    assert_eq!(
+        found[0]["to"],
+        serde_json::json!(["famille.martin@example.org"])
+    );
+    assert_eq!(found[0]["state"], "delivered");
+    assert!(
+        found[0]["reply"].as_str().unwrap().starts_with("250"),
+        "{found:?}"
+    );
+    let table = mailctl(
+        &s.bus,
+        None,
+        &["archive", "list", &s.account, "--to", "martin"],
+        Some(&format!("{ANSWER}\n")),
+    )
+    .out();
+    assert!(
+        table.contains("Sortie au musée") && table.contains("250"),
+        "{table}"
+    );
+    assert!(!table.contains("Autre famille"), "{table}");
 }

@@ -102,6 +102,9 @@ impl Accounts {
             if let Err(e) = self.archive.remove_account(&account.id) {
                 tracing::error!(account = %id, error = %e, "archive not removed");
             }
+            if let Err(e) = self.store.forget_sealed(&account.id) {
+                tracing::error!(account = %id, error = %e, "pruned archive entries not forgotten");
+            }
             false
         } else {
             self.archive

@@ -260,7 +260,7 @@ impl Accounts {
         action: &str,
     ) -> Result<archive::View> {
         let (account, key) = self.unlock(caller, id, with, action).await?;
-        let messages = self
+        let mut messages: Vec<archive::Held> = self
             .queue
             .list()?
             .into_iter()
@@ -271,9 +271,27 @@ impl Accounts {
                     id: r.id,
                     created: r.created,
                     sender: r.envelope_from,
+                    state: r.state.as_str(),
+                    reply: r.last_reply,
                 })
             })
             .collect();
+        messages.extend(
+            self.store
+                .sealed(&account.id)?
+                .into_iter()
+                .map(|s| archive::Held {
+                    slot: s.slot,
+                    id: s.id,
+                    created: s.created,
+                    sender: s.sender,
+                    state: s.state.as_str(),
+                    reply: s.last_reply,
+                }),
+        );
+        // A record and its pruned trace cannot both exist (one transaction); listed once anyway.
+        messages.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        messages.dedup_by(|a, b| a.id == b.id);
         Ok(archive::View {
             archive: self.archive.clone(),
             account: account.id,

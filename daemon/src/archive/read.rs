@@ -1,7 +1,7 @@
 //! Reading sealed groups back without opening more than needed: the group's layout and its
 //! reader (which decrypts only the index, then only the chunks of the message asked for) are
 //! `postecole_archive::log`'s, shared with mailctl's offline reader; here, which messages an
-//! account holds, as the queue's records say.
+//! account holds, as the queue's records (and the store's pruned `Sealed` ones) say.
 
 use std::fs::File;
 use std::io::Write;
@@ -37,12 +37,16 @@ pub struct View {
     pub messages: Vec<Held>,
 }
 
-/// A message the queue's records say is in the archive.
+/// A message the queue's records (or, once pruned, the store's `Sealed`) say is in the archive.
 pub struct Held {
     pub id: String,
     pub created: u64,
     pub sender: String,
     pub slot: Slot,
+    /// `delivered`, or `failed` for a failed message sealed after `max_lifetime_secs`.
+    pub state: &'static str,
+    /// What the relay said last.
+    pub reply: String,
 }
 
 /// A listing line: nothing but the group's index was decrypted for it.
@@ -52,6 +56,8 @@ pub struct Listed {
     pub subject: String,
     pub to: String,
     pub size: u64,
+    pub state: &'static str,
+    pub reply: String,
 }
 
 impl View {
@@ -92,6 +98,8 @@ impl View {
                 subject: entry.subject.clone(),
                 to: entry.to.clone(),
                 size: entry.size,
+                state: held.state,
+                reply: held.reply.clone(),
             });
             Ok(())
         });

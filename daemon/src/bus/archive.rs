@@ -73,6 +73,8 @@ impl ArchiveService {
                 subject: m.subject,
                 to: m.to,
                 size: m.size,
+                state: m.state.into(),
+                reply: m.reply,
             })
             .collect())
     }

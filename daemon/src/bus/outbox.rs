@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use postecole_dbus::{
-    Attachment, MessageInfo, OutgoingMessage, RelayInfo, RowAttachment, TemplateInfo,
+    Attachment, MessageFilter, MessageInfo, OutgoingMessage, RelayInfo, RowAttachment, TemplateInfo,
 };
 
 use std::sync::Arc;
@@ -16,12 +16,39 @@ use zbus::object_server::SignalEmitter;
 use super::files;
 use crate::authz;
 use crate::authz::Authority;
-use crate::model::Record;
+use crate::blocking::LISTINGS;
+use crate::model::{MsgState, Record};
 use crate::outbox::{Outbox, Request};
+use crate::queue;
 
 pub struct OutboxService {
     outbox: Arc<Outbox>,
     authority: Arc<Authority>,
+}
+
+/// A bus filter as the queue takes it; unknown states are refused by name.
+fn queue_filter(f: MessageFilter) -> Result<queue::Filter, BusError> {
+    let states = f
+        .states
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            MsgState::parse(s).ok_or_else(|| {
+                BusError::InvalidInput(format!(
+                    "unknown state `{s}`: give queued, sending, deferred, held, delivered, failed or cancelled"
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(queue::Filter {
+        ids: f.ids,
+        states,
+        account: f.account.filter(|a| !a.is_empty()),
+        since: f.since.unwrap_or(0),
+        to: f.to.filter(|t| !t.is_empty()),
+        after: f.after.unwrap_or(0),
+        limit: f.limit.map_or(queue::MAX_PAGE, |l| l as usize),
+    })
 }
 
 pub fn message_info(r: &Record) -> MessageInfo {
@@ -113,12 +140,35 @@ impl OutboxService {
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<Vec<MessageInfo>, BusError> {
         let caller = self.authority.caller(&hdr).await?;
-        Ok(self
-            .outbox
-            .list(&caller)?
-            .iter()
-            .map(message_info)
-            .collect())
+        let outbox = self.outbox.clone();
+        let uid = caller.uid;
+        let records = LISTINGS
+            .run(uid, move || outbox.list(&caller))
+            .await
+            .map_err(BusError::from)??;
+        Ok(records.iter().map(message_info).collect())
+    }
+
+    #[zbus(out_args("messages", "next"))]
+    async fn find_messages(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        filter: MessageFilter,
+    ) -> Result<(Vec<MessageInfo>, u64), BusError> {
+        let caller = self.authority.caller(&hdr).await?;
+        let filter = queue_filter(filter)?;
+        let page = if filter.ids.is_some() {
+            // Point look-ups: as cheap as GetMessage.
+            self.outbox.find(&caller, &filter)?
+        } else {
+            let outbox = self.outbox.clone();
+            let uid = caller.uid;
+            LISTINGS
+                .run(uid, move || outbox.find(&caller, &filter))
+                .await
+                .map_err(BusError::from)??
+        };
+        Ok((page.records.iter().map(message_info).collect(), page.next))
     }
 
     async fn cancel(&self, #[zbus(header)] hdr: Header<'_>, id: &str) -> Result<(), BusError> {

@@ -183,6 +183,19 @@ impl Outbox {
             .collect())
     }
 
+    /// The caller's page of the records `filter` wants (see `queue::Filter`).
+    pub fn find(&self, caller: &Caller, filter: &queue::Filter) -> Result<queue::Page> {
+        let pause = self.waiting_reason();
+        let hidden = self.accounts.hidden_from(caller)?;
+        let mut page = self.queue.find(filter, |r| may_see(caller, r, &hidden))?;
+        page.records = page
+            .records
+            .into_iter()
+            .map(|r| shown(r, pause.as_ref()))
+            .collect();
+        Ok(page)
+    }
+
     pub fn cancel(&self, caller: &Caller, id: &str) -> Result<Record> {
         self.get(caller, id)?;
         Ok(self.queue.cancel(id)?)

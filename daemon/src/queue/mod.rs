@@ -11,8 +11,10 @@
 //! Here: the queue's states and their transitions. `spool`: the bytes on disk. `outcome`: the
 //! rules of an attempt's result and the retry schedule. `relay`: SMTP or the local directory.
 //! `delivery`: the loop that feeds the relay. Delivered mail is sealed into `archive`.
+//! `history`: finding past records, and pruning them after `retention_secs`.
 
 pub mod delivery;
+mod history;
 mod outcome;
 mod outgoing;
 pub mod pace;
@@ -34,6 +36,7 @@ use crate::model::{MsgState, Record, Slot};
 use crate::store::{self, Store};
 use spool::{Mark, Spool};
 
+pub use history::{Filter, MAX_PAGE, Page};
 pub use outcome::Outcome;
 pub use outgoing::{Outgoing, package, packaged};
 pub use quota::{Quota, Usage};
@@ -455,7 +458,7 @@ impl Queue {
         let r = self.get(id)?;
         if r.slot.is_none() && r.archived.is_some() && r.state == MsgState::Failed {
             return Err(Error::InvalidState(format!(
-                "message {id} failed more than {} days ago: its content is no longer kept for sending but sealed in the archive of account {} (`mailctl archive read {} {id}`); send it again from there",
+                "message {id} failed more than {} days ago: its content is no longer kept for sending but sealed in the archive of account {} (`mailctl archive show {} {id}`); send it again from there",
                 self.policy.max_lifetime_secs / 86_400,
                 r.account,
                 r.account

@@ -419,3 +419,135 @@ async fn a_failed_message_is_sealed_once_its_clear_text_has_lived_its_lifetime()
     let e = q.retry(&id).unwrap_err().to_string();
     assert!(e.contains("sealed in the archive"), "{e}");
 }
+
+#[tokio::test]
+async fn find_filters_pages_and_names_messages_without_a_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicU64::new(1_000_000));
+    let q = open(dir.path(), &now);
+    let mut items: Vec<Outgoing> = (0..5).map(outgoing).collect();
+    items[3].account = "other".into();
+    items[4].to = vec!["famille.martin@example.org".into()];
+    items[4].recipients = items[4].to.clone();
+    let ids: Vec<String> = q
+        .enqueue(items)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let first = q.take_due().unwrap().unwrap();
+    q.finish(first, Outcome::Delivered("250 ok".into()))
+        .unwrap();
+    let everything = |_: &Record| true;
+    let find = |f: Filter| q.find(&f, everything).unwrap();
+
+    let delivered = find(Filter {
+        states: vec![MsgState::Delivered],
+        limit: 10,
+        ..Default::default()
+    });
+    assert_eq!(
+        delivered.records.iter().map(|r| &r.id).collect::<Vec<_>>(),
+        [&ids[0]]
+    );
+    let other = find(Filter {
+        account: Some("other".into()),
+        limit: 10,
+        ..Default::default()
+    });
+    assert_eq!(other.records.len(), 1);
+    assert_eq!(other.records[0].id, ids[3]);
+    let martin = find(Filter {
+        to: Some("MARTIN".into()),
+        limit: 10,
+        ..Default::default()
+    });
+    assert_eq!(martin.records.len(), 1);
+    assert_eq!(martin.records[0].to, ["famille.martin@example.org"]);
+
+    // Two at a time, oldest first, each page starting where the last one ended.
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = find(Filter {
+            after,
+            limit: 2,
+            ..Default::default()
+        });
+        assert!(page.records.len() <= 2);
+        seen.extend(page.records.into_iter().map(|r| r.id));
+        if page.next == 0 {
+            break;
+        }
+        after = page.next;
+    }
+    assert_eq!(seen, ids);
+
+    let named = find(Filter {
+        ids: Some(vec![ids[2].clone(), "nosuch".into(), ids[1].clone()]),
+        limit: 10,
+        ..Default::default()
+    });
+    assert_eq!(
+        named.records.iter().map(|r| &r.id).collect::<Vec<_>>(),
+        [&ids[1], &ids[2]]
+    );
+    let hidden = q
+        .find(
+            &Filter {
+                limit: 10,
+                ..Default::default()
+            },
+            |r| r.account != "other",
+        )
+        .unwrap();
+    assert!(hidden.records.iter().all(|r| r.account != "other"));
+    assert_eq!(hidden.records.len(), 4);
+}
+
+#[tokio::test]
+async fn records_are_pruned_after_the_retention_and_the_archive_keeps_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicU64::new(1_000_000));
+    let q = open(dir.path(), &now);
+    let (ring, recovery) = crate::model::KeyRing::create("le chat noir");
+    let mut items: Vec<Outgoing> = (0..3).map(outgoing).collect();
+    items[0].archive_to = Some(ring.recipient.clone());
+    let ids: Vec<String> = q
+        .enqueue(items)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let sent = q.take_due().unwrap().unwrap();
+    q.finish(sent, Outcome::Delivered("250 2.0.0 queued as 4XyZ".into()))
+        .unwrap();
+    q.cancel(&ids[1]).unwrap();
+    // ids[2] still waits: never pruned, however old.
+    assert_eq!(q.prune().unwrap(), 0, "within the retention");
+    now.fetch_add(policy().retention_secs + 1, Ordering::SeqCst);
+    assert_eq!(q.prune().unwrap(), 2);
+    assert!(matches!(q.get(&ids[0]), Err(Error::NotFound(_))));
+    assert!(matches!(q.get(&ids[1]), Err(Error::NotFound(_))));
+    assert_eq!(q.get(&ids[2]).unwrap().state, MsgState::Queued);
+
+    let sealed = q.store.sealed("acct").unwrap();
+    assert_eq!(sealed.len(), 1);
+    assert_eq!(sealed[0].id, ids[0]);
+    assert_eq!(sealed[0].last_reply, "250 2.0.0 queued as 4XyZ");
+    let key = ring.unlock_with_recovery(&recovery).unwrap();
+    let group = q
+        .archive
+        .read("acct", &sealed[0].slot, &key)
+        .unwrap()
+        .unwrap();
+    assert_eq!(group[0].0, ids[0]);
+
+    // Reopened: what was pruned stays pruned.
+    drop(q);
+    let q = open(dir.path(), &now);
+    assert!(matches!(q.get(&ids[0]), Err(Error::NotFound(_))));
+    assert_eq!(q.store.sealed("acct").unwrap().len(), 1);
+}
