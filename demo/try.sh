@@ -15,6 +15,9 @@ chmod 755 "$work"
 # The French catalogue, for LANG=fr_FR.UTF-8 (gettext's msgfmt; skipped without it).
 mkdir -p "$work/locale/fr/LC_MESSAGES"
 msgfmt -o "$work/locale/fr/LC_MESSAGES/postecole.mo" po/fr.po 2> /dev/null || true
+# mailctl finds it there: `LANG=fr_FR.UTF-8 ./demo/try.sh` walks through in French.
+POSTECOLE_LOCALEDIR=$work/locale
+export POSTECOLE_LOCALEDIR
 user=$(id -un)
 group=$(id -gn)
 
@@ -124,7 +127,7 @@ Try it by hand:
   mailctl account show secretariat@ecole.fr
   mailctl send --account secretariat@ecole.fr --to parent@example.org --subject Absence --body 'Merci de justifier…' --wait
   mailctl queue list --state delivered --since 1h
-  LANG=fr_FR.UTF-8 POSTECOLE_LOCALEDIR=$work/locale mailctl queue list
+  LANG=fr_FR.UTF-8 mailctl queue list
   mailctl account create --kind personal --label 'M. Durand' --address durand@ecole.fr
   ls $work/state/local-mail/
   busctl --address="\$DBUS_SYSTEM_BUS_ADDRESS" introspect org.postecole.Mail1 /org/postecole/Mail1
