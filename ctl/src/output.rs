@@ -145,6 +145,7 @@ pub fn message_json(m: &MessageInfo) -> Value {
         "account": m.account,
         "state": m.state,
         "to": m.to,
+        "subject": m.subject,
         "created": m.created,
         "attempts": m.attempts,
         "next_attempt": m.next_attempt,
@@ -220,6 +221,11 @@ pub fn messages_table(
                 } else {
                     shorten(&m.to.join(","), 40)
                 },
+                if m.subject.is_empty() {
+                    "-".to_owned()
+                } else {
+                    shorten(&m.subject, 30)
+                },
                 if m.last_reply.is_empty() {
                     "-".to_owned()
                 } else {
@@ -237,6 +243,7 @@ pub fn messages_table(
             t!("STATE"),
             t!("TRIES"),
             t!("TO"),
+            t!("SUBJECT"),
             t!("LAST REPLY"),
         ],
         &rows,
@@ -249,6 +256,7 @@ pub fn message_details(m: &MessageInfo, now: u64) -> String {
         (t!("account"), m.account.clone()),
         (t!("state"), state(&m.state)),
         (t!("to"), m.to.join(", ")),
+        (t!("subject"), m.subject.clone()),
         (t!("created"), relative(m.created, now)),
         (t!("attempts"), m.attempts.to_string()),
         (t!("next try"), next_try(m, now)),

@@ -147,6 +147,10 @@ pub struct Record {
     pub recipients: Vec<String>,
     /// Visible recipients (To and Cc), for listings.
     pub to: Vec<String>,
+    /// The subject, for listings: like the recipients, only in the spool while the message
+    /// may still be sent, never in the store.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subject: String,
     pub size: u64,
     pub created: u64,
     pub state: MsgState,

@@ -347,6 +347,7 @@ impl Store {
             let stored = Record {
                 recipients: Vec::new(),
                 to: Vec::new(),
+                subject: String::new(),
                 ..(*r).clone()
             };
             batch.insert(r.id.as_bytes(), encode(&stored));

@@ -31,6 +31,9 @@ pub struct MessageInfo {
     pub state: String,
     /// Visible recipients (To and Cc).
     pub to: Vec<String>,
+    /// The subject, while the message waits or has failed (delivered mail keeps it in the
+    /// archive only, as its recipients).
+    pub subject: String,
     /// Seconds since the Unix epoch.
     pub created: u64,
     pub attempts: u32,

@@ -329,6 +329,13 @@ fn hold_release_cancel() {
     wait_state(&bus, &a, "deferred", LONG);
     wait_state(&bus, &b, "deferred", LONG);
     mailctl(&bus, None, &["queue", "hold", &a], None).out();
+    // Who, what and what the relay said, while it waits.
+    let listed = mailctl(&bus, None, &["queue", "list", "--state", "held"], None).out();
+    let line = listed.lines().find(|l| l.starts_with(&a)).expect(&listed);
+    assert!(
+        line.contains(" S ") && line.contains("Too busy"),
+        "{listed}"
+    );
     mailctl(&bus, None, &["queue", "cancel", &b], None).out();
     mailctl(&bus, None, &["queue", "release", &b], None).err("InvalidState");
     smtp.set_reply("");

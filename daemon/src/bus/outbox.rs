@@ -57,6 +57,7 @@ pub fn message_info(r: &Record) -> MessageInfo {
         account: r.account.clone(),
         state: r.state.as_str().into(),
         to: r.to.clone(),
+        subject: r.subject.clone(),
         created: r.created,
         attempts: r.attempts,
         next_attempt: r.next_attempt,

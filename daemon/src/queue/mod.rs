@@ -333,6 +333,7 @@ impl Queue {
                 envelope_from: item.envelope_from,
                 recipients: item.recipients,
                 to: item.to,
+                subject: item.subject,
                 size: item.bytes.len() as u64,
                 created: now,
                 state: MsgState::Queued,
@@ -402,6 +403,7 @@ impl Queue {
             Ok(first) if first.id == r.id => {
                 r.recipients = first.recipients;
                 r.to = first.to;
+                r.subject = first.subject;
             }
             Ok(_) => tracing::warn!(message = %r.id, "its spool entry holds another message"),
             Err(e) => tracing::warn!(message = %r.id, error = %e, "cannot read its recipients"),

@@ -47,6 +47,7 @@ pub fn apply(policy: &config::Queue, mut r: Record, outcome: Outcome, now: u64) 
             // Only the id, the dates and the state stay in clear.
             r.to.clear();
             r.recipients.clear();
+            r.subject.clear();
         }
         Outcome::Permanent(reply) => {
             r.state = MsgState::Failed;
@@ -100,6 +101,7 @@ mod tests {
             envelope_from: "a@ecole.fr".into(),
             recipients: vec!["famille@example.org".into()],
             to: vec!["famille@example.org".into()],
+            subject: "Convocation".into(),
             size: 100,
             created,
             state: MsgState::Sending,
@@ -134,7 +136,10 @@ mod tests {
             (r.state, r.attempts, r.next_attempt),
             (MsgState::Delivered, 1, 0)
         );
-        assert!(r.recipients.is_empty() && r.to.is_empty(), "{r:?}");
+        assert!(
+            r.recipients.is_empty() && r.to.is_empty() && r.subject.is_empty(),
+            "{r:?}"
+        );
         assert_eq!(r.last_reply, "250 ok");
 
         let r = apply(

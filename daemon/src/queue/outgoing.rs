@@ -13,6 +13,7 @@ pub struct Outgoing {
     pub envelope_from: String,
     pub recipients: Vec<String>,
     pub to: Vec<String>,
+    pub subject: String,
     pub bytes: Vec<u8>,
 }
 
@@ -55,6 +56,11 @@ pub fn packaged(
         envelope_from: envelope.from().map(|a| a.to_string()).unwrap_or_default(),
         recipients: envelope.to().iter().map(|a| a.to_string()).collect(),
         to,
+        subject: message
+            .headers()
+            .get::<lettre::message::header::Subject>()
+            .map(|s| s.as_ref().to_owned())
+            .unwrap_or_default(),
         bytes,
     }
 }

@@ -17,6 +17,7 @@ fn outgoing(n: usize) -> Outgoing {
         envelope_from: "a@ecole.fr".into(),
         recipients: vec!["b@ecole.fr".into()],
         to: vec!["b@ecole.fr".into()],
+        subject: format!("{n}"),
         bytes: format!("Subject: {n}\r\n\r\nbody {n}\r\n").into_bytes(),
     }
 }
@@ -312,15 +313,17 @@ async fn a_store_restored_from_an_older_snapshot_sends_no_ended_message_again() 
 }
 
 #[tokio::test]
-async fn recipients_never_reach_the_store() {
+async fn recipients_and_subject_never_reach_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(AtomicU64::new(1_000_000));
     let q = open(dir.path(), &now);
     let mut message = outgoing(0);
     message.recipients = vec!["famille-dupont@exemple.fr".into()];
     message.to = message.recipients.clone();
+    message.subject = "Convocation famille-dupont".into();
     let id = q.enqueue(vec![message]).await.unwrap().remove(0).id;
     assert_eq!(q.get(&id).unwrap().to, ["famille-dupont@exemple.fr"]);
+    assert_eq!(q.get(&id).unwrap().subject, "Convocation famille-dupont");
     assert_eq!(q.list().unwrap()[0].to, ["famille-dupont@exemple.fr"]);
     let r = q.take_due().unwrap().unwrap();
     assert_eq!(
@@ -330,6 +333,7 @@ async fn recipients_never_reach_the_store() {
     );
     q.finish(r, Outcome::Delivered("250 ok".into())).unwrap();
     assert!(q.get(&id).unwrap().to.is_empty());
+    assert!(q.get(&id).unwrap().subject.is_empty());
     q.store.snapshot(1_000_000, false).unwrap().unwrap();
     q.store.flush().unwrap();
     let mut stack = vec![dir.path().join("db"), dir.path().join("snapshots")];
