@@ -56,6 +56,7 @@ install-daemon: build
 	install -d $(DESTDIR)/usr/share/man/man1 $(DESTDIR)/usr/share/man/man8
 	for page in $(GEN)/man/*.1; do gzip -9n < $$page > $(DESTDIR)/usr/share/man/man1/$$(basename $$page).gz; done
 	gzip -9n < doc/postecoled.8 > $(DESTDIR)/usr/share/man/man8/postecoled.8.gz
+	install -d $(DESTDIR)/usr/share/man/fr/man8 && gzip -9n < doc/fr/postecoled.8 > $(DESTDIR)/usr/share/man/fr/man8/postecoled.8.gz
 	for lang in $(LINGUAS); do \
 		install -Dm644 $(GEN)/locale/$$lang/LC_MESSAGES/postecole.mo $(DESTDIR)/usr/share/locale/$$lang/LC_MESSAGES/postecole.mo && \
 		install -d $(DESTDIR)/usr/share/man/$$lang/man1 && \

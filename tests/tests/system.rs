@@ -136,6 +136,7 @@ fn package_holds_every_file_where_debian_expects_it() {
         "./usr/share/man/man1/mailctl.1.gz",
         "./usr/share/man/man1/mailctl-send.1.gz",
         "./usr/share/man/man8/postecoled.8.gz",
+        "./usr/share/man/fr/man8/postecoled.8.gz",
         "./usr/share/man/fr/man1/mailctl.1.gz",
         "./usr/share/man/fr/man1/mailctl-queue-list.1.gz",
         "./usr/share/locale/fr/LC_MESSAGES/postecole.mo",
