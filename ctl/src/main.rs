@@ -10,7 +10,6 @@ mod offline;
 mod output;
 mod relay;
 mod send;
-mod table;
 
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};

@@ -12,8 +12,8 @@ use futures_util::{FutureExt, StreamExt};
 use postecole_dbus::{OutboxProxy, RowAttachment};
 use serde_json::json;
 
-use crate::table::{self, Table};
 use crate::{Failure, Status, t, tn};
+use postecole_table::{self as table, Table};
 
 #[derive(Args)]
 pub struct MergeArgs {

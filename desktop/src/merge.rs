@@ -23,56 +23,17 @@ pub const PREVIEWED: usize = 3;
 /// The system bus carries at most 16 descriptors per message.
 const CHUNK: usize = 16;
 
-/// The CSV's text: UTF-8 (with or without BOM), else Windows-1252 (older spreadsheet exports).
-pub fn decode(bytes: &[u8]) -> String {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_owned(),
-        Err(_) => encoding_rs::WINDOWS_1252.decode(bytes).0.into_owned(),
-    }
-}
+pub use postecole_table::Table;
 
-/// `;` when the header has more of them than `,` (French spreadsheet exports).
-pub fn delimiter(text: &str) -> u8 {
-    let header = text.lines().next().unwrap_or_default();
-    if header.matches(';').count() > header.matches(',').count() {
-        b';'
-    } else {
-        b','
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Table {
-    pub header: Vec<String>,
-    pub rows: Vec<Vec<String>>,
-}
-
-/// The CSV file's header and rows; a sentence when it cannot be read as CSV.
+/// The CSV file's header and rows, read as `mailctl merge` reads them; a sentence when it
+/// cannot be read as CSV.
 pub fn parse(bytes: &[u8]) -> Result<Table, String> {
-    let text = decode(bytes);
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter(&text))
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let bad = |e: csv::Error| {
+    postecole_table::parse(bytes).map_err(|e| {
         trf(
             "This file cannot be read as a table (CSV): {}. Save it again from the spreadsheet as “CSV”.",
             &[&e.to_string()],
         )
-    };
-    let header = reader
-        .headers()
-        .map_err(bad)?
-        .iter()
-        .map(|h| h.trim().to_owned())
-        .collect();
-    let rows = reader
-        .records()
-        .map(|r| r.map(|r| r.iter().map(|c| c.trim().to_owned()).collect()))
-        .collect::<Result<Vec<Vec<String>>, _>>()
-        .map_err(bad)?;
-    Ok(Table { header, rows })
+    })
 }
 
 /// The column a spreadsheet most likely names each family's file in, if any.

@@ -5,8 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../ctl/src/table.rs"]
-mod table;
+use postecole_table as table;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(t) = table::parse(data) {

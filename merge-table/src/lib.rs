@@ -1,6 +1,9 @@
 //! A merge CSV as schools' software exports it, read into a header and rows: UTF-8 (with or
-//! without BOM) or else Windows-1252, `;` or `,`. A leaf with no `crate::` import, so that the
-//! fuzz target (`fuzz/fuzz_targets/merge_csv.rs`) compiles it as it is.
+//! without BOM) or else Windows-1252, `;` or `,`. mailctl, the desktop application and the fuzz
+//! target (`fuzz/fuzz_targets/merge_csv.rs`) read it through this one crate, so that a file
+//! means the same rows everywhere.
+
+pub use csv::Error;
 
 /// The CSV's text: UTF-8 (with or without BOM), else Windows-1252.
 pub fn decode(bytes: &[u8]) -> String {
@@ -21,6 +24,7 @@ pub fn delimiter(text: &str) -> u8 {
     }
 }
 
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Table {
     pub header: Vec<String>,
     pub rows: Vec<Vec<String>>,
