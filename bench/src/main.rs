@@ -2,11 +2,16 @@
 //! lines. A measurement, not a test: see `bench/run` and BENCHMARKS.md.
 
 mod attack;
+mod network;
 mod peers;
 
 use std::time::{Duration, Instant};
 
+use peers::Receiver;
 use postecole_tests::{Bus, Daemon, active_account};
+
+/// postecoled's default `queue.concurrency`: the sessions every peer gets here too.
+const CONNECTIONS: usize = 4;
 
 /// About 20 KB, as a report letter with its text and a little markup would be.
 fn body(n: usize) -> String {
@@ -38,22 +43,31 @@ fn eml() -> Vec<u8> {
 }
 
 /// A daemon with one active account, set up through the embedded relay, then restarted on
-/// the same state with the relay at `relay_port`.
-fn prepared(bus: &Bus, relay_port: u16, backoff: u64) -> (Daemon, String) {
+/// the same state with `relay` as its `[relay]` section and `queue` in its `[queue]` section.
+fn prepared(bus: &Bus, relay: &str, queue: &str, backoff: u64) -> (Daemon, String) {
     let mut daemon = Daemon::start(bus, "");
     let account = active_account(bus, &daemon, None, None, "personal", "bench@ecole.fr");
     daemon.stop();
+    configure(&daemon, relay, queue, backoff);
+    daemon.restart();
+    (daemon, account)
+}
+
+/// Rewrites the configuration of a stopped daemon.
+fn configure(daemon: &Daemon, relay: &str, queue: &str, backoff: u64) {
     std::fs::write(
         &daemon.config_path,
         format!(
-            "state_dir = \"{}\"\n[relay]\nhost = \"127.0.0.1\"\nport = {relay_port}\ntls = \"none\"\n\
-             [queue]\nmin_backoff_secs = {backoff}\nmax_backoff_secs = {backoff}\n",
+            "state_dir = \"{}\"\n[relay]\n{relay}[queue]\n{queue}min_backoff_secs = {backoff}\nmax_backoff_secs = {backoff}\n",
             daemon.state_dir.display()
         ),
     )
     .unwrap();
-    daemon.restart();
-    (daemon, account)
+}
+
+/// The `[relay]` section of a relay on loopback without TLS.
+fn plain_relay(port: u16) -> String {
+    format!("host = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n")
 }
 
 /// `n` messages, in `SendBatch` calls of 100.
@@ -98,22 +112,51 @@ fn closed_port() -> u16 {
         .port()
 }
 
-/// SendBatch over D-Bus, first submit to last message accepted by the sink.
-fn delivery(runtime: &tokio::runtime::Runtime, sink: &peers::Sink, n: usize) -> f64 {
+/// SendBatch over D-Bus to a daemon relaying as `relay` says, first submit to last message
+/// accepted by `receiver`.
+fn delivery(
+    runtime: &tokio::runtime::Runtime,
+    relay: &str,
+    receiver: &dyn Receiver,
+    n: usize,
+) -> f64 {
     let bus = Bus::start();
-    let (_daemon, account) = prepared(&bus, sink.port, 1);
-    let base = sink.count();
+    let (_daemon, account) = prepared(&bus, relay, "", 1);
+    let base = receiver.count();
     runtime.block_on(async {
         let conn = bus.connect().await;
         let outbox = postecole_dbus::OutboxProxy::new(&conn).await.unwrap();
         let batches = batches(n);
         let start = Instant::now();
         send_batches(&outbox, &account, batches).await;
-        while sink.count() < base + n {
+        while receiver.count() < base + n {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         n as f64 / start.elapsed().as_secs_f64()
     })
+}
+
+/// The same delivery over implicit TLS (as on port 465) and over STARTTLS, to one Postfix relay
+/// on loopback with a certificate of a throwaway CA.
+fn tls(
+    runtime: &tokio::runtime::Runtime,
+    work: &std::path::Path,
+    n: usize,
+    put: &mut impl FnMut(&str, String),
+) {
+    let ca = postecole_tests::TestCa::new();
+    let relay = peers::Relay::start(&work.join("tls-relay"), Some((&ca.cert(), &ca.key())));
+    let section = |port: u16, mode: &str| {
+        format!(
+            "host = \"127.0.0.1\"\nport = {port}\ntls = \"{mode}\"\nca_file = \"{}\"\n",
+            ca.ca().display()
+        )
+    };
+    let starttls = delivery(runtime, &section(relay.port, "starttls"), &relay, n);
+    put("starttls_msgs_per_s", format!("{starttls:.0}"));
+    let implicit = delivery(runtime, &section(relay.tls_port.unwrap(), "tls"), &relay, n);
+    put("tls465_msgs_per_s", format!("{implicit:.0}"));
+    put("tls465_vs_starttls", format!("{:.2}", implicit / starttls));
 }
 
 /// Postfix null client: sendmail per message while it delivers, then a filled queue drained.
@@ -137,13 +180,9 @@ fn postfix(work: &std::path::Path, sink: &peers::Sink, eml: &[u8], n: usize) -> 
 }
 
 /// Enqueue with the relay down, and memory.
-fn enqueue(
-    runtime: &tokio::runtime::Runtime,
-    n: usize,
-    put: &mut impl FnMut(&'static str, String),
-) {
+fn enqueue(runtime: &tokio::runtime::Runtime, n: usize, put: &mut impl FnMut(&str, String)) {
     let bus = Bus::start();
-    let (daemon, account) = prepared(&bus, closed_port(), 3600);
+    let (daemon, account) = prepared(&bus, &plain_relay(closed_port()), "", 3600);
     std::thread::sleep(Duration::from_millis(500));
     put(
         "idle_rss_mib",
@@ -203,9 +242,9 @@ fn enqueue(
 }
 
 /// Mail-merge: a CSV of families, each with its own 200 KB PDF, to all delivered.
-fn merge(sink: &peers::Sink, families: usize, put: &mut impl FnMut(&'static str, String)) {
+fn merge(sink: &peers::Sink, families: usize, put: &mut impl FnMut(&str, String)) {
     let bus = Bus::start();
-    let (_daemon, account) = prepared(&bus, sink.port, 1);
+    let (_daemon, account) = prepared(&bus, &plain_relay(sink.port), "", 1);
     let dir = tempfile::tempdir().unwrap();
     let mut csv = String::from("eleve;periode;email;fichier\n");
     let pdf: Vec<u8> = (0..200 * 1024).map(|i| (i % 251) as u8).collect();
@@ -238,25 +277,30 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
-    // BENCH_ONLY=delivery (or peers, enqueue, merge, attack; comma-separated) runs only those parts,
-    // e.g. under a profiler.
+    // BENCH_ONLY=delivery (or peers, enqueue, merge, attack, network, tls; comma-separated) runs
+    // only those parts, e.g. under a profiler.
     let only = std::env::var("BENCH_ONLY").ok();
     let part = |name: &str| {
         only.as_deref()
             .is_none_or(|o| o.split(',').any(|p| p == name))
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut put = |key: &str, value: String| println!("{key} {value}");
+    if network::inside() {
+        // The network part, re-run in its own namespace by `network::run`.
+        network::measure(&runtime, n.min(1000), &mut put);
+        return;
+    }
     let work = tempfile::tempdir().unwrap();
-    let mut put = |key: &'static str, value: String| println!("{key} {value}");
     put("messages", n.to_string());
 
     let sink = peers::Sink::start(work.path());
-    let postecole = part("delivery").then(|| delivery(&runtime, &sink, n));
+    let postecole = part("delivery").then(|| delivery(&runtime, &plain_relay(sink.port), &sink, n));
     if let Some(rate) = postecole {
         put("postecole_msgs_per_s", format!("{rate:.0}"));
     }
     if part("peers") {
-        let ceiling = peers::smtp_source(sink.port, n, 20 * 1024);
+        let ceiling = peers::smtp_source(sink.port, n, 20 * 1024, CONNECTIONS);
         put("sink_ceiling_msgs_per_s", format!("{ceiling:.0}"));
         let eml = eml();
         let (rate, drain) = postfix(work.path(), &sink, &eml, n);
@@ -271,6 +315,12 @@ fn main() {
             put("ratio_vs_msmtp", format!("{:.1}", ours / msmtp));
             put("fraction_of_ceiling", format!("{:.2}", ours / ceiling));
         }
+    }
+    if part("network") {
+        network::run();
+    }
+    if part("tls") {
+        tls(&runtime, work.path(), n.min(1000), &mut put);
     }
     if part("enqueue") {
         enqueue(&runtime, n, &mut put);

@@ -1,9 +1,28 @@
 //! The mailers postecole is compared with, run here on loopback: Postfix's smtp-sink and
-//! smtp-source, a throwaway Postfix null client, and msmtp. Started and stopped by the bench.
+//! smtp-source, a throwaway Postfix null client, a throwaway Postfix relay that discards what it
+//! accepts, and msmtp. Started and stopped by the bench.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// A server that counts the messages it has accepted.
+pub trait Receiver {
+    fn count(&self) -> usize;
+
+    fn wait_for(&self, target: usize, timeout: Duration) {
+        let start = Instant::now();
+        while self.count() < target {
+            assert!(
+                start.elapsed() < timeout,
+                "the receiver got {} of {target}",
+                self.count()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
 
 /// Postfix's smtp-sink, counting what it accepts.
 pub struct Sink {
@@ -32,27 +51,17 @@ impl Sink {
         });
         sink
     }
+}
 
+impl Receiver for Sink {
     /// Messages accepted so far (smtp-sink -c prints `... mesg=N` as it goes).
-    pub fn count(&self) -> usize {
+    fn count(&self) -> usize {
         let text = std::fs::read_to_string(&self.out).unwrap_or_default();
         text.rsplit("mesg=")
             .next()
             .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
-    }
-
-    pub fn wait_for(&self, target: usize, timeout: Duration) {
-        let start = Instant::now();
-        while self.count() < target {
-            assert!(
-                start.elapsed() < timeout,
-                "the sink got {} of {target}",
-                self.count()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
     }
 }
 
@@ -74,13 +83,15 @@ pub fn wait(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
-/// smtp-source straight into the sink over reused connections: the ceiling here.
-pub fn smtp_source(port: u16, n: usize, size: usize) -> f64 {
+/// smtp-source straight into the sink over `sessions` connections, each reused for message
+/// after message (`-d`): the ceiling here.
+pub fn smtp_source(port: u16, n: usize, size: usize, sessions: usize) -> f64 {
     let start = Instant::now();
     let status = Command::new("smtp-source")
         .args([
+            "-d",
             "-s",
-            "4",
+            &sessions.to_string(),
             "-l",
             &size.to_string(),
             "-m",
@@ -102,10 +113,16 @@ pub fn smtp_source(port: u16, n: usize, size: usize) -> f64 {
 pub struct Postfix {
     conf: PathBuf,
     queue: PathBuf,
+    log: PathBuf,
 }
 
 impl Postfix {
     pub fn new(dir: &Path, port: u16) -> Postfix {
+        Postfix::with(dir, port, "")
+    }
+
+    /// With `extra` lines appended to its main.cf.
+    pub fn with(dir: &Path, port: u16, extra: &str) -> Postfix {
         let conf = dir.join("conf");
         let queue = dir.join("queue");
         let data = dir.join("data");
@@ -126,7 +143,7 @@ impl Postfix {
                  setgid_group = postdrop\ninet_interfaces = loopback-only\ninet_protocols = ipv4\n\
                  myhostname = bench.localdomain\nmydestination =\nlocal_transport = error:no local mail\n\
                  relayhost = [127.0.0.1]:{port}\nsmtp_tls_security_level = none\nmaster_service_disable = inet\n\
-                 maillog_file = {dir}/maillog\nmaillog_file_prefixes = {dir}\nalternate_config_directories = {c}\n",
+                 maillog_file = {dir}/maillog\nmaillog_file_prefixes = {dir}\nalternate_config_directories = {c}\n{extra}",
                 q = queue.display(),
                 d = data.display(),
                 dir = dir.display(),
@@ -134,7 +151,11 @@ impl Postfix {
             ),
         )
         .unwrap();
-        Postfix { conf, queue }
+        Postfix {
+            conf,
+            queue,
+            log: dir.join("maillog"),
+        }
     }
 
     fn postfix(&self, verb: &str) {
@@ -175,6 +196,15 @@ impl Postfix {
 
     pub fn queue_dir(&self) -> &Path {
         &self.queue
+    }
+
+    /// (messages delivered, connections they took): a delivery over a cached connection is
+    /// logged with `conn_use=N`, one over a new connection without it.
+    pub fn deliveries(&self) -> (usize, usize) {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let sent: Vec<&str> = log.lines().filter(|l| l.contains("status=sent")).collect();
+        let opened = sent.iter().filter(|l| !l.contains("conn_use=")).count();
+        (sent.len(), opened)
     }
 }
 
@@ -221,4 +251,135 @@ pub fn rss_mib(pid: u32) -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
+}
+
+/// A throwaway Postfix that accepts mail over SMTP on loopback and discards it: a relay that
+/// offers CHUNKING as well as PIPELINING (smtp-sink offers no CHUNKING), and TLS when given a
+/// certificate: STARTTLS on `port`, implicit TLS (as on port 465) on `tls_port`.
+pub struct Relay {
+    conf: PathBuf,
+    log: PathBuf,
+    pub port: u16,
+    pub tls_port: Option<u16>,
+    /// How far the log has been read, and the messages it showed accepted.
+    read: Mutex<(usize, usize)>,
+}
+
+impl Relay {
+    pub fn start(dir: &Path, tls: Option<(&Path, &Path)>) -> Relay {
+        let conf = dir.join("conf");
+        let queue = dir.join("queue");
+        let data = dir.join("data");
+        for d in [&conf, &queue, &data] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        Command::new("chown")
+            .arg("postfix")
+            .arg(&data)
+            .status()
+            .unwrap();
+        let port = free_port();
+        let tls_port = tls.map(|_| free_port());
+        // Debian's master.cf with its public smtpd replaced by this relay's listeners, run
+        // outside the chroot (the queue directory is not a prepared one).
+        let mut master: String = std::fs::read_to_string("/etc/postfix/master.cf")
+            .expect("Postfix's master.cf")
+            .lines()
+            .filter(|l| !l.starts_with("smtp ") && !l.starts_with("smtp\t"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        master.push_str(&format!("127.0.0.1:{port} inet n - n - - smtpd\n"));
+        if let Some(p) = tls_port {
+            master.push_str(&format!(
+                "127.0.0.1:{p} inet n - n - - smtpd\n  -o smtpd_tls_wrappermode=yes\n  -o smtpd_tls_security_level=encrypt\n"
+            ));
+        }
+        std::fs::write(conf.join("master.cf"), master).unwrap();
+        let tls_conf = match tls {
+            Some((cert, key)) => format!(
+                "smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => "smtpd_tls_security_level = none\n".into(),
+        };
+        std::fs::write(
+            conf.join("main.cf"),
+            format!(
+                "compatibility_level = 3.6\nqueue_directory = {q}\ndata_directory = {d}\nmail_owner = postfix\n\
+                 setgid_group = postdrop\ninet_interfaces = loopback-only\ninet_protocols = ipv4\n\
+                 myhostname = relay.localdomain\nmydestination =\nmynetworks = 127.0.0.0/8\n\
+                 smtpd_relay_restrictions = permit_mynetworks, reject\nsmtpd_peername_lookup = no\n\
+                 default_transport = discard:bench\nlocal_transport = discard:bench\n{tls_conf}\
+                 maillog_file = {dir}/maillog\nmaillog_file_prefixes = {dir}\nalternate_config_directories = {c}\n",
+                q = queue.display(),
+                d = data.display(),
+                dir = dir.display(),
+                c = conf.display(),
+            ),
+        )
+        .unwrap();
+        let relay = Relay {
+            conf,
+            log: dir.join("maillog"),
+            port,
+            tls_port,
+            read: Mutex::new((0, 0)),
+        };
+        let status = Command::new("postfix")
+            .arg("-c")
+            .arg(&relay.conf)
+            .arg("start")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("postfix");
+        assert!(status.success(), "postfix start (relay)");
+        wait("the Postfix relay", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        relay
+    }
+}
+
+impl Receiver for Relay {
+    /// Messages accepted so far: the queue manager logs each one as it takes it in.
+    fn count(&self) -> usize {
+        use std::io::{Read, Seek};
+        let mut read = self.read.lock().unwrap();
+        let Ok(mut log) = std::fs::File::open(&self.log) else {
+            return 0;
+        };
+        let mut new = Vec::new();
+        log.seek(std::io::SeekFrom::Start(read.0 as u64)).unwrap();
+        log.read_to_end(&mut new).unwrap();
+        // Whole lines only: postlogd may be half-way through one.
+        let end = new.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        read.1 += String::from_utf8_lossy(&new[..end])
+            .lines()
+            .filter(|l| l.contains("(queue active)"))
+            .count();
+        read.0 += end;
+        read.1
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = Command::new("postfix")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

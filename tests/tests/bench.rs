@@ -34,7 +34,28 @@ fn bench_run_prints_every_figure() {
         "merge_200k_pdf_msgs_per_s",
         "honest_p99_ms_under_attack",
         "peak_rss_mib_under_attack",
-    ] {
+        "starttls_msgs_per_s",
+        "tls465_msgs_per_s",
+    ]
+    .into_iter()
+    .chain(
+        // The network path needs a namespace and an NFQUEUE rule: root only (as in CI).
+        nix::unistd::geteuid()
+            .is_root()
+            .then_some([
+                "net20_rtt_ms",
+                "net20_postfix_drain_msgs_per_s",
+                "net20_postecole_drain_msgs_per_s",
+                "net20_ratio",
+                "net20_fraction_of_rt_limit",
+                "net20_postfix_drain_msgs_per_s_chunking",
+                "net20_postecole_drain_msgs_per_s_chunking",
+                "net20_ratio_chunking",
+                "net20_fraction_of_rt_limit_chunking",
+            ])
+            .into_iter()
+            .flatten(),
+    ) {
         let value = stdout
             .lines()
             .find_map(|l| l.strip_prefix(&format!("{key} ")))
