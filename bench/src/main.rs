@@ -2,6 +2,7 @@
 //! lines. A measurement, not a test: see `bench/run` and BENCHMARKS.md.
 
 mod attack;
+mod history;
 mod network;
 mod peers;
 
@@ -277,7 +278,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
-    // BENCH_ONLY=delivery (or peers, enqueue, merge, attack, network, tls; comma-separated) runs
+    // BENCH_ONLY=delivery (or peers, enqueue, history, merge, attack, network, tls; comma-separated) runs
     // only those parts, e.g. under a profiler.
     let only = std::env::var("BENCH_ONLY").ok();
     let part = |name: &str| {
@@ -324,6 +325,10 @@ fn main() {
     }
     if part("enqueue") {
         enqueue(&runtime, n, &mut put);
+    }
+    if part("history") {
+        // A year of a school's mail is well under 100,000 records.
+        history::run(&runtime, (n * 20).clamp(1000, 100_000), &mut put);
     }
     if part("merge") {
         merge(&sink, (n / 5).max(10), &mut put);
