@@ -8,7 +8,7 @@ use lettre::address::Envelope;
 use tokio::sync::Semaphore;
 
 use super::relay::{Error, Relay};
-use super::{Outcome, Queue};
+use super::{Outcome, Queue, outcome};
 use crate::model::Record;
 
 /// The worker pool: takes due messages from the queue and sends them, at most
@@ -210,9 +210,9 @@ async fn attempt(queue: &Queue, relay: &Relay, record: &Record) -> Outcome {
         Err(e) => return Outcome::Permanent(e),
     };
     match relay.send(&envelope, &record.message_id, &bytes).await {
-        Ok(reply) => {
+        Ok(delivery) => {
             queue.relay_reachable();
-            Outcome::Delivered(reply)
+            outcome::judge(record, delivery.body.as_deref(), &delivery.recipients)
         }
         Err(Error::Permanent(reply)) => Outcome::Permanent(reply),
         Err(Error::Unreachable(reply)) => {
