@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use postecole_tests::{
-    Bus, Daemon, Smtp, TestCa, active_account, mailctl, queue_json, relayed_account, wait_for,
-    wait_state,
+    Bus, Daemon, PostfixRelay, Smtp, TestCa, active_account, code_in, create, mailctl, queue_json,
+    relayed_account, verify, wait_for, wait_state,
 };
 
 const FAST_RETRY: &str = "[queue]\nmin_backoff_secs = 1\nmax_backoff_secs = 2\n";
@@ -340,4 +340,55 @@ fn implicit_tls_is_pipelined_over_our_own_socket() {
             .iter()
             .all(|m| m["state"] == "delivered")
     });
+}
+
+#[test]
+fn postfix_smtpd_takes_bdat_pipelined_behind_mail_and_rcpt() {
+    let relay = PostfixRelay::start();
+    let bus = Bus::start();
+    let _daemon = Daemon::start(&bus, &format!("{}{ONE_CONNECTION}", relay.relay_config()));
+    // Postfix passes mail on through its queue: the code arrives a moment after it took it.
+    let id = create(&bus, None, "personal", "Secretariat", "moi@ecole.fr").out();
+    wait_for("the code through Postfix", LONG, || {
+        code_in(&relay.downstream.messages(), &id).is_some()
+    });
+    verify(&bus, None, &relay.downstream.messages(), &id);
+    mailctl(
+        &bus,
+        None,
+        &["account", "secure", &id, "--question", "Question ?"],
+        Some("une réponse solide\n"),
+    )
+    .out();
+    let ids: Vec<String> = (1..=3)
+        .map(|n| {
+            send_to(
+                &bus,
+                &id,
+                &["famille@example.org", "papa@example.org"],
+                &format!("Postfix {n}"),
+            )
+        })
+        .collect();
+    for m in &ids {
+        assert_eq!(wait_state(&bus, m, "delivered", LONG)["attempts"], 1);
+    }
+    wait_for("the messages through Postfix", LONG, || {
+        (1..=3).all(|n| copies(&relay.downstream, &format!("Postfix {n}")).len() == 1)
+    });
+    let copy = &copies(&relay.downstream, "Postfix 2")[0];
+    assert!(copy.contains("\r\n.point en début de ligne\r\n"), "{copy}");
+    assert_eq!(envelope_to(copy), "famille@example.org,papa@example.org");
+    let commands = relay.commands();
+    let bdat = commands.iter().filter(|c| c.starts_with("BDAT ")).count();
+    assert!(
+        bdat >= 4,
+        "code mail and three messages by BDAT: {commands:?}"
+    );
+    assert!(
+        commands.iter().all(|c| c != "DATA" && c != "RSET"),
+        "{commands:?}"
+    );
+    let log = std::fs::read_to_string(relay.maillog()).unwrap();
+    assert!(!log.contains("improper command pipelining"), "{log}");
 }

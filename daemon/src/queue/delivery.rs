@@ -12,8 +12,8 @@ use super::{Outcome, Queue, outcome};
 use crate::model::Record;
 
 /// The worker pool: takes due messages from the queue and sends them, at most
-/// `relay.connections()` at a time (lettre's pool size bounds idle connections, not concurrent
-/// sends), at the pace of the relay's sending limits.
+/// `relay.connections()` at a time (each send on a connection of its own, kept idle for the
+/// next), at the pace of the relay's sending limits.
 pub async fn run(queue: Arc<Queue>, relay: Arc<Relay>) {
     let permits = Arc::new(Semaphore::new(relay.connections()));
     // Bodies read for sending, in `ROOM_UNIT`s: a few large messages go one after another
