@@ -60,12 +60,13 @@ impl PostfixRelay {
                  local_transport = error:no local mail\nmynetworks = 127.0.0.0/8\n\
                  smtpd_relay_restrictions = permit_mynetworks, reject\n\
                  relayhost = [127.0.0.1]:{down}\nsmtp_tls_security_level = none\n\
-                 debug_peer_list = 127.0.0.1\nmaillog_file = {log}\n\
+                 debug_peer_list = 127.0.0.1\nmaillog_file = {log}\nmaillog_file_prefixes = {dir}\n\
                  alternate_config_directories = {c}\n",
                 q = queue.display(),
                 d = data.display(),
                 down = downstream.port,
                 log = dir.path().join("maillog").display(),
+                dir = dir.path().display(),
                 c = conf.display(),
             ),
         )
@@ -93,7 +94,8 @@ impl PostfixRelay {
             .expect("postfix (package postfix)");
         assert!(
             out.status.success(),
-            "postfix {verb}: {}",
+            "postfix {verb}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -103,7 +105,8 @@ impl PostfixRelay {
         let log = std::fs::read_to_string(self.maillog()).unwrap_or_default();
         log.lines()
             .filter(|l| l.contains("postfix/smtpd"))
-            .filter_map(|l| l.split_once("< 127.0.0.1[127.0.0.1]: "))
+            // "postfix/smtpd[12]: < localhost[127.0.0.1]: BDAT 375 LAST"
+            .filter_map(|l| l.split_once(": < ")?.1.split_once("[127.0.0.1]: "))
             .map(|(_, command)| command.to_owned())
             .collect()
     }
