@@ -6,7 +6,7 @@
 //! CHUNKING (RFC 3030) as well, `BDAT <size> LAST` and the body follow the RCPTs in the same
 //! write: one round trip. Without PIPELINING, one command at a time. lettre still gives the
 //! commands' text, the EHLO keywords it knows (`ServerInfo`), reply parsing and the AUTH
-//! mechanisms; TLS is tokio-rustls, which lettre uses too.
+//! mechanisms; TLS is tokio-rustls, as for the OAuth2 requests.
 
 use std::pin::Pin;
 use std::str::FromStr;
