@@ -247,6 +247,38 @@ fn with_chunking_each_message_is_one_write_and_no_rset_between_messages() {
     let connections: std::collections::BTreeSet<u64> =
         messages.iter().map(|(conn, _)| *conn).collect();
     assert_eq!(connections.len(), 1, "not kept across messages: {reads:?}");
+
+    // A body too large to be copied behind the commands goes right after them, whole.
+    let dir = tempfile::tempdir().unwrap();
+    let attachment = dir.path().join("gros.bin");
+    std::fs::write(&attachment, vec![0x5au8; 300_000]).unwrap();
+    let id = mailctl(
+        &bus,
+        None,
+        &[
+            "send",
+            "--account",
+            &account,
+            "--to",
+            "famille@example.org",
+            "--subject",
+            "Gros",
+            "--body",
+            "Ci-joint.",
+            "--attach",
+            attachment.to_str().unwrap(),
+        ],
+        None,
+    )
+    .out();
+    wait_state(&bus, &id, "delivered", LONG);
+    let copy = &copies(&smtp, "Gros")[0];
+    assert!(copy.len() > 300_000, "{}", copy.len());
+    assert!(
+        copy.trim_end().ends_with("--"),
+        "cut short: {}",
+        &copy[copy.len() - 200..]
+    );
 }
 
 /// Three messages one after another on one connection slot, against a relay that ends

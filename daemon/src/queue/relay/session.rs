@@ -338,13 +338,12 @@ impl Session {
             out.extend_from_slice(mail.as_bytes());
             out.extend_from_slice(rcpts.as_bytes());
             if chunking {
-                out.reserve(body.len());
                 out.extend_from_slice(format!("BDAT {} LAST\r\n", body.len()).as_bytes());
-                out.extend_from_slice(body);
             } else {
                 out.extend_from_slice(Data.to_string().as_bytes());
             }
-            self.write(&out).await.map_err(at_mail)?;
+            let chunk = if chunking { body } else { &[] };
+            self.write_parts(&out, chunk).await.map_err(at_mail)?;
             drop(out);
             let mail_reply = self.reply().await.map_err(at_mail)?;
             let mail_refusal = |mail_reply: Response| Failed {
@@ -415,9 +414,10 @@ impl Session {
             });
         }
         let reply = if chunking {
-            let mut out = format!("BDAT {} LAST\r\n", body.len()).into_bytes();
-            out.extend_from_slice(body);
-            self.write(&out).await.map_err(after_mail)?;
+            let command = format!("BDAT {} LAST\r\n", body.len());
+            self.write_parts(command.as_bytes(), body)
+                .await
+                .map_err(after_mail)?;
             self.reply().await.map_err(after_mail)?
         } else {
             self.write(Data.to_string().as_bytes())
@@ -512,8 +512,25 @@ impl Session {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), Fault> {
+        self.write_parts(bytes, &[]).await
+    }
+
+    /// `commands` then `body` back to back, flushed once: in one write when the body is small,
+    /// so that both leave in the same segments; a large body is not copied for that.
+    async fn write_parts(&mut self, commands: &[u8], body: &[u8]) -> Result<(), Fault> {
+        const COPIED: usize = 64 * 1024;
+        let joined;
+        let (first, rest) = if !body.is_empty() && body.len() <= COPIED {
+            joined = [commands, body].concat();
+            (&joined[..], &[][..])
+        } else {
+            (commands, body)
+        };
         let written = async {
-            self.stream.write_all(bytes).await?;
+            self.stream.write_all(first).await?;
+            if !rest.is_empty() {
+                self.stream.write_all(rest).await?;
+            }
             self.stream.flush().await
         }
         .await;
