@@ -169,6 +169,19 @@ pub struct Record {
     /// until `max_lifetime_secs` after this, then sealed like delivered mail.
     #[serde(default)]
     pub failed_at: u64,
+    /// The recipients still owed the message, as positions in its spool entry's list, once
+    /// the relay accepted or refused some for good; `None`: all of them. Positions, so that
+    /// the store holds no address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owed: Option<Vec<u32>>,
+    /// Recipients the relay accepted in earlier attempts: the message is delivered, not
+    /// failed, when the others are refused for good.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub accepted: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What stays of a message in the archive once its record is pruned (`queue.retention_secs`

@@ -45,6 +45,10 @@ impl Smtp {
             .arg(dir.path().join("mail"))
             .arg("--reply-file")
             .arg(dir.path().join("reply"))
+            .arg("--rcpt-file")
+            .arg(dir.path().join("rcpt"))
+            .arg("--reads-file")
+            .arg(dir.path().join("reads"))
             .args(extra)
             .stdout(Stdio::piped())
             .spawn()
@@ -63,6 +67,34 @@ impl Smtp {
     /// Makes the server answer DATA with this reply (e.g. "451 4.3.0 later"); "" accepts again.
     pub fn set_reply(&self, reply: &str) {
         std::fs::write(self.dir.path().join("reply"), reply).unwrap();
+    }
+
+    /// Makes RCPT TO of these addresses get these replies (e.g. "550 5.1.1 No such user"); the
+    /// others are accepted.
+    pub fn set_recipient_replies(&self, replies: &[(&str, &str)]) {
+        let lines: String = replies
+            .iter()
+            .map(|(address, reply)| format!("{address} {reply}\n"))
+            .collect();
+        std::fs::write(self.dir.path().join("rcpt"), lines).unwrap();
+    }
+
+    /// Every read the server made from its clients, in order: (connection number, bytes as
+    /// they came in that read). Commands that came in one read came in one segment or in
+    /// segments sent back to back, not one after another's reply.
+    pub fn reads(&self) -> Vec<(u64, String)> {
+        let Ok(text) = std::fs::read_to_string(self.dir.path().join("reads")) else {
+            return Vec::new();
+        };
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["conn"].as_u64().unwrap(),
+                    v["data"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
     }
 
     /// Where accepted messages are saved, for a client of its own to read them (the desktop's

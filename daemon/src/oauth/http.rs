@@ -1,6 +1,6 @@
 //! The one kind of HTTP request OAuth2 needs: an HTTPS POST of a form, answered with JSON.
 //!
-//! hyper's HTTP/1.1 client over the rustls that lettre already brings (tokio-rustls, ring), so
+//! hyper's HTTP/1.1 client over the rustls the relay session uses (tokio-rustls, ring), so
 //! that the daemon has one TLS stack. One connection per request: token requests are rare.
 //! Redirects are not followed: a token endpoint that redirects is misconfigured, and following
 //! one would hand the form (refresh token, client secret) to another host.

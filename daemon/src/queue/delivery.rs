@@ -8,12 +8,12 @@ use lettre::address::Envelope;
 use tokio::sync::Semaphore;
 
 use super::relay::{Error, Relay};
-use super::{Outcome, Queue};
+use super::{Outcome, Queue, outcome};
 use crate::model::Record;
 
 /// The worker pool: takes due messages from the queue and sends them, at most
-/// `relay.connections()` at a time (lettre's pool size bounds idle connections, not concurrent
-/// sends), at the pace of the relay's sending limits.
+/// `relay.connections()` at a time (each send on a connection of its own, kept idle for the
+/// next), at the pace of the relay's sending limits.
 pub async fn run(queue: Arc<Queue>, relay: Arc<Relay>) {
     let permits = Arc::new(Semaphore::new(relay.connections()));
     // Bodies read for sending, in `ROOM_UNIT`s: a few large messages go one after another
@@ -210,9 +210,9 @@ async fn attempt(queue: &Queue, relay: &Relay, record: &Record) -> Outcome {
         Err(e) => return Outcome::Permanent(e),
     };
     match relay.send(&envelope, &record.message_id, &bytes).await {
-        Ok(reply) => {
+        Ok(delivery) => {
             queue.relay_reachable();
-            Outcome::Delivered(reply)
+            outcome::judge(record, delivery.body.as_deref(), &delivery.recipients)
         }
         Err(Error::Permanent(reply)) => Outcome::Permanent(reply),
         Err(Error::Unreachable(reply)) => {

@@ -343,6 +343,8 @@ impl Queue {
                 slot: None,
                 archived: None,
                 failed_at: 0,
+                owed: None,
+                accepted: 0,
             });
             bytes.push(item.bytes);
         }
@@ -401,7 +403,13 @@ impl Queue {
             .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).map_err(|e| e.to_string()))
         {
             Ok(first) if first.id == r.id => {
-                r.recipients = first.recipients;
+                r.recipients = match &r.owed {
+                    None => first.recipients,
+                    Some(owed) => owed
+                        .iter()
+                        .filter_map(|&i| first.recipients.get(i as usize).cloned())
+                        .collect(),
+                };
                 r.to = first.to;
                 r.subject = first.subject;
             }

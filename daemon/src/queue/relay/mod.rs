@@ -1,19 +1,27 @@
-//! The relay finished messages are handed to: SMTP through lettre, or the embedded default that
-//! drops `.eml` files in `state_dir/local-mail` so that a fresh machine works with no mail
-//! server. One message at a time; the delivery loop that feeds it is in `delivery`.
+//! The relay finished messages are handed to: SMTP, or the embedded default that drops `.eml`
+//! files in `state_dir/local-mail` so that a fresh machine works with no mail server. One
+//! message at a time per connection; the delivery loop that feeds it is in `delivery`, the
+//! SMTP dialogue itself (pipelined when the relay allows) in `session`.
 //!
 //! With `auth = "xoauth2"` the session authenticates with an OAuth2 access token (`oauth`),
 //! renewed once and tried again when the relay refuses it.
+
+mod session;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
-use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::response::{Response, Severity};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 
+use self::session::{Fault, Security, Session, text};
+use super::outcome::Answer;
 use super::pace::Pacer;
 use crate::clock::Clock;
 use crate::config::{AuthKind, Config, TlsMode};
@@ -62,22 +70,28 @@ enum Auth {
     Token(Arc<OAuth>),
 }
 
-/// An SMTP relay and the idle connections kept to it.
-///
-/// lettre's `AsyncSmtpTransport` opens its sockets without TCP_NODELAY and writes the final
-/// ".\r\n" apart from the body, so every message waits ~40 ms for a delayed ACK (Nagle). Its
-/// connection type is used here directly over a socket of ours with TCP_NODELAY set.
+/// The relay's answer to one message: its reply to the body (`None` when no recipient was
+/// accepted) and each recipient's, in the envelope's order.
+#[derive(Debug)]
+pub struct Delivery {
+    pub body: Option<String>,
+    pub recipients: Vec<Answer>,
+}
+
+/// An SMTP relay and the idle connections kept to it, over sockets of ours with TCP_NODELAY
+/// (a command written apart from what follows must not wait ~40 ms for a delayed ACK), in
+/// every TLS mode.
 pub struct Smtp {
     host: String,
     port: u16,
     mode: TlsMode,
-    tls: Option<TlsParameters>,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
     auth: Auth,
     hello: ClientId,
-    /// Bounds a whole dialogue: lettre's own timeout covers only the connection.
+    /// Bounds a whole dialogue, connection included.
     send_timeout: Duration,
     description: String,
-    idle: std::sync::Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    idle: std::sync::Mutex<Vec<(Session, Instant)>>,
     max_idle: usize,
 }
 
@@ -98,23 +112,11 @@ impl Relay {
             (c as usize).min(config.queue.concurrency)
         });
         let send_timeout = Duration::from_secs(config.queue.send_timeout_secs);
-        let tls_parameters = || -> Result<TlsParameters, Error> {
-            let mut builder = TlsParameters::builder(relay.host.clone());
-            if let Some(ca) = &relay.ca_file {
-                let pem = std::fs::read(ca).map_err(|e| {
-                    Error::Setup(format!("cannot read ca_file {}: {e}", ca.display()))
-                })?;
-                let cert = Certificate::from_pem(&pem)
-                    .map_err(|e| Error::Setup(format!("ca_file {}: {e}", ca.display())))?;
-                builder = builder.add_root_certificate(cert);
-            }
-            builder
-                .build_rustls()
-                .map_err(|e| Error::Setup(e.to_string()))
-        };
         let tls = match relay.tls {
             TlsMode::None => None,
-            TlsMode::Starttls | TlsMode::Tls => Some(tls_parameters()?),
+            TlsMode::Starttls | TlsMode::Tls => {
+                Some(tls_client(&relay.host, relay.ca_file.as_deref())?)
+            }
         };
         let auth = match (relay.auth, &relay.oauth2, &relay.username) {
             (AuthKind::Xoauth2, Some(oauth2), _) => Auth::Token(Arc::new(
@@ -248,13 +250,13 @@ impl Relay {
     }
 
     /// Delivers the exact bytes given, so that a retried message is the same message; returns
-    /// the relay's reply.
+    /// the relay's answers.
     pub async fn send(
         &self,
         envelope: &Envelope,
         message_id: &str,
         bytes: &[u8],
-    ) -> Result<String, Error> {
+    ) -> Result<Delivery, Error> {
         match &self.kind {
             Kind::Smtp(smtp) => {
                 match tokio::time::timeout(smtp.send_timeout, smtp.send(envelope, bytes)).await {
@@ -262,17 +264,15 @@ impl Relay {
                         "the relay did not finish within {} s",
                         smtp.send_timeout.as_secs()
                     ))),
-                    Ok(Ok(response)) => Ok(format!(
-                        "{} {}",
-                        response.code(),
-                        response.message().collect::<Vec<_>>().join(" ")
-                    )),
-                    Ok(Err(e)) => Err(e),
+                    Ok(result) => result,
                 }
             }
             Kind::LocalDir(dir) => write_local(dir, message_id, bytes)
                 .await
-                .map(|name| format!("written to {}", dir.join(name).display()))
+                .map(|name| Delivery {
+                    body: Some(format!("written to {}", dir.join(name).display())),
+                    recipients: vec![Answer::Accepted; envelope.to().len()],
+                })
                 .map_err(|e| Error::Transient(format!("cannot write to {}: {e}", dir.display()))),
         }
     }
@@ -283,9 +283,9 @@ impl Relay {
             Kind::Smtp(smtp) => {
                 let description = &smtp.description;
                 let attempt = async {
-                    let mut conn = smtp.connect().await?;
-                    let alive = conn.test_connected().await;
-                    conn.quit().await.ok();
+                    let mut session = smtp.connect().await?;
+                    let alive = session.noop().await;
+                    session.quit().await;
                     Ok::<bool, Error>(alive)
                 };
                 match tokio::time::timeout(smtp.send_timeout, attempt).await {
@@ -329,7 +329,7 @@ impl Relay {
 }
 
 impl Smtp {
-    async fn connect(&self) -> Result<AsyncSmtpConnection, Error> {
+    async fn connect(&self) -> Result<Session, Error> {
         self.open().await.map_err(|e| match e {
             Error::Transient(m) => {
                 Error::Unreachable(match setting_hint(&m, self.mode, self.port) {
@@ -341,52 +341,38 @@ impl Smtp {
         })
     }
 
-    async fn open(&self) -> Result<AsyncSmtpConnection, Error> {
-        let mut conn = if self.mode == TlsMode::Tls {
-            // Implicit TLS goes through lettre's own socket (no TCP_NODELAY there).
-            AsyncSmtpConnection::connect_tokio1(
-                (self.host.as_str(), self.port),
-                Some(self.send_timeout),
-                &self.hello,
-                self.tls.clone(),
-                None,
-            )
+    async fn open(&self) -> Result<Session, Error> {
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .map_err(classify)?
-        } else {
-            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-                .await
-                .map_err(|e| {
-                    Error::Transient(format!("cannot connect to {}: {e}", self.description))
-                })?;
-            tcp.set_nodelay(true)
-                .map_err(|e| Error::Transient(format!("TCP_NODELAY: {e}")))?;
-            let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello)
-                .await
-                .map_err(classify)?;
-            if let Some(tls) = &self.tls {
-                conn.starttls(tls.clone(), &self.hello)
-                    .await
-                    .map_err(classify)?;
-            }
-            conn
+            .map_err(|e| {
+                Error::Transient(format!("cannot connect to {}: {e}", self.description))
+            })?;
+        tcp.set_nodelay(true)
+            .map_err(|e| Error::Transient(format!("TCP_NODELAY: {e}")))?;
+        let security = match (&self.tls, self.mode) {
+            (Some((tls, name)), TlsMode::Tls) => Security::Implicit(tls, name),
+            (Some((tls, name)), _) => Security::Starttls(tls, name),
+            (None, _) => Security::None,
         };
+        let mut session = Session::open(tcp, security, &self.hello)
+            .await
+            .map_err(fault)?;
         match &self.auth {
             Auth::None => {}
-            Auth::Password(credentials) => {
-                conn.auth(DEFAULT_MECHANISMS, credentials)
-                    .await
-                    .map_err(classify)?;
-            }
-            Auth::Token(oauth) => self.xoauth2(&mut conn, oauth).await?,
+            Auth::Password(credentials) => session.auth(credentials).await.map_err(fault)?,
+            Auth::Token(oauth) => self.xoauth2(&mut session, oauth).await?,
         }
-        Ok(conn)
+        Ok(session)
     }
 
     /// AUTH XOAUTH2 with the current token; refused, once more with a renewed one.
-    async fn xoauth2(&self, conn: &mut AsyncSmtpConnection, oauth: &OAuth) -> Result<(), Error> {
+    async fn xoauth2(&self, session: &mut Session, oauth: &OAuth) -> Result<(), Error> {
         let token = oauth.token().await.map_err(token_error)?;
-        let refusal = match xoauth2_once(conn, oauth.username(), &token).await? {
+        let refusal = match session
+            .xoauth2(oauth.username(), &token)
+            .await
+            .map_err(fault)?
+        {
             None => return Ok(()),
             Some(reply) => reply,
         };
@@ -395,7 +381,11 @@ impl Smtp {
             .renew_after_refusal(&token)
             .await
             .map_err(token_error)?;
-        match xoauth2_once(conn, oauth.username(), &token).await? {
+        match session
+            .xoauth2(oauth.username(), &token)
+            .await
+            .map_err(fault)?
+        {
             None => Ok(()),
             Some(reply) => Err(Error::AuthRefused(format!(
                 "the relay refused the OAuth2 token of {}: {reply}",
@@ -404,95 +394,117 @@ impl Smtp {
         }
     }
 
-    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+    fn take_idle(&self) -> Option<Session> {
         let mut idle = self.idle.lock().unwrap();
-        while let Some((conn, since)) = idle.pop() {
-            if since.elapsed() < MAX_IDLE && !conn.has_broken() {
-                return Some(conn);
+        while let Some((session, since)) = idle.pop() {
+            if since.elapsed() < MAX_IDLE && !session.is_broken() {
+                return Some(session);
             }
         }
         None
     }
 
     /// One transaction, on an idle connection when there is one. A reused connection that the
-    /// relay closed meanwhile fails without a reply code: then once more on a fresh one.
-    async fn send(
-        &self,
-        envelope: &Envelope,
-        bytes: &[u8],
-    ) -> Result<lettre::transport::smtp::response::Response, Error> {
-        let (mut conn, reused) = match self.take_idle() {
-            Some(conn) => (conn, true),
+    /// relay closed meanwhile, or that has carried as many messages as the relay takes on one
+    /// connection (`421 4.7.0 too many messages`), fails before MAIL is accepted: then once
+    /// more on a fresh one, with no failure counted.
+    async fn send(&self, envelope: &Envelope, bytes: &[u8]) -> Result<Delivery, Error> {
+        let Some(from) = envelope.from() else {
+            return Err(Error::Permanent("no envelope sender".into()));
+        };
+        let (mut session, reused) = match self.take_idle() {
+            Some(session) => (session, true),
             None => (self.connect().await?, false),
         };
-        let mut result = conn.send(envelope, bytes).await;
-        // No reply code at all (a reset, or the end of the stream read as an incomplete
-        // response): the relay had closed the idle session.
-        if reused && matches!(&result, Err(e) if e.status().is_none() && !e.is_client()) {
-            conn = self.connect().await?;
-            result = conn.send(envelope, bytes).await;
+        let mut result = session.send(from, envelope.to(), bytes).await;
+        if reused && matches!(&result, Err(failed) if failed.at_mail) {
+            if let Err(failed) = &result {
+                tracing::debug!(
+                    after = session.delivered,
+                    reason = ?failed.fault,
+                    "relay connection not reusable; opening another"
+                );
+            }
+            session.quit().await;
+            session = self.connect().await?;
+            result = session.send(from, envelope.to(), bytes).await;
         }
-        if result.is_ok() && !conn.has_broken() {
+        if !session.is_broken() {
             let mut idle = self.idle.lock().unwrap();
             if idle.len() < self.max_idle {
-                idle.push((conn, Instant::now()));
+                idle.push((session, Instant::now()));
             }
         }
-        result.map_err(|e| {
-            // lettre refuses before sending what this relay cannot take (8-bit text without
-            // 8BITMIME, a non-ASCII address without SMTPUTF8): no later attempt would differ.
-            if e.is_client() {
-                Error::Permanent(format!("the relay cannot take this message: {e}"))
-            } else {
-                classify(e)
-            }
+        let sent = result.map_err(|failed| fault(failed.fault))?;
+        let recipients: Vec<Answer> = sent
+            .recipients
+            .iter()
+            .map(|r| match r.code().severity {
+                Severity::PositiveCompletion => Answer::Accepted,
+                Severity::PermanentNegativeCompletion => Answer::Refused(text(r)),
+                _ => Answer::Later(text(r)),
+            })
+            .collect();
+        // Every recipient put off by a provider that asks to slow down: the relay's refusal,
+        // not the message's.
+        if sent.body.is_none()
+            && let Some(first) = sent.recipients.first()
+            && sent.recipients.iter().all(|r| !r.is_positive())
+            && let Some(wait) = throttled(first)
+        {
+            return Err(Error::Throttled(text(first), wait));
+        }
+        Ok(Delivery {
+            body: sent.body.as_ref().map(text),
+            recipients,
         })
     }
 }
 
-/// One AUTH XOAUTH2 exchange: `None` when accepted, the refusal otherwise. lettre's own AUTH
-/// stops at the error challenge some providers send (`334 <base64 JSON>`); answered with an
-/// empty line, the relay then gives its real reply (`535 5.7.8`).
-async fn xoauth2_once(
-    conn: &mut AsyncSmtpConnection,
-    user: &str,
-    token: &str,
-) -> Result<Option<String>, Error> {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let initial = b64.encode(format!("user={user}\x01auth=Bearer {token}\x01\x01"));
-    let refused = |e: lettre::transport::smtp::Error| {
-        if e.is_permanent() || e.to_string().contains("5.5.127") {
-            Ok(Some(e.to_string()))
-        } else {
-            Err(classify(e))
+/// The TLS client for the relay: the system's roots, and `ca_file` when given.
+fn tls_client(
+    host: &str,
+    ca_file: Option<&Path>,
+) -> Result<(TlsConnector, ServerName<'static>), Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(ca) = ca_file {
+        let pem = std::fs::read(ca)
+            .map_err(|e| Error::Setup(format!("cannot read ca_file {}: {e}", ca.display())))?;
+        let mut any = false;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| Error::Setup(format!("ca_file {}: {e}", ca.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| Error::Setup(format!("ca_file {}: {e}", ca.display())))?;
+            any = true;
         }
-    };
-    let reply = match conn.command(format!("AUTH XOAUTH2 {initial}\r\n")).await {
-        Ok(reply) => reply,
-        Err(e) => return refused(e),
-    };
-    if reply.has_code(235) {
-        return Ok(None);
+        if !any {
+            return Err(Error::Setup(format!(
+                "ca_file {}: no PEM certificate in it",
+                ca.display()
+            )));
+        }
     }
-    if reply.has_code(334) {
-        // The challenge is JSON ({"status":"401",...}): its status says why, nothing secret.
-        let status = reply
-            .message()
-            .next()
-            .and_then(|m| b64.decode(m.trim()).ok())
-            .and_then(|j| serde_json::from_slice::<serde_json::Value>(&j).ok())
-            .and_then(|v| v.get("status").and_then(|s| s.as_str().map(str::to_owned)));
-        let challenge = format!(
-            "error challenge (status {})",
-            status.as_deref().unwrap_or("?")
-        );
-        return match conn.command("\r\n").await {
-            Ok(r) => Ok(Some(format!("{challenge}, then {}", r.code()))),
-            Err(e) => refused(e).map(|r| r.map(|r| format!("{challenge}, then {r}"))),
-        };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Setup(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| Error::Setup(format!("relay host {host}: {e}")))?;
+    Ok((TlsConnector::from(Arc::new(config)), name))
+}
+
+/// A session's failure as the queue sees it.
+fn fault(f: Fault) -> Error {
+    match f {
+        Fault::Reply(reply) => classify(&reply),
+        Fault::Link(m) | Fault::Setup(m) => Error::Transient(m),
+        // Refused before anything was sent: no later attempt would differ.
+        Fault::Unfit(m) => Error::Permanent(format!("the relay cannot take this message: {m}")),
     }
-    Ok(Some(format!("unexpected reply {}", reply.code())))
 }
 
 fn token_error(e: TokenError) -> Error {
@@ -506,13 +518,12 @@ fn token_error(e: TokenError) -> Error {
 /// the message: how long to wait. Exchange Online answers `432 4.3.2` to too many connections
 /// and `554 5.2.0 …SubmissionQuotaExceededException` past the day's quota; Gmail `421 4.7.28`
 /// and `4.7.0 … rate`.
-fn throttled(e: &lettre::transport::smtp::Error) -> Option<u64> {
-    let text = e.to_string();
-    let lower = text.to_ascii_lowercase();
+fn throttled(reply: &Response) -> Option<u64> {
+    let lower = text(reply).to_ascii_lowercase();
     if lower.contains("submissionquotaexceeded") {
         return Some(900);
     }
-    let transient = e.status().is_some() && !e.is_permanent();
+    let transient = reply.code().severity == Severity::TransientNegativeCompletion;
     let rate = [
         "rate limit",
         "throttl",
@@ -526,8 +537,6 @@ fn throttled(e: &lettre::transport::smtp::Error) -> Option<u64> {
     (transient && rate).then_some(60)
 }
 
-/// 5xx replies are final; everything else — 4xx, network, TLS, a connection cut after the
-/// final dot — is worth another try with the same bytes.
 /// The setting an administrator most likely has to change, for the failures to open a session
 /// that a wrong `tls`, port or `ca_file` gives; said in `relay test` and in the queue's reply.
 fn setting_hint(message: &str, mode: TlsMode, port: u16) -> Option<String> {
@@ -561,13 +570,15 @@ fn setting_hint(message: &str, mode: TlsMode, port: u16) -> Option<String> {
     }
 }
 
-fn classify(e: lettre::transport::smtp::Error) -> Error {
-    if let Some(wait) = throttled(&e) {
-        Error::Throttled(e.to_string(), wait)
-    } else if e.is_permanent() {
-        Error::Permanent(e.to_string())
+/// 5xx replies are final; everything else — 4xx, network, TLS, a connection cut after the
+/// final dot — is worth another try with the same bytes.
+fn classify(reply: &Response) -> Error {
+    if let Some(wait) = throttled(reply) {
+        Error::Throttled(text(reply), wait)
+    } else if reply.code().severity == Severity::PermanentNegativeCompletion {
+        Error::Permanent(text(reply))
     } else {
-        Error::Transient(e.to_string())
+        Error::Transient(text(reply))
     }
 }
 
