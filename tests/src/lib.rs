@@ -1,8 +1,8 @@
 //! Test helpers shared by every integration test: a private D-Bus system bus that denies by
 //! default and includes the shipped policy (`bus`), a real SMTP server, aiosmtpd (`smtp`), the
-//! real `postecoled` (`daemon`) and `mailctl` (`ctl`) binaries, Unix users to run them as
-//! (`users`), a throwaway certificate authority (`ca`), a mocked polkitd (`polkit`) and an X
-//! server for the desktop application (`xvfb`).
+//! real `postecoled` (`daemon`), `mailctl` (`ctl`) and sendmail door (`sendmail`) binaries,
+//! Unix users to run them as (`users`), a throwaway certificate authority (`ca`), a mocked
+//! polkitd (`polkit`) and an X server for the desktop application (`xvfb`).
 
 mod accounts;
 mod bus;
@@ -13,6 +13,7 @@ pub mod limits;
 mod oauth;
 mod polkit;
 pub mod recovery;
+mod sendmail;
 mod smtp;
 mod users;
 mod xvfb;
@@ -34,6 +35,7 @@ pub use ctl::{
 pub use daemon::Daemon;
 pub use oauth::{MAILBOX, OAuthRelay, logged_in, oauth_account, relay_status, spawn_login};
 pub use polkit::{MOCK_POLKIT_POLICY, MockPolkit};
+pub use sendmail::{Door, sendmail};
 pub use smtp::Smtp;
 pub use users::{
     ACTION_ADMINISTER, ACTION_SEND_ESTABLISHMENT, ADMIN_GROUP, GROUP_TEACHERS, SERVICE_USER,
