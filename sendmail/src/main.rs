@@ -245,3 +245,51 @@ fn main() -> ExitCode {
     eprint!("{out}");
     ExitCode::from(status)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every sentence of this file has its French translation in po/fr.po (written one line a
+    /// string), and the file is in po/POTFILES.
+    #[test]
+    fn french_catalogue_has_every_sentence() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let po = std::fs::read_to_string(root.join("po/fr.po")).unwrap();
+        let unquote = |l: &str| l.trim().trim_matches('"').replace("\\\"", "\"");
+        let lines: Vec<&str> = po.lines().collect();
+        let translated: std::collections::HashSet<String> = lines
+            .windows(2)
+            .filter_map(|w| {
+                let id = w[0].strip_prefix("msgid ")?;
+                let tr = w[1].strip_prefix("msgstr ")?;
+                (unquote(tr) != "").then(|| unquote(id))
+            })
+            .collect();
+        let source = include_str!("main.rs");
+        let code = &source[..source.find("#[cfg(test)]").unwrap()];
+        let mut ids = Vec::new();
+        for piece in code.split("t!(").skip(1) {
+            let rest = piece.trim_start();
+            if let Some(rest) = rest.strip_prefix('"') {
+                ids.push(rest[..rest.find('"').unwrap()].to_owned());
+            }
+        }
+        assert!(ids.len() >= 9, "{ids:?}");
+        let missing: Vec<&String> = ids.iter().filter(|i| !translated.contains(*i)).collect();
+        assert!(missing.is_empty(), "untranslated in po/fr.po: {missing:?}");
+        let potfiles = std::fs::read_to_string(root.join("po/POTFILES")).unwrap();
+        assert!(potfiles.lines().any(|l| l == "sendmail/src/main.rs"));
+    }
+
+    #[test]
+    fn sysexits_for_each_kind_of_refusal() {
+        assert_eq!(exit_status(Status::Data), 65);
+        assert_eq!(exit_status(Status::NoInput), 67);
+        assert_eq!(exit_status(Status::TempFail), 75);
+        assert_eq!(exit_status(Status::NoPerm), 77);
+        assert_eq!(exit_status(Status::Other), 69);
+        assert_eq!(sender_address(" Moi <moi@ecole.fr> "), "moi@ecole.fr");
+        assert_eq!(sender_address("moi@ecole.fr"), "moi@ecole.fr");
+    }
+}
