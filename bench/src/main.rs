@@ -2,6 +2,7 @@
 //! lines. A measurement, not a test: see `bench/run` and BENCHMARKS.md.
 
 mod attack;
+mod door;
 mod peers;
 
 use std::time::{Duration, Instant};
@@ -277,6 +278,9 @@ fn main() {
     }
     if part("merge") {
         merge(&sink, (n / 5).max(10), &mut put);
+    }
+    if part("door") {
+        door::door(work.path(), &sink, n.min(1000), &mut put);
     }
     if part("attack") {
         // Twenty seconds of attack for a real run; a smoke run only checks that it works.

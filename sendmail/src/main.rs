@@ -172,11 +172,9 @@ fn attachment_files(
         .collect()
 }
 
-async fn send(
-    sender: Option<String>,
-    message: OutgoingMessage,
-    attachments: Vec<postecole_dbus::Attachment>,
-) -> Result<(), Problem> {
+/// The bus connection and the account to send with: the caller's default, checked against
+/// `-f` when it is given.
+async fn account(sender: Option<String>) -> Result<(zbus::Connection, String), Problem> {
     let connection = zbus::Connection::system().await.map_err(Problem::Connect)?;
     let accounts = AccountsProxy::builder(&connection)
         .cache_properties(CacheProperties::No)
@@ -192,17 +190,13 @@ async fn send(
             return Err(Problem::NotTheSender { given, address });
         }
     }
-    OutboxProxy::builder(&connection)
-        .cache_properties(CacheProperties::No)
-        .build()
-        .await?
-        .send(&account, message, attachments)
-        .await?;
-    Ok(())
+    Ok((connection, account))
 }
 
-fn run() -> Result<(), Problem> {
-    let options = options::parse(std::env::args().skip(1)).map_err(Problem::Options)?;
+/// The message on standard input, decoded into what `Send` takes.
+fn prepare(
+    options: &options::Options,
+) -> Result<(OutgoingMessage, Vec<postecole_dbus::Attachment>), Problem> {
     let raw =
         message::read(&mut std::io::stdin().lock(), options.dot_ends).map_err(Problem::Input)?;
     let draft = message::draft(&raw, options.from_headers, &options.recipients);
@@ -222,11 +216,34 @@ fn run() -> Result<(), Problem> {
         text: Some(draft.text),
         html: draft.html,
     };
+    Ok((message, attachments))
+}
+
+fn run() -> Result<(), Problem> {
+    let mut options = options::parse(std::env::args().skip(1)).map_err(Problem::Options)?;
+    let sender = options.sender.take();
+    // Reading the message waits on its writer; connecting and asking for the account wait on
+    // the bus and the daemon: side by side, each process costs the longer of the two, not both.
+    let input = std::thread::spawn(move || prepare(&options));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(Problem::Input)?;
-    let result = runtime.block_on(send(options.sender, message, attachments));
+    let result = runtime.block_on(async {
+        let bus = account(sender).await;
+        // A bad message is told before a missing account: it is the caller's to fix first.
+        let (message, attachments) = input.join().map_err(|_| {
+            Problem::Input(std::io::Error::other("the message could not be read"))
+        })??;
+        let (connection, account) = bus?;
+        OutboxProxy::builder(&connection)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?
+            .send(&account, message, attachments)
+            .await?;
+        Ok(())
+    });
     // Its threads gone before the locale is set.
     drop(runtime);
     result
@@ -263,15 +280,18 @@ mod tests {
             .filter_map(|w| {
                 let id = w[0].strip_prefix("msgid ")?;
                 let tr = w[1].strip_prefix("msgstr ")?;
-                (unquote(tr) != "").then(|| unquote(id))
+                (!unquote(tr).is_empty()).then(|| unquote(id))
             })
             .collect();
         let source = include_str!("main.rs");
         let code = &source[..source.find("#[cfg(test)]").unwrap()];
         let mut ids = Vec::new();
-        for piece in code.split("t!(").skip(1) {
-            let rest = piece.trim_start();
-            if let Some(rest) = rest.strip_prefix('"') {
+        for (at, _) in code.match_indices("t!(") {
+            // `t!`, not `format!` or `eprint!`.
+            if code[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            if let Some(rest) = code[at + 3..].trim_start().strip_prefix('"') {
                 ids.push(rest[..rest.find('"').unwrap()].to_owned());
             }
         }

@@ -23,7 +23,8 @@ pub struct Draft {
 /// The message's bytes: all of standard input, or without `-i` up to a line holding a single
 /// dot (the rest is not read, as sendmail does).
 pub fn read(input: &mut impl std::io::BufRead, dot_ends: bool) -> std::io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
+    // Room for a typical message at once: growing from nothing costs a read per doubling.
+    let mut bytes = Vec::with_capacity(64 * 1024);
     if !dot_ends {
         input.read_to_end(&mut bytes)?;
         return Ok(bytes);
