@@ -34,6 +34,10 @@ fn bench_run_prints_every_figure() {
         "merge_200k_pdf_msgs_per_s",
         "honest_p99_ms_under_attack",
         "peak_rss_mib_under_attack",
+        "door_msgs_per_s",
+        "mailctl_send_msgs_per_s",
+        "postfix_sendmail_msgs_per_s",
+        "ratio_door_vs_postfix_sendmail",
     ] {
         let value = stdout
             .lines()
