@@ -2,7 +2,10 @@
 #   make install DESTDIR=/tmp/root     (PROFILE=debug to use a debug build)
 #   make deb                            -> target/postecole_<version>_<arch>.deb
 #   make deb-desktop                    -> target/desktop/postecole-desktop_<version>_<arch>.deb
-# The desktop application is its own package, so that the daemon's never pulls in GTK.
+#   make deb-sendmail                   -> target/sendmail/postecole-sendmail_<version>_<arch>.deb
+#   make install SENDMAIL=1             also installs /usr/sbin/sendmail (see install-sendmail)
+# The desktop application is its own package, so that the daemon's never pulls in GTK; the
+# sendmail door too, so that taking the place of the PC's mail transport agent is a choice.
 
 PROFILE ?= release
 DESTDIR ?=
@@ -12,15 +15,18 @@ BIN := target/$(PROFILE)
 GEN := target/generated
 DEBROOT := target/deb/postecole
 DESKROOT := target/deb/postecole-desktop
+SENDROOT := target/deb/postecole-sendmail
+SENDMAIL ?=
 
 # A debug build reuses what `cargo build --workspace` (the tests) already compiled.
 CARGO_FLAGS := $(if $(filter release,$(PROFILE)),--release -p postecoled -p mailctl,--workspace)
 DESKTOP_FLAGS := $(if $(filter release,$(PROFILE)),--release,)
+SENDMAIL_FLAGS := $(DESKTOP_FLAGS)
 
 # xz takes minutes over a debug build's unstripped binaries: gzip for those, which stay local.
 DEB_COMPRESS := $(if $(filter release,$(PROFILE)),,-Zgzip -z1)
 
-.PHONY: build build-desktop install install-daemon install-desktop deb deb-desktop clean-deb
+.PHONY: build build-desktop build-sendmail install install-daemon install-desktop install-sendmail deb deb-desktop deb-sendmail clean-deb
 
 LINGUAS := fr
 
@@ -39,7 +45,15 @@ build:
 build-desktop:
 	cargo build $(DESKTOP_FLAGS) -p postecole-desktop
 
-install: install-daemon install-desktop
+# Linked statically: scripts start one process per message, and loading libc, libm and
+# libgcc_s and binding their symbols took about a third of the door's own processor time. It
+# makes no user look-up (NSS), which static glibc could not do.
+build-sendmail:
+	cargo rustc $(SENDMAIL_FLAGS) -p postecole-sendmail --bin postecole-sendmail -- -C target-feature=+crt-static
+
+# A plain `make install` leaves /usr/sbin/sendmail alone: it belongs to whichever mail
+# transport agent the PC has, and only the package manager should replace it.
+install: install-daemon install-desktop $(if $(filter 1 yes,$(SENDMAIL)),install-sendmail)
 
 install-daemon: build
 	install -Dm755 $(BIN)/postecoled $(DESTDIR)/usr/libexec/postecoled
@@ -72,6 +86,12 @@ install-desktop: build-desktop
 	install -Dm644 desktop/data/org.postecole.Mail.metainfo.xml $(DESTDIR)/usr/share/metainfo/org.postecole.Mail.metainfo.xml
 	install -Dm644 desktop/data/org.postecole.Mail.svg $(DESTDIR)/usr/share/icons/hicolor/scalable/apps/org.postecole.Mail.svg
 
+# /usr/lib/sendmail is where older programs look for it; msmtp-mta and nullmailer install both.
+install-sendmail: build-sendmail
+	install -Dm755 $(BIN)/postecole-sendmail $(DESTDIR)/usr/sbin/sendmail
+	install -d $(DESTDIR)/usr/lib
+	ln -sfn ../sbin/sendmail $(DESTDIR)/usr/lib/sendmail
+
 deb: clean-deb
 	$(MAKE) install-daemon DESTDIR=$(CURDIR)/$(DEBROOT) PROFILE=$(PROFILE)
 	install -d $(DEBROOT)/DEBIAN
@@ -88,6 +108,15 @@ deb-desktop:
 	install -d $(DESKROOT)/DEBIAN target/desktop
 	sed -e 's/@VERSION@/$(VERSION)/' -e 's/@ARCH@/$(ARCH)/' debian/control.desktop > $(DESKROOT)/DEBIAN/control
 	dpkg-deb --root-owner-group $(DEB_COMPRESS) --build $(DESKROOT) target/desktop/postecole-desktop_$(VERSION)_$(ARCH).deb
+
+# Beside target/ too: it takes the place of the mail transport agent (Provides, Conflicts and
+# Replaces mail-transport-agent, as msmtp-mta and nullmailer do), so installing it is a choice.
+deb-sendmail:
+	rm -rf $(SENDROOT)
+	$(MAKE) install-sendmail DESTDIR=$(CURDIR)/$(SENDROOT) PROFILE=$(PROFILE)
+	install -d $(SENDROOT)/DEBIAN target/sendmail
+	sed -e 's/@VERSION@/$(VERSION)/' -e 's/@ARCH@/$(ARCH)/' debian/control.sendmail > $(SENDROOT)/DEBIAN/control
+	dpkg-deb --root-owner-group $(DEB_COMPRESS) --build $(SENDROOT) target/sendmail/postecole-sendmail_$(VERSION)_$(ARCH).deb
 
 clean-deb:
 	rm -rf target/deb

@@ -2,6 +2,7 @@
 //! lines. A measurement, not a test: see `bench/run` and BENCHMARKS.md.
 
 mod attack;
+mod door;
 mod history;
 mod network;
 mod peers;
@@ -278,8 +279,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
-    // BENCH_ONLY=delivery (or peers, enqueue, history, merge, attack, network, tls; comma-separated) runs
-    // only those parts, e.g. under a profiler.
+    // BENCH_ONLY=delivery (or peers, enqueue, history, merge, attack, network, tls, door;
+    // comma-separated) runs only those parts, e.g. under a profiler.
     let only = std::env::var("BENCH_ONLY").ok();
     let part = |name: &str| {
         only.as_deref()
@@ -332,6 +333,9 @@ fn main() {
     }
     if part("merge") {
         merge(&sink, (n / 5).max(10), &mut put);
+    }
+    if part("door") {
+        door::door(work.path(), &sink, n.min(1000), &mut put);
     }
     if part("attack") {
         // Twenty seconds of attack for a real run; a smoke run only checks that it works.

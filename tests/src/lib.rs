@@ -1,9 +1,9 @@
 //! Test helpers shared by every integration test: a private D-Bus system bus that denies by
 //! default and includes the shipped policy (`bus`), a real SMTP server, aiosmtpd (`smtp`), the
-//! real `postecoled` (`daemon`) and `mailctl` (`ctl`) binaries, Unix users to run them as
-//! (`users`), a throwaway certificate authority (`ca`), a mocked polkitd (`polkit`), Postfix's
-//! smtpd as a relay that offers CHUNKING (`postfix`) and an X server for the desktop
-//! application (`xvfb`).
+//! real `postecoled` (`daemon`), `mailctl` (`ctl`) and sendmail door (`sendmail`) binaries,
+//! Unix users to run them as (`users`), a throwaway certificate authority (`ca`), a mocked
+//! polkitd (`polkit`), Postfix's smtpd as a relay that offers CHUNKING (`postfix`) and an X
+//! server for the desktop application (`xvfb`).
 
 mod accounts;
 mod bus;
@@ -15,6 +15,7 @@ mod oauth;
 mod polkit;
 mod postfix;
 pub mod recovery;
+mod sendmail;
 mod smtp;
 mod users;
 mod xvfb;
@@ -37,6 +38,7 @@ pub use daemon::Daemon;
 pub use oauth::{MAILBOX, OAuthRelay, logged_in, oauth_account, relay_status, spawn_login};
 pub use polkit::{MOCK_POLKIT_POLICY, MockPolkit};
 pub use postfix::PostfixRelay;
+pub use sendmail::{Door, sendmail};
 pub use smtp::Smtp;
 pub use users::{
     ACTION_ADMINISTER, ACTION_SEND_ESTABLISHMENT, ADMIN_GROUP, GROUP_TEACHERS, SERVICE_USER,

@@ -36,6 +36,10 @@ fn bench_run_prints_every_figure() {
         "peak_rss_mib_under_attack",
         "starttls_msgs_per_s",
         "tls465_msgs_per_s",
+        "door_msgs_per_s",
+        "mailctl_send_msgs_per_s",
+        "postfix_sendmail_msgs_per_s",
+        "ratio_door_vs_postfix_sendmail",
     ]
     .into_iter()
     .chain(
