@@ -157,7 +157,8 @@ pub type RowAttachment = (u32, String, String, OwnedFd);
     default_path = "/org/postecole/Mail1"
 )]
 pub trait Outbox {
-    /// Queues one message once it is safely on disk; returns its id.
+    /// Queues one message once it is safely on disk; returns its id. `account` "" is the
+    /// caller's default account.
     fn send(
         &self,
         account: &str,

@@ -172,10 +172,13 @@ fn attachment_files(
         .collect()
 }
 
-/// The bus connection and the account to send with: the caller's default, checked against
-/// `-f` when it is given.
+/// The bus connection and the account to send with: the caller's default, which `Send` finds
+/// itself from "" unless `-f` asks to check it first (a call less for every script).
 async fn account(sender: Option<String>) -> Result<(zbus::Connection, String), Problem> {
     let connection = zbus::Connection::system().await.map_err(Problem::Connect)?;
+    let Some(given) = sender else {
+        return Ok((connection, String::new()));
+    };
     let accounts = AccountsProxy::builder(&connection)
         .cache_properties(CacheProperties::No)
         .build()
@@ -184,11 +187,9 @@ async fn account(sender: Option<String>) -> Result<(zbus::Connection, String), P
     if account.is_empty() {
         return Err(Problem::NoDefaultAccount);
     }
-    if let Some(given) = sender {
-        let address = accounts.get_account(&account).await?.address;
-        if !sender_address(&given).eq_ignore_ascii_case(&address) {
-            return Err(Problem::NotTheSender { given, address });
-        }
+    let address = accounts.get_account(&account).await?.address;
+    if !sender_address(&given).eq_ignore_ascii_case(&address) {
+        return Err(Problem::NotTheSender { given, address });
     }
     Ok((connection, account))
 }
@@ -241,7 +242,14 @@ fn run() -> Result<(), Problem> {
             .build()
             .await?
             .send(&account, message, attachments)
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // "" names the default account: not found, it is the one missing.
+                postecole_dbus::Error::NotFound(_) if account.is_empty() => {
+                    Problem::NoDefaultAccount
+                }
+                e => Problem::Daemon(e),
+            })?;
         Ok(())
     });
     // Its threads gone before the locale is set.

@@ -237,7 +237,19 @@ impl Accounts {
     }
 
     /// The account, if the caller may send with it now.
+    /// The account `id` names, or with "" the caller's default (what `sendmail` and scripts
+    /// use: one call instead of two), if it may send now.
     pub fn for_sending(&self, caller: &Caller, id: &str) -> Result<Account> {
+        let id = if id.is_empty() {
+            &self.default_account(caller)?.ok_or_else(|| {
+                Error::NotFound(
+                    "you have no default account to send with: choose one with `mailctl account default ID`"
+                        .into(),
+                )
+            })?
+        } else {
+            id
+        };
         let account = self.visible(caller, id)?;
         if account.state != State::Active {
             return Err(Error::InvalidState(format!(
