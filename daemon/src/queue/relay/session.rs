@@ -64,6 +64,24 @@ enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl Stream {
+    /// ACK what comes next at once rather than after the delayed-ACK timer (~40 ms).
+    ///
+    /// A relay that answers a pipelined group in two writes (Postfix's smtpd flushes the MAIL
+    /// and RCPT replies as soon as it must read more of a BDAT chunk, and writes the chunk's
+    /// reply after cleanup) holds the second under Nagle until the first is ACKed; we have
+    /// nothing to send meanwhile, so without this every message would wait for our timer.
+    /// Linux clears the flag on its own, hence set again around each read; failing to set it
+    /// only costs time.
+    fn quickack(&self) {
+        let tcp = match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        };
+        let _ = socket2::SockRef::from(tcp).set_tcp_quickack(true);
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -569,7 +587,10 @@ impl Session {
                 return Err(Fault::Link("the relay's reply is too long".into()));
             }
             let mut chunk = [0u8; 4096];
-            let n = match self.stream.read(&mut chunk).await {
+            self.stream.quickack();
+            let read = self.stream.read(&mut chunk).await;
+            self.stream.quickack();
+            let n = match read {
                 Ok(n) => n,
                 Err(e) => {
                     self.broken = true;
