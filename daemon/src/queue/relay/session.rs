@@ -4,7 +4,10 @@
 //! With PIPELINING (RFC 2920) a message costs two round trips: MAIL, every RCPT and DATA in
 //! one write, their replies read together and judged per recipient, then the body. With
 //! CHUNKING (RFC 3030) as well, `BDAT <size> LAST` and the body follow the RCPTs in the same
-//! write: one round trip. Without PIPELINING, one command at a time. lettre still gives the
+//! write: one round trip, or two when the relay answers MAIL and RCPT before it has read the
+//! whole chunk (Postfix's smtpd does with a message larger than its 4 KB read buffer, and
+//! holds the chunk's reply under Nagle until that first answer is ACKed: see
+//! `Stream::quickack`). Without PIPELINING, one command at a time. lettre still gives the
 //! commands' text, the EHLO keywords it knows (`ServerInfo`), reply parsing and the AUTH
 //! mechanisms; TLS is tokio-rustls, as for the OAuth2 requests.
 
