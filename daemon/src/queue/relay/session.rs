@@ -4,7 +4,10 @@
 //! With PIPELINING (RFC 2920) a message costs two round trips: MAIL, every RCPT and DATA in
 //! one write, their replies read together and judged per recipient, then the body. With
 //! CHUNKING (RFC 3030) as well, `BDAT <size> LAST` and the body follow the RCPTs in the same
-//! write: one round trip. Without PIPELINING, one command at a time. lettre still gives the
+//! write: one round trip, or two when the relay answers MAIL and RCPT before it has read the
+//! whole chunk (Postfix's smtpd does with a message larger than its 4 KB read buffer, and
+//! holds the chunk's reply under Nagle until that first answer is ACKed: see
+//! `Stream::quickack`). Without PIPELINING, one command at a time. lettre still gives the
 //! commands' text, the EHLO keywords it knows (`ServerInfo`), reply parsing and the AUTH
 //! mechanisms; TLS is tokio-rustls, as for the OAuth2 requests.
 
@@ -62,6 +65,24 @@ pub struct Sent {
 enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// ACK what comes next at once rather than after the delayed-ACK timer (~40 ms).
+    ///
+    /// A relay that answers a pipelined group in two writes (Postfix's smtpd flushes the MAIL
+    /// and RCPT replies as soon as it must read more of a BDAT chunk, and writes the chunk's
+    /// reply after cleanup) holds the second under Nagle until the first is ACKed; we have
+    /// nothing to send meanwhile, so without this every message would wait for our timer.
+    /// Linux clears the flag on its own, hence set again around each read; failing to set it
+    /// only costs time.
+    fn quickack(&self) {
+        let tcp = match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        };
+        let _ = socket2::SockRef::from(tcp).set_tcp_quickack(true);
+    }
 }
 
 impl AsyncRead for Stream {
@@ -569,7 +590,10 @@ impl Session {
                 return Err(Fault::Link("the relay's reply is too long".into()));
             }
             let mut chunk = [0u8; 4096];
-            let n = match self.stream.read(&mut chunk).await {
+            self.stream.quickack();
+            let read = self.stream.read(&mut chunk).await;
+            self.stream.quickack();
+            let n = match read {
                 Ok(n) => n,
                 Err(e) => {
                     self.broken = true;
