@@ -397,7 +397,7 @@ fn render_preview(
 }
 
 /// Queues the accepted families' messages, then follows them to delivery.
-async fn send_all(state: Rc<RefCell<State>>, w: Rc<Widgets>) {
+async fn send_all(app: AppRc, state: Rc<RefCell<State>>, w: Rc<Widgets>) {
     let (rows, files, account, template) = {
         let s = state.borrow();
         let pick = |i: &usize| (s.plan.rows[*i].clone(), s.plan.files[*i].clone());
@@ -445,6 +445,10 @@ async fn send_all(state: Rc<RefCell<State>>, w: Rc<Widgets>) {
                 }
             }
         }
+        let addresses: Vec<String> = chunk_rows
+            .iter()
+            .map(|r| r.get(ADDRESS_COLUMN).cloned().unwrap_or_default())
+            .collect();
         let (chunk_rows, acc, name) = (chunk_rows.to_vec(), account.clone(), template.name.clone());
         let queued = client::call(move |c| async move {
             let borrowed: Vec<HashMap<&str, &str>> = chunk_rows
@@ -458,7 +462,17 @@ async fn send_all(state: Rc<RefCell<State>>, w: Rc<Widgets>) {
         })
         .await;
         match queued {
-            Ok((chunk_ids, _)) => ids.extend(chunk_ids),
+            Ok((chunk_ids, refused)) => {
+                // Who each family's message went to, for "Suivi des envois": the daemon keeps
+                // no recipient once delivered, which may be before the page ever sees it.
+                if refused.is_empty() && chunk_ids.len() == addresses.len() {
+                    let mut known = app.recipients.borrow_mut();
+                    for (id, address) in chunk_ids.iter().zip(addresses) {
+                        known.insert(id.clone(), vec![address]);
+                    }
+                }
+                ids.extend(chunk_ids)
+            }
             Err(e) => {
                 ui::show_message(&w.error, Some(&errors::sentence(&e)));
                 break;
@@ -683,9 +697,9 @@ fn build(app: &AppRc) -> (gtk::Widget, Rc<RefCell<State>>, Rc<Widgets>) {
         });
     }
     {
-        let (state, w) = (state.clone(), w.clone());
+        let (a, state, w) = (app.clone(), state.clone(), w.clone());
         w.clone().send.connect_clicked(move |_| {
-            ui::spawn(send_all(state.clone(), w.clone()));
+            ui::spawn(send_all(a.clone(), state.clone(), w.clone()));
         });
     }
     {

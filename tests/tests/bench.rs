@@ -36,6 +36,8 @@ fn bench_run_prints_every_figure() {
         "peak_rss_mib_under_attack",
         "starttls_msgs_per_s",
         "tls465_msgs_per_s",
+        "get_message_p50_ms",
+        "find_10_ids_p50_ms",
         "door_msgs_per_s",
         "mailctl_send_msgs_per_s",
         "postfix_sendmail_msgs_per_s",
