@@ -98,23 +98,36 @@ impl Queue {
     /// `retention_secs` ago whose content has left the spool; returns how many.
     pub fn prune(&self) -> Result<usize> {
         let horizon = self.now().saturating_sub(self.policy.retention_secs);
-        let _guard = self.transitions.lock().unwrap();
-        let old: Vec<Record> = self
+        let prunable = |r: &Record| {
+            matches!(
+                r.state,
+                MsgState::Delivered | MsgState::Failed | MsgState::Cancelled
+            ) && r.slot.is_none()
+                && r.created < horizon
+        };
+        // The scan reads the whole history: not under the lock that `take_due` and every
+        // transition wait for, which the delivery loop takes on an async worker.
+        let old: Vec<String> = self
             .store
             .messages()?
             .into_iter()
-            .filter(|r| {
-                matches!(
-                    r.state,
-                    MsgState::Delivered | MsgState::Failed | MsgState::Cancelled
-                ) && r.slot.is_none()
-                    && r.created < horizon
-            })
+            .filter(prunable)
+            .map(|r| r.id)
             .collect();
-        for chunk in old.chunks(1000) {
-            self.store.prune_messages(chunk)?;
+        let mut pruned = 0;
+        for ids in old.chunks(1000) {
+            let _guard = self.transitions.lock().unwrap();
+            // Read again under the lock: a failed message may have been cancelled meanwhile.
+            let mut records = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(r) = self.store.message(id)?.filter(prunable) {
+                    records.push(r);
+                }
+            }
+            self.store.prune_messages(&records)?;
+            pruned += records.len();
         }
-        Ok(old.len())
+        Ok(pruned)
     }
 
     /// Prunes now and then (never returns).
