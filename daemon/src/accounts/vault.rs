@@ -260,9 +260,11 @@ impl Accounts {
         action: &str,
     ) -> Result<archive::View> {
         let (account, key) = self.unlock(caller, id, with, action).await?;
+        // The store's records as they are: what the archive holds needs no recipients, which
+        // `Queue::list` would read back from the spool for every waiting message.
         let mut messages: Vec<archive::Held> = self
-            .queue
-            .list()?
+            .store
+            .messages()?
             .into_iter()
             .filter(|r| r.account == account.id)
             .filter_map(|r| {
