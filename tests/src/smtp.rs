@@ -97,6 +97,28 @@ impl Smtp {
             .collect()
     }
 
+    /// Reads that brought a MAIL FROM while a transaction before it on the same connection
+    /// still waited for the answer to its end (DATA's dot, `BDAT … LAST`): transactions
+    /// pipelined behind one another.
+    pub fn mail_written_ahead(&self) -> usize {
+        let Ok(text) = std::fs::read_to_string(self.dir.path().join("reads")) else {
+            return 0;
+        };
+        let mut mails = std::collections::HashMap::<u64, u64>::new();
+        let mut ahead = 0;
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let conn = v["conn"].as_u64().unwrap();
+            let data = v["data"].as_str().unwrap();
+            let before = mails.entry(conn).or_default();
+            if data.contains("MAIL FROM:") && v["answered"].as_u64().unwrap() < *before {
+                ahead += 1;
+            }
+            *before += data.matches("MAIL FROM:").count() as u64;
+        }
+        ahead
+    }
+
     /// Where accepted messages are saved, for a client of its own to read them (the desktop's
     /// end-to-end driver reads the codes there).
     pub fn maildir(&self) -> PathBuf {

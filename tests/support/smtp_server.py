@@ -43,12 +43,16 @@ class Relay(SMTP):
         if not hasattr(self, "conn"):
             self.conn = next(CONNECTIONS)
             self.messages = 0
+            # Transactions whose end (DATA's final dot, BDAT LAST) was answered: a read that
+            # brings a MAIL before the previous one's answer shows transactions pipelined.
+            self.answered = 0
         super().connection_made(transport)
 
     def data_received(self, data):
         if self.reads_file:
             with open(self.reads_file, "a") as f:
-                f.write(json.dumps({"conn": self.conn, "data": data.decode("latin-1")}) + "\n")
+                line = {"conn": self.conn, "answered": self.answered, "data": data.decode("latin-1")}
+                f.write(json.dumps(line) + "\n")
         super().data_received(data)
 
     @syntax("BDAT size [LAST]")
@@ -64,6 +68,7 @@ class Relay(SMTP):
         if not self.envelope.rcpt_tos:
             await self.push("554 5.5.1 Error: no valid recipients")
             self._set_post_data_state()
+            self.answered += last
             return
         self.envelope.chunks = getattr(self.envelope, "chunks", b"") + chunk
         if not last:
@@ -73,6 +78,7 @@ class Relay(SMTP):
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
         await self.push(status)
+        self.answered += 1
 
 
 class Handler:
@@ -118,6 +124,8 @@ class Handler:
 
     async def handle_DATA(self, server, session, envelope):
         status = await self.take(envelope)
+        if not getattr(envelope, "chunks", None):
+            server.answered += 1
         if status.startswith("250"):
             server.messages += 1
             if self.close_after and server.messages % self.close_after == 0:

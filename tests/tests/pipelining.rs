@@ -281,6 +281,82 @@ fn with_chunking_each_message_is_one_write_and_no_rset_between_messages() {
     );
 }
 
+#[test]
+fn with_chunking_the_next_message_is_written_before_the_last_one_is_answered() {
+    // A relay that takes a second to answer the end of each message: what a round trip across
+    // a network is, drawn out.
+    let smtp = Smtp::start_with(&["--pipelining", "--chunking", "--delay", "1"]);
+    let (bus, _daemon, account) =
+        relayed_account(&smtp, ONE_CONNECTION, "personal", "moi@ecole.fr");
+    smtp.set_recipient_replies(&[("inconnu@example.org", "550 5.1.1 no such user")]);
+    // The second is refused whole: the ones behind it on the connection must not suffer.
+    let to: [&[&str]; 4] = [
+        &["famille@example.org"],
+        &["inconnu@example.org"],
+        &["famille@example.org", "inconnu@example.org"],
+        &["papa@example.org"],
+    ];
+    let ids: Vec<String> = to
+        .iter()
+        .enumerate()
+        .map(|(n, to)| send_to(&bus, &account, to, &format!("Train {}", n + 1)))
+        .collect();
+    let failed = wait_state(&bus, &ids[1], "failed", LONG);
+    assert_eq!(
+        failed["last_reply"], "refused: recipient 1 (550 5.1.1 no such user)",
+        "{failed}"
+    );
+    for n in [0, 2, 3] {
+        let m = wait_state(&bus, &ids[n], "delivered", LONG);
+        assert_eq!(m["attempts"], 1, "{m}");
+        let copies = copies(&smtp, &format!("Train {}", n + 1));
+        assert_eq!(copies.len(), 1, "Train {}", n + 1);
+        assert!(!envelope_to(&copies[0]).contains("inconnu"));
+    }
+    assert!(copies_none(&smtp, "Train 2"));
+    assert!(
+        smtp.mail_written_ahead() >= 1,
+        "no message written before the previous one was answered: {:?}",
+        smtp.reads()
+    );
+    let connections: std::collections::BTreeSet<u64> = mail_reads(&smtp, "famille@example.org")
+        .iter()
+        .chain(&mail_reads(&smtp, "papa@example.org"))
+        .map(|(conn, _)| *conn)
+        .collect();
+    assert_eq!(connections.len(), 1, "{:?}", smtp.reads());
+}
+
+#[test]
+fn messages_pipelined_behind_a_connection_at_its_limit_go_on_another_uncounted() {
+    let smtp = Smtp::start_with(&["--pipelining", "--chunking", "--max-per-connection", "2"]);
+    let (bus, _daemon, account) =
+        relayed_account(&smtp, ONE_CONNECTION, "personal", "moi@ecole.fr");
+    let ids: Vec<String> = (1..=6)
+        .map(|n| {
+            send_to(
+                &bus,
+                &account,
+                &["famille@example.org"],
+                &format!("Lot {n}"),
+            )
+        })
+        .collect();
+    for (n, id) in ids.iter().enumerate() {
+        let m = wait_state(&bus, id, "delivered", LONG);
+        assert_eq!(
+            m["attempts"], 1,
+            "a connection ended by the relay counted as a failure: {m}"
+        );
+        assert_eq!(copies(&smtp, &format!("Lot {}", n + 1)).len(), 1);
+    }
+    let mut per_connection = std::collections::BTreeMap::<u64, usize>::new();
+    for (conn, _) in mail_reads(&smtp, "famille@example.org") {
+        *per_connection.entry(conn).or_default() += 1;
+    }
+    assert!(per_connection.len() >= 3, "{per_connection:?}");
+}
+
 /// Three messages one after another on one connection slot, against a relay that ends
 /// connections as `relay_args` says: all delivered at the first attempt.
 fn delivered_across_ended_connections(relay_args: &[&str]) -> Vec<(u64, String)> {

@@ -12,10 +12,10 @@ use super::{Outcome, Queue, outcome};
 use crate::model::Record;
 
 /// The worker pool: takes due messages from the queue and sends them, at most
-/// `relay.connections()` at a time (each send on a connection of its own, kept idle for the
+/// `relay.in_flight()` at a time (over `relay.connections()` connections, kept for the
 /// next), at the pace of the relay's sending limits.
 pub async fn run(queue: Arc<Queue>, relay: Arc<Relay>) {
-    let permits = Arc::new(Semaphore::new(relay.connections()));
+    let permits = Arc::new(Semaphore::new(relay.in_flight()));
     // Bodies read for sending, in `ROOM_UNIT`s: a few large messages go one after another
     // rather than all in memory at once.
     let room = Arc::new(Semaphore::new((SENDING_BYTES / ROOM_UNIT) as usize));
@@ -209,7 +209,7 @@ async fn attempt(queue: &Queue, relay: &Relay, record: &Record) -> Outcome {
         Ok(e) => e,
         Err(e) => return Outcome::Permanent(e),
     };
-    match relay.send(&envelope, &record.message_id, &bytes).await {
+    match relay.send(&envelope, &record.message_id, bytes).await {
         Ok(delivery) => {
             queue.relay_reachable();
             outcome::judge(record, delivery.body.as_deref(), &delivery.recipients)

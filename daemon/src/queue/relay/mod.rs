@@ -1,16 +1,18 @@
 //! The relay finished messages are handed to: SMTP, or the embedded default that drops `.eml`
-//! files in `state_dir/local-mail` so that a fresh machine works with no mail server. One
-//! message at a time per connection; the delivery loop that feeds it is in `delivery`, the
-//! SMTP dialogue itself (pipelined when the relay allows) in `session`.
+//! files in `state_dir/local-mail` so that a fresh machine works with no mail server. The
+//! delivery loop that feeds it is in `delivery`; the connections kept to an SMTP relay, each
+//! a task taking messages in turn, in `lanes`; the SMTP dialogue itself (pipelined when the
+//! relay allows) in `session`.
 //!
 //! With `auth = "xoauth2"` the session authenticates with an OAuth2 access token (`oauth`),
 //! renewed once and tried again when the relay refuses it.
 
+mod lanes;
 mod session;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::Credentials;
@@ -20,6 +22,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 
+use self::lanes::{Answer as Done, Job, Lanes};
 use self::session::{Fault, Security, Session, text};
 use super::outcome::Answer;
 use super::pace::Pacer;
@@ -27,7 +30,7 @@ use crate::clock::Clock;
 use crate::config::{AuthKind, Config, TlsMode};
 use crate::oauth::{self, OAuth, TokenError};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// Worth trying again later: 4xx replies, network, DNS, TLS, time-outs.
     #[error("{0}")]
@@ -59,7 +62,7 @@ pub struct Relay {
 }
 
 enum Kind {
-    Smtp(Smtp),
+    Smtp(Arc<Smtp>),
     LocalDir(PathBuf),
 }
 
@@ -78,9 +81,9 @@ pub struct Delivery {
     pub recipients: Vec<Answer>,
 }
 
-/// An SMTP relay and the idle connections kept to it, over sockets of ours with TCP_NODELAY
-/// (a command written apart from what follows must not wait ~40 ms for a delayed ACK), in
-/// every TLS mode.
+/// An SMTP relay and the connections kept to it, over sockets of ours with TCP_NODELAY (a
+/// command written apart from what follows must not wait ~40 ms for a delayed ACK), in every
+/// TLS mode.
 pub struct Smtp {
     host: String,
     port: u16,
@@ -88,15 +91,12 @@ pub struct Smtp {
     tls: Option<(TlsConnector, ServerName<'static>)>,
     auth: Auth,
     hello: ClientId,
-    /// Bounds a whole dialogue, connection included.
+    /// Bounds opening a session, and each transaction from its first byte written.
     send_timeout: Duration,
     description: String,
-    idle: std::sync::Mutex<Vec<(Session, Instant)>>,
-    max_idle: usize,
+    lanes: Lanes,
+    connections: usize,
 }
-
-/// Relays drop idle clients after a while; older connections are not reused.
-const MAX_IDLE: Duration = Duration::from_secs(30);
 
 impl Relay {
     pub fn from_config(config: &Config, clock: Clock) -> Result<Relay, Error> {
@@ -145,7 +145,7 @@ impl Relay {
             }
         );
         Ok(Relay {
-            kind: Kind::Smtp(Smtp {
+            kind: Kind::Smtp(Arc::new(Smtp {
                 host: relay.host.clone(),
                 port: relay.port,
                 mode: relay.tls,
@@ -154,9 +154,9 @@ impl Relay {
                 hello: ClientId::default(),
                 send_timeout,
                 description,
-                idle: std::sync::Mutex::new(Vec::new()),
-                max_idle: connections,
-            }),
+                lanes: Lanes::default(),
+                connections,
+            })),
             pacer: Pacer::new(limits, &config.state_dir, clock),
             connections,
         })
@@ -177,13 +177,22 @@ impl Relay {
         self.connections
     }
 
+    /// Messages that may be handed to `send` at once: with an SMTP relay, each connection
+    /// takes a few in turn (see `lanes`).
+    pub fn in_flight(&self) -> usize {
+        match self.kind {
+            Kind::Smtp(_) => self.connections * lanes::DEPTH,
+            Kind::LocalDir(_) => self.connections,
+        }
+    }
+
     /// The OAuth2 tokens, when the relay uses them.
     pub fn oauth(&self) -> Option<&Arc<OAuth>> {
         match &self.kind {
-            Kind::Smtp(Smtp {
-                auth: Auth::Token(o),
-                ..
-            }) => Some(o),
+            Kind::Smtp(smtp) => match &smtp.auth {
+                Auth::Token(o) => Some(o),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -191,15 +200,12 @@ impl Relay {
     /// `none`, `password` or `xoauth2`.
     pub fn auth_kind(&self) -> &'static str {
         match &self.kind {
-            Kind::Smtp(Smtp {
-                auth: Auth::Token(_),
-                ..
-            }) => "xoauth2",
-            Kind::Smtp(Smtp {
-                auth: Auth::Password(_),
-                ..
-            }) => "password",
-            _ => "none",
+            Kind::Smtp(smtp) => match smtp.auth {
+                Auth::Token(_) => "xoauth2",
+                Auth::Password(_) => "password",
+                Auth::None => "none",
+            },
+            Kind::LocalDir(_) => "none",
         }
     }
 
@@ -255,19 +261,13 @@ impl Relay {
         &self,
         envelope: &Envelope,
         message_id: &str,
-        bytes: &[u8],
+        bytes: Vec<u8>,
     ) -> Result<Delivery, Error> {
         match &self.kind {
-            Kind::Smtp(smtp) => {
-                match tokio::time::timeout(smtp.send_timeout, smtp.send(envelope, bytes)).await {
-                    Err(_) => Err(Error::Transient(format!(
-                        "the relay did not finish within {} s",
-                        smtp.send_timeout.as_secs()
-                    ))),
-                    Ok(result) => result,
-                }
-            }
-            Kind::LocalDir(dir) => write_local(dir, message_id, bytes)
+            // Time-outs are the connection's: from a session's opening, and from each
+            // transaction's first byte.
+            Kind::Smtp(smtp) => smtp.send(envelope, Arc::new(bytes)).await,
+            Kind::LocalDir(dir) => write_local(dir, message_id, &bytes)
                 .await
                 .map(|name| Delivery {
                     body: Some(format!("written to {}", dir.join(name).display())),
@@ -394,48 +394,50 @@ impl Smtp {
         }
     }
 
-    fn take_idle(&self) -> Option<Session> {
-        let mut idle = self.idle.lock().unwrap();
-        while let Some((session, since)) = idle.pop() {
-            if since.elapsed() < MAX_IDLE && !session.is_broken() {
-                return Some(session);
-            }
-        }
-        None
-    }
-
-    /// One transaction, on an idle connection when there is one. A reused connection that the
-    /// relay closed meanwhile, or that has carried as many messages as the relay takes on one
-    /// connection (`421 4.7.0 too many messages`), fails before MAIL is accepted: then once
-    /// more on a fresh one, with no failure counted.
-    async fn send(&self, envelope: &Envelope, bytes: &[u8]) -> Result<Delivery, Error> {
+    /// One message, on a connection kept to the relay or a new one. A kept connection that
+    /// the relay closed meanwhile, or that has carried as many messages as the relay takes on
+    /// one connection (`421 4.7.0 too many messages`), fails before MAIL is accepted: then
+    /// once more on another, with no failure counted.
+    async fn send(
+        self: &Arc<Self>,
+        envelope: &Envelope,
+        body: Arc<Vec<u8>>,
+    ) -> Result<Delivery, Error> {
         let Some(from) = envelope.from() else {
             return Err(Error::Permanent("no envelope sender".into()));
         };
-        let (mut session, reused) = match self.take_idle() {
-            Some(session) => (session, true),
-            None => (self.connect().await?, false),
+        let mut again = true;
+        // Connections that end before writing it hand it back; a bound, should they all.
+        let mut untried = 0;
+        let sent = loop {
+            let (answer, done) = tokio::sync::oneshot::channel();
+            let job = Job {
+                from: from.clone(),
+                to: envelope.to().to_vec(),
+                body: body.clone(),
+                answer,
+            };
+            self.lanes.dispatch(self, self.connections, job);
+            match done.await.unwrap_or(Done::Untried) {
+                Done::Sent(sent) => break sent,
+                Done::Setup(e) => return Err(e),
+                Done::Failed {
+                    fault: f,
+                    again: true,
+                } if again => {
+                    tracing::debug!(reason = ?f, "relay connection not reusable; opening another");
+                    again = false;
+                }
+                Done::Failed { fault: f, .. } => return Err(fault(f)),
+                Done::Untried if untried < 8 => untried += 1,
+                Done::Untried => {
+                    return Err(Error::Transient(format!(
+                        "{}: connections kept ending before the message was written",
+                        self.description
+                    )));
+                }
+            }
         };
-        let mut result = session.send(from, envelope.to(), bytes).await;
-        if reused && matches!(&result, Err(failed) if failed.at_mail) {
-            if let Err(failed) = &result {
-                tracing::debug!(
-                    after = session.delivered,
-                    reason = ?failed.fault,
-                    "relay connection not reusable; opening another"
-                );
-            }
-            session.quit().await;
-            session = self.connect().await?;
-            result = session.send(from, envelope.to(), bytes).await;
-        }
-        if !session.is_broken() {
-            let mut idle = self.idle.lock().unwrap();
-            if idle.len() < self.max_idle {
-                idle.push((session, Instant::now()));
-            }
-        }
-        let sent = result.map_err(|failed| fault(failed.fault))?;
         let recipients: Vec<Answer> = sent
             .recipients
             .iter()

@@ -169,6 +169,8 @@ pub struct Session {
     broken: bool,
     /// Messages delivered on this connection.
     pub delivered: u32,
+    /// Transactions written by `start` and not yet concluded.
+    started: usize,
 }
 
 impl Session {
@@ -193,6 +195,7 @@ impl Session {
             offers: Offers::default(),
             broken: false,
             delivered: 0,
+            started: 0,
         };
         session.expect(&[220]).await?;
         session.ehlo(hello).await?;
@@ -330,6 +333,13 @@ impl Session {
         self.broken = true;
     }
 
+    /// Whether a transaction may be written while earlier ones still wait for their replies
+    /// (`start`, then `conclude` in the same order): with PIPELINING and CHUNKING a whole
+    /// transaction is one group that no reply has to open, `BDAT … LAST` ending it.
+    pub fn streams(&self) -> bool {
+        self.offers.pipelining && self.offers.chunking
+    }
+
     /// One transaction: `body` is the message as stored (CRLF line ends), sent unchanged.
     pub async fn send(
         &mut self,
@@ -337,63 +347,22 @@ impl Session {
         to: &[Address],
         body: &[u8],
     ) -> Result<Sent, Failed> {
-        let at_mail = |fault| Failed {
-            fault,
-            at_mail: true,
-        };
-        let after_mail = |fault| Failed {
-            fault,
-            at_mail: false,
-        };
-        let mail = self.mail_command(from, to, body).map_err(|fault| Failed {
-            fault,
-            at_mail: false,
-        })?;
-        let rcpts: String = to
-            .iter()
-            .map(|a| Rcpt::new(a.clone(), vec![]).to_string())
-            .collect();
-        let chunking = self.offers.chunking;
+        if self.streams() {
+            self.start(from, to, body).await?;
+            return self.conclude(to.len()).await;
+        }
+        let mail = self.mail_command(from, to, body).map_err(unfit)?;
         if self.offers.pipelining {
-            let mut out = Vec::with_capacity(mail.len() + rcpts.len() + 32);
-            out.extend_from_slice(mail.as_bytes());
-            out.extend_from_slice(rcpts.as_bytes());
-            if chunking {
-                out.extend_from_slice(format!("BDAT {} LAST\r\n", body.len()).as_bytes());
-            } else {
-                out.extend_from_slice(Data.to_string().as_bytes());
+            let mut out = mail.into_bytes();
+            for a in to {
+                out.extend_from_slice(Rcpt::new(a.clone(), vec![]).to_string().as_bytes());
             }
-            let chunk = if chunking { body } else { &[] };
-            self.write_parts(&out, chunk).await.map_err(at_mail)?;
+            out.extend_from_slice(Data.to_string().as_bytes());
+            self.write(&out).await.map_err(at_mail)?;
             drop(out);
-            let mail_reply = self.reply().await.map_err(at_mail)?;
-            let mail_refusal = |mail_reply: Response| Failed {
-                at_mail: mail_reply.code().severity == Severity::TransientNegativeCompletion,
-                fault: Fault::Reply(mail_reply),
-            };
-            let mut recipients = Vec::with_capacity(to.len());
-            let mut last = None;
-            let mut lost = None;
-            for _ in 0..=to.len() {
-                match self.reply().await {
-                    Ok(r) if recipients.len() < to.len() => recipients.push(r),
-                    Ok(r) => last = Some(r),
-                    Err(fault) => {
-                        lost = Some(fault);
-                        break;
-                    }
-                }
-            }
-            let Some(last) = last else {
-                // The relay closed after refusing MAIL (421): that refusal says why.
-                return Err(if mail_reply.is_positive() {
-                    after_mail(lost.expect("a reply is missing"))
-                } else {
-                    mail_refusal(mail_reply)
-                });
-            };
+            let (mail_reply, recipients, last) = self.group(to.len()).await?;
             let accepted = mail_reply.is_positive() && recipients.iter().any(|r| r.is_positive());
-            if !chunking && last.has_code(354) && !accepted {
+            if last.has_code(354) && !accepted {
                 // DATA opened with nobody to deliver to: an empty body ends it.
                 self.write(b".\r\n").await.map_err(after_mail)?;
                 self.reply().await.map_err(after_mail)?;
@@ -402,7 +371,7 @@ impl Session {
                 self.reset().await;
                 return Err(mail_refusal(mail_reply));
             }
-            if chunking || !last.has_code(354) || !accepted {
+            if !last.has_code(354) || !accepted {
                 return self.finish(recipients, accepted, last).await;
             }
             self.write(&stuffed(body)).await.map_err(after_mail)?;
@@ -413,12 +382,8 @@ impl Session {
         self.write(mail.as_bytes()).await.map_err(at_mail)?;
         let mail_reply = self.reply().await.map_err(at_mail)?;
         if !mail_reply.is_positive() {
-            let transient = mail_reply.code().severity == Severity::TransientNegativeCompletion;
             self.reset().await;
-            return Err(Failed {
-                fault: Fault::Reply(mail_reply),
-                at_mail: transient,
-            });
+            return Err(mail_refusal(mail_reply));
         }
         let mut recipients = Vec::with_capacity(to.len());
         for a in to {
@@ -434,7 +399,7 @@ impl Session {
                 body: None,
             });
         }
-        let reply = if chunking {
+        let reply = if self.offers.chunking {
             let command = format!("BDAT {} LAST\r\n", body.len());
             self.write_parts(command.as_bytes(), body)
                 .await
@@ -453,6 +418,79 @@ impl Session {
             }
         };
         self.finish(recipients, true, reply).await
+    }
+
+    /// Writes a whole transaction — MAIL, every RCPT, `BDAT <size> LAST` and the body — and
+    /// waits for no reply: `conclude` reads them, oldest transaction first. Only when
+    /// `streams()`. `Fault::Unfit` when nothing was written.
+    pub async fn start(
+        &mut self,
+        from: &Address,
+        to: &[Address],
+        body: &[u8],
+    ) -> Result<(), Failed> {
+        let mail = self.mail_command(from, to, body).map_err(unfit)?;
+        let mut out = mail.into_bytes();
+        for a in to {
+            out.extend_from_slice(Rcpt::new(a.clone(), vec![]).to_string().as_bytes());
+        }
+        out.extend_from_slice(format!("BDAT {} LAST\r\n", body.len()).as_bytes());
+        self.write_parts(&out, body).await.map_err(at_mail)?;
+        self.started += 1;
+        Ok(())
+    }
+
+    /// The replies of the oldest transaction `start` wrote, judged.
+    pub async fn conclude(&mut self, recipients: usize) -> Result<Sent, Failed> {
+        self.started = self.started.saturating_sub(1);
+        let (mail_reply, recipients, last) = self.group(recipients).await?;
+        if !mail_reply.is_positive() {
+            self.reset().await;
+            return Err(mail_refusal(mail_reply));
+        }
+        let accepted = recipients.iter().any(|r| r.is_positive());
+        self.finish(recipients, accepted, last).await
+    }
+
+    /// Whether the replies of the oldest transaction written, `recipients` RCPTs long, are all
+    /// read already, so that `conclude` waits for nothing.
+    pub fn concluded(&self, recipients: usize) -> bool {
+        let mut at = 0;
+        for _ in 0..recipients + 2 {
+            match reply_end(&self.buf[at..]) {
+                Some(end) => at += end,
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// The replies to a pipelined group: MAIL's, each RCPT's, and the one to what ended the
+    /// group (DATA or BDAT).
+    async fn group(
+        &mut self,
+        recipients: usize,
+    ) -> Result<(Response, Vec<Response>, Response), Failed> {
+        let mail_reply = self.reply().await.map_err(at_mail)?;
+        let mut replies = Vec::with_capacity(recipients);
+        let mut last = None;
+        let mut lost = None;
+        for _ in 0..=recipients {
+            match self.reply().await {
+                Ok(r) if replies.len() < recipients => replies.push(r),
+                Ok(r) => last = Some(r),
+                Err(fault) => {
+                    lost = Some(fault);
+                    break;
+                }
+            }
+        }
+        match last {
+            Some(last) => Ok((mail_reply, replies, last)),
+            // The relay closed after refusing MAIL (421): that refusal says why.
+            None if !mail_reply.is_positive() => Err(mail_refusal(mail_reply)),
+            None => Err(after_mail(lost.expect("a reply is missing"))),
+        }
     }
 
     /// The body's reply judged: taken, or the whole message refused (an RSET then, so that
@@ -486,7 +524,9 @@ impl Session {
 
     /// Ends a transaction that did not complete; a connection that cannot is not reused.
     async fn reset(&mut self) {
-        if self.broken {
+        // With transactions written behind this one, the relay has ended it at `BDAT … LAST`
+        // already, and an RSET's reply would come after theirs.
+        if self.broken || self.started > 0 {
             return;
         }
         let ok = match self.write(Rset.to_string().as_bytes()).await {
@@ -585,29 +625,77 @@ impl Session {
                 }
                 return Ok(reply);
             }
-            if self.buf.len() > MAX_REPLY_BYTES {
-                self.broken = true;
-                return Err(Fault::Link("the relay's reply is too long".into()));
-            }
-            let mut chunk = [0u8; 4096];
-            self.stream.quickack();
-            let read = self.stream.read(&mut chunk).await;
-            self.stream.quickack();
-            let n = match read {
-                Ok(n) => n,
-                Err(e) => {
-                    self.broken = true;
-                    return Err(Fault::Link(format!("the connection failed: {e}")));
-                }
-            };
-            if n == 0 {
-                self.broken = true;
-                return Err(Fault::Link(
-                    "the relay closed the connection without a reply".into(),
-                ));
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
+            self.fill().await?;
         }
+    }
+
+    /// Reads what the relay sent next into the buffer. Cancel-safe: nothing read is lost
+    /// when another event wins a `select!` against it. A connection known unusable is not
+    /// read again (a relay that stopped answering would hold the reader).
+    pub async fn fill(&mut self) -> Result<(), Fault> {
+        if self.broken {
+            return Err(Fault::Link("the connection is no longer usable".into()));
+        }
+        if self.buf.len() > MAX_REPLY_BYTES {
+            self.broken = true;
+            return Err(Fault::Link("the relay's reply is too long".into()));
+        }
+        let mut chunk = [0u8; 4096];
+        self.stream.quickack();
+        let read = self.stream.read(&mut chunk).await;
+        self.stream.quickack();
+        match read {
+            Ok(0) => {
+                self.broken = true;
+                Err(Fault::Link(
+                    "the relay closed the connection without a reply".into(),
+                ))
+            }
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+            Err(e) => {
+                self.broken = true;
+                Err(Fault::Link(format!("the connection failed: {e}")))
+            }
+        }
+    }
+
+    /// Ends the session at once, without QUIT: a transaction timed out.
+    pub fn abandon(&mut self) {
+        self.broken = true;
+    }
+}
+
+fn unfit(fault: Fault) -> Failed {
+    Failed {
+        fault,
+        at_mail: false,
+    }
+}
+
+fn at_mail(fault: Fault) -> Failed {
+    Failed {
+        fault,
+        at_mail: true,
+    }
+}
+
+fn after_mail(fault: Fault) -> Failed {
+    Failed {
+        fault,
+        at_mail: false,
+    }
+}
+
+/// MAIL refused. A 4xx, or a 503 (bad sequence: the relay did not take a transaction written
+/// behind another as ended), took nothing of the message.
+fn mail_refusal(reply: Response) -> Failed {
+    Failed {
+        at_mail: reply.code().severity == Severity::TransientNegativeCompletion
+            || reply.has_code(503),
+        fault: Fault::Reply(reply),
     }
 }
 
