@@ -49,6 +49,8 @@ impl Smtp {
             .arg(dir.path().join("rcpt"))
             .arg("--reads-file")
             .arg(dir.path().join("reads"))
+            .arg("--delay-file")
+            .arg(dir.path().join("delay"))
             .args(extra)
             .stdout(Stdio::piped())
             .spawn()
@@ -67,6 +69,12 @@ impl Smtp {
     /// Makes the server answer DATA with this reply (e.g. "451 4.3.0 later"); "" accepts again.
     pub fn set_reply(&self, reply: &str) {
         std::fs::write(self.dir.path().join("reply"), reply).unwrap();
+    }
+
+    /// Makes the server wait this long before answering the end of each message (DATA's dot,
+    /// `BDAT … LAST`): a relay that stops answering. 0 answers at once again.
+    pub fn set_delay(&self, secs: f64) {
+        std::fs::write(self.dir.path().join("delay"), secs.to_string()).unwrap();
     }
 
     /// Makes RCPT TO of these addresses get these replies (e.g. "550 5.1.1 No such user"); the

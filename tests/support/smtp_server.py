@@ -87,6 +87,7 @@ class Handler:
         self.delay = delay
         self.reply_file = reply_file
         self.rcpt_file = args.rcpt_file
+        self.delay_file = args.delay_file
         self.pipelining = args.pipelining
         self.chunking = args.chunking
         self.max_per_connection = args.max_per_connection
@@ -133,8 +134,12 @@ class Handler:
         return status
 
     async def take(self, envelope):
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        delay = self.delay
+        if self.delay_file and os.path.exists(self.delay_file):
+            with open(self.delay_file) as f:
+                delay = float(f.read().strip() or 0)
+        if delay:
+            await asyncio.sleep(delay)
         if self.reply_file and os.path.exists(self.reply_file):
             with open(self.reply_file) as f:
                 reply = f.readline().strip()
@@ -165,6 +170,7 @@ def main():
     p.add_argument("--maildir", required=True)
     p.add_argument("--reply-file")
     p.add_argument("--delay", type=float, default=0.0, help="seconds before answering DATA")
+    p.add_argument("--delay-file", help="a file whose number, when present, replaces --delay")
     p.add_argument("--cert", help="PEM certificate: enables STARTTLS (or implicit TLS with --tls)")
     p.add_argument("--key")
     p.add_argument("--tls", action="store_true", help="implicit TLS instead of STARTTLS")

@@ -357,6 +357,47 @@ fn messages_pipelined_behind_a_connection_at_its_limit_go_on_another_uncounted()
     assert!(per_connection.len() >= 3, "{per_connection:?}");
 }
 
+#[test]
+fn a_relay_gone_silent_mid_message_holds_nothing_and_loses_nothing() {
+    let smtp = Smtp::start_with(&["--pipelining", "--chunking"]);
+    let (bus, daemon, account) = relayed_account(
+        &smtp,
+        &format!("{ONE_CONNECTION}send_timeout_secs = 2\n"),
+        "personal",
+        "moi@ecole.fr",
+    );
+    smtp.set_delay(30.0);
+    let ids: Vec<String> = (1..=2)
+        .map(|n| {
+            send_to(
+                &bus,
+                &account,
+                &["famille@example.org"],
+                &format!("Muet {n}"),
+            )
+        })
+        .collect();
+    // Each waited two seconds at most, the one pipelined behind the first included.
+    for id in &ids {
+        let m = wait_state(&bus, id, "deferred", LONG);
+        assert!(
+            m["last_reply"]
+                .as_str()
+                .unwrap()
+                .contains("did not finish within 2 s"),
+            "{m}\n{}",
+            daemon.log()
+        );
+    }
+    // The daemon still answers, and the relay back to normal takes both.
+    assert!(mailctl(&bus, None, &["queue", "list"], None).ok);
+    smtp.set_delay(0.0);
+    for (n, id) in ids.iter().enumerate() {
+        wait_state(&bus, id, "delivered", LONG);
+        assert!(!copies(&smtp, &format!("Muet {}", n + 1)).is_empty());
+    }
+}
+
 /// Three messages one after another on one connection slot, against a relay that ends
 /// connections as `relay_args` says: all delivered at the first attempt.
 fn delivered_across_ended_connections(relay_args: &[&str]) -> Vec<(u64, String)> {

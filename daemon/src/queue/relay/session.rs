@@ -662,9 +662,11 @@ impl Session {
         }
     }
 
-    /// Ends the session at once, without QUIT: a transaction timed out.
+    /// Ends the session at once, without QUIT: a transaction timed out. Replies read for it
+    /// are dropped too, lest a transaction written behind it take them for its own.
     pub fn abandon(&mut self) {
         self.broken = true;
+        self.buf.clear();
     }
 }
 
