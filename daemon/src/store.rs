@@ -494,7 +494,28 @@ enum Damage {
 
 /// Opens sled, telling a store it refuses (corrupt) from one it cannot reach (permissions,
 /// another daemon). sled panics on some damage rather than returning an error.
+/// sled, when another instance holds its lock: it says so in an `Other` error of its own
+/// words, the `WouldBlock` of `flock` inside.
+const SLED_LOCKED: &str = "could not acquire lock";
+
+/// How long a store held by another instance is waited for: a daemon being stopped lets it go
+/// within this, a running one never does.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens the sled database, waiting `BUSY_WAIT` at most while another instance holds it.
 fn open_db(path: &Path) -> std::result::Result<sled::Db, Damage> {
+    let until = std::time::Instant::now() + BUSY_WAIT;
+    loop {
+        match try_open_db(path) {
+            Err(Damage::Busy) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            other => return other,
+        }
+    }
+}
+
+fn try_open_db(path: &Path) -> std::result::Result<sled::Db, Damage> {
     let opened = std::panic::catch_unwind(|| {
         sled::Config::new()
             .path(path)
@@ -503,7 +524,11 @@ fn open_db(path: &Path) -> std::result::Result<sled::Db, Damage> {
     });
     match opened {
         Ok(Ok(db)) => Ok(db),
-        Ok(Err(sled::Error::Io(io))) if io.kind() == std::io::ErrorKind::WouldBlock => {
+        // Held by another instance is not damage: the store is never moved aside for it.
+        Ok(Err(sled::Error::Io(io)))
+            if io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains(SLED_LOCKED) =>
+        {
             Err(Damage::Busy)
         }
         Ok(Err(sled::Error::Io(io)))
@@ -868,6 +893,28 @@ mod tests {
             .unwrap();
         reopened_from_snapshot(dir.path(), seq);
         assert!(dir.path().join("db.damaged-1/db").exists(), "kept aside");
+    }
+
+    #[test]
+    fn a_store_in_use_is_refused_by_name_and_never_taken_for_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        fixture(dir.path());
+        let running = Store::open(dir.path()).unwrap();
+        let second = Store::open(dir.path());
+        match second {
+            Err(Error::Open { message, .. }) => {
+                assert!(message.contains("already using it"), "{message}")
+            }
+            other => panic!("a second store over the live one: {:?}", other.map(|_| ())),
+        }
+        assert!(
+            !dir.path().join("db.damaged-1").exists(),
+            "the live store was moved aside"
+        );
+        assert_eq!(ids(&running), ["a1", "a2", "a3"]);
+        // Once the first is closed, the store opens whole.
+        drop(running);
+        assert_eq!(ids(&Store::open(dir.path()).unwrap()), ["a1", "a2", "a3"]);
     }
 
     #[test]

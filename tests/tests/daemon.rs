@@ -104,6 +104,30 @@ fn second_daemon_cannot_take_the_name() {
 }
 
 #[test]
+fn second_daemon_on_the_same_state_is_refused_and_takes_nothing() {
+    let bus = Bus::start();
+    let first = Daemon::start(&bus, "");
+    let id = create(&bus, None, "establishment", "S", "s@ecole.fr").out();
+    // The same configuration started by hand on another bus, where the name is free: only
+    // the store's lock stands in its way, and it must not take the live store for damaged.
+    let other_bus = Bus::start();
+    let out = Daemon::run_to_exit(&other_bus, &first.config_path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("already using it"), "{stderr}");
+    let names: Vec<_> = std::fs::read_dir(&first.state_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("db.damaged")),
+        "the live store was moved aside: {names:?}"
+    );
+    let listed = mailctl(&bus, None, &["account", "list"], None).out();
+    assert!(listed.contains(&id), "{listed}");
+}
+
+#[test]
 fn sigterm_stops_cleanly_and_state_survives_restarts_and_kill9() {
     let bus = Bus::start();
     let mut daemon = Daemon::start(&bus, "");
