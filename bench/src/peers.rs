@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use postecole_tests::PostfixInstance;
+
 /// A server that counts the messages it has accepted.
 pub trait Receiver {
     fn count(&self) -> usize;
@@ -111,9 +113,8 @@ pub fn smtp_source(port: u16, n: usize, size: usize, sessions: usize) -> f64 {
 
 /// A Postfix null client with its own configuration and queue under `dir`, relaying to `port`.
 pub struct Postfix {
-    conf: PathBuf,
+    instance: PostfixInstance,
     queue: PathBuf,
-    log: PathBuf,
 }
 
 impl Postfix {
@@ -123,59 +124,26 @@ impl Postfix {
 
     /// With `extra` lines appended to its main.cf.
     pub fn with(dir: &Path, port: u16, extra: &str) -> Postfix {
-        let conf = dir.join("conf");
-        let queue = dir.join("queue");
-        let data = dir.join("data");
-        for d in [&conf, &queue, &data] {
-            std::fs::create_dir_all(d).unwrap();
-        }
-        Command::new("chown")
-            .arg("postfix")
-            .arg(&data)
-            .status()
-            .unwrap();
-        std::fs::copy("/etc/postfix/master.cf", conf.join("master.cf"))
-            .expect("Postfix's master.cf");
-        std::fs::write(
-            conf.join("main.cf"),
-            format!(
-                "compatibility_level = 3.6\nqueue_directory = {q}\ndata_directory = {d}\nmail_owner = postfix\n\
-                 setgid_group = postdrop\ninet_interfaces = loopback-only\ninet_protocols = ipv4\n\
-                 myhostname = bench.localdomain\nmydestination =\nlocal_transport = error:no local mail\n\
-                 relayhost = [127.0.0.1]:{port}\nsmtp_tls_security_level = none\nmaster_service_disable = inet\n\
-                 maillog_file = {dir}/maillog\nmaillog_file_prefixes = {dir}\nalternate_config_directories = {c}\n{extra}",
-                q = queue.display(),
-                d = data.display(),
-                dir = dir.display(),
-                c = conf.display(),
+        let instance = PostfixInstance::new(
+            dir,
+            &format!(
+                "myhostname = bench.localdomain\nlocal_transport = error:no local mail\n\
+                 relayhost = [127.0.0.1]:{port}\nsmtp_tls_security_level = none\n{extra}"
             ),
-        )
-        .unwrap();
+            &[],
+        );
         Postfix {
-            conf,
-            queue,
-            log: dir.join("maillog"),
+            instance,
+            queue: dir.join("queue"),
         }
-    }
-
-    fn postfix(&self, verb: &str) {
-        let status = Command::new("postfix")
-            .arg("-c")
-            .arg(&self.conf)
-            .arg(verb)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("postfix");
-        assert!(status.success(), "postfix {verb}");
     }
 
     pub fn start(&self) {
-        self.postfix("start");
+        self.instance.run("start");
     }
 
     pub fn stop(&self) {
-        self.postfix("stop");
+        self.instance.run("stop");
     }
 
     /// One `sendmail` process per message, as a script or a web application would.
@@ -183,7 +151,7 @@ impl Postfix {
         for _ in 0..n {
             let mut child = Command::new("sendmail")
                 .arg("-C")
-                .arg(&self.conf)
+                .arg(self.instance.conf())
                 .arg("-t")
                 .stdin(Stdio::piped())
                 .spawn()
@@ -201,22 +169,10 @@ impl Postfix {
     /// (messages delivered, connections they took): a delivery over a cached connection is
     /// logged with `conn_use=N`, one over a new connection without it.
     pub fn deliveries(&self) -> (usize, usize) {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let log = std::fs::read_to_string(self.instance.maillog()).unwrap_or_default();
         let sent: Vec<&str> = log.lines().filter(|l| l.contains("status=sent")).collect();
         let opened = sent.iter().filter(|l| !l.contains("conn_use=")).count();
         (sent.len(), opened)
-    }
-}
-
-impl Drop for Postfix {
-    fn drop(&mut self) {
-        let _ = Command::new("postfix")
-            .arg("-c")
-            .arg(&self.conf)
-            .arg("stop")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
     }
 }
 
@@ -257,8 +213,7 @@ pub fn rss_mib(pid: u32) -> f64 {
 /// offers CHUNKING as well as PIPELINING (smtp-sink offers no CHUNKING), and TLS when given a
 /// certificate: STARTTLS on `port`, implicit TLS (as on port 465) on `tls_port`.
 pub struct Relay {
-    conf: PathBuf,
-    log: PathBuf,
+    instance: PostfixInstance,
     pub port: u16,
     pub tls_port: Option<u16>,
     /// How far the log has been read, and the messages it showed accepted.
@@ -267,34 +222,14 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(dir: &Path, tls: Option<(&Path, &Path)>) -> Relay {
-        let conf = dir.join("conf");
-        let queue = dir.join("queue");
-        let data = dir.join("data");
-        for d in [&conf, &queue, &data] {
-            std::fs::create_dir_all(d).unwrap();
-        }
-        Command::new("chown")
-            .arg("postfix")
-            .arg(&data)
-            .status()
-            .unwrap();
         let port = free_port();
         let tls_port = tls.map(|_| free_port());
-        // Debian's master.cf with its public smtpd replaced by this relay's listeners, run
-        // outside the chroot (the queue directory is not a prepared one).
-        let mut master: String = std::fs::read_to_string("/etc/postfix/master.cf")
-            .expect("Postfix's master.cf")
-            .lines()
-            .filter(|l| !l.starts_with("smtp ") && !l.starts_with("smtp\t"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        master.push_str(&format!("127.0.0.1:{port} inet n - n - - smtpd\n"));
+        let mut listeners = vec![format!("127.0.0.1:{port} inet n - n - - smtpd")];
         if let Some(p) = tls_port {
-            master.push_str(&format!(
-                "127.0.0.1:{p} inet n - n - - smtpd\n  -o smtpd_tls_wrappermode=yes\n  -o smtpd_tls_security_level=encrypt\n"
+            listeners.push(format!(
+                "127.0.0.1:{p} inet n - n - - smtpd\n  -o smtpd_tls_wrappermode=yes\n  -o smtpd_tls_security_level=encrypt"
             ));
         }
-        std::fs::write(conf.join("master.cf"), master).unwrap();
         let tls_conf = match tls {
             Some((cert, key)) => format!(
                 "smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n",
@@ -303,42 +238,25 @@ impl Relay {
             ),
             None => "smtpd_tls_security_level = none\n".into(),
         };
-        std::fs::write(
-            conf.join("main.cf"),
-            format!(
-                "compatibility_level = 3.6\nqueue_directory = {q}\ndata_directory = {d}\nmail_owner = postfix\n\
-                 setgid_group = postdrop\ninet_interfaces = loopback-only\ninet_protocols = ipv4\n\
-                 myhostname = relay.localdomain\nmydestination =\nmynetworks = 127.0.0.0/8\n\
+        let instance = PostfixInstance::new(
+            dir,
+            &format!(
+                "myhostname = relay.localdomain\nmynetworks = 127.0.0.0/8\n\
                  smtpd_relay_restrictions = permit_mynetworks, reject\nsmtpd_peername_lookup = no\n\
-                 default_transport = discard:bench\nlocal_transport = discard:bench\n{tls_conf}\
-                 maillog_file = {dir}/maillog\nmaillog_file_prefixes = {dir}\nalternate_config_directories = {c}\n",
-                q = queue.display(),
-                d = data.display(),
-                dir = dir.display(),
-                c = conf.display(),
+                 default_transport = discard:bench\nlocal_transport = discard:bench\n{tls_conf}"
             ),
-        )
-        .unwrap();
-        let relay = Relay {
-            conf,
-            log: dir.join("maillog"),
-            port,
-            tls_port,
-            read: Mutex::new((0, 0)),
-        };
-        let status = Command::new("postfix")
-            .arg("-c")
-            .arg(&relay.conf)
-            .arg("start")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("postfix");
-        assert!(status.success(), "postfix start (relay)");
+            &listeners,
+        );
+        instance.run("start");
         wait("the Postfix relay", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        relay
+        Relay {
+            instance,
+            port,
+            tls_port,
+            read: Mutex::new((0, 0)),
+        }
     }
 }
 
@@ -347,7 +265,7 @@ impl Receiver for Relay {
     fn count(&self) -> usize {
         use std::io::{Read, Seek};
         let mut read = self.read.lock().unwrap();
-        let Ok(mut log) = std::fs::File::open(&self.log) else {
+        let Ok(mut log) = std::fs::File::open(self.instance.maillog()) else {
             return 0;
         };
         let mut new = Vec::new();
@@ -361,18 +279,6 @@ impl Receiver for Relay {
             .count();
         read.0 += end;
         read.1
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = Command::new("postfix")
-            .arg("-c")
-            .arg(&self.conf)
-            .arg("stop")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
     }
 }
 

@@ -37,7 +37,7 @@ pub use ctl::{
 pub use daemon::Daemon;
 pub use oauth::{MAILBOX, OAuthRelay, logged_in, oauth_account, relay_status, spawn_login};
 pub use polkit::{MOCK_POLKIT_POLICY, MockPolkit};
-pub use postfix::PostfixRelay;
+pub use postfix::{PostfixInstance, PostfixRelay};
 pub use sendmail::{Door, sendmail};
 pub use smtp::Smtp;
 pub use users::{

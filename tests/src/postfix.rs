@@ -8,26 +8,21 @@ use std::time::Duration;
 
 use crate::{Smtp, free_port, wait_for};
 
-pub struct PostfixRelay {
-    pub port: u16,
+/// A throwaway Postfix: its own configuration, queue and log under a directory, the
+/// system's mail untouched; stopped when dropped. Shared by the tests' relay and the bench's
+/// peers (a null client, a discarding relay).
+pub struct PostfixInstance {
     conf: PathBuf,
-    dir: tempfile::TempDir,
-    /// Where Postfix delivers: the messages, as it relayed them.
-    pub downstream: Smtp,
+    log: PathBuf,
 }
 
-impl PostfixRelay {
-    /// Postfix (package `postfix`, as tests/run installs it) listening on a free loopback
-    /// port, relaying whatever loopback clients send to a fresh aiosmtpd. Every SMTP command it
-    /// receives is logged (`debug_peer_list`), for `commands`.
-    pub fn start() -> PostfixRelay {
-        let downstream = Smtp::start();
-        let dir = tempfile::tempdir().unwrap();
-        let (conf, queue, data) = (
-            dir.path().join("conf"),
-            dir.path().join("queue"),
-            dir.path().join("data"),
-        );
+impl PostfixInstance {
+    /// Configured under `dir` (not started): Debian's services less its public smtpd on port
+    /// 25, plus `listeners` (master.cf lines; none for a client with no SMTP server), and the
+    /// `main` lines (name, transports, relayhost…) after the ones every instance needs.
+    /// Listeners run outside the chroot, so that the queue directory needs nothing copied in.
+    pub fn new(dir: &Path, main: &str, listeners: &[String]) -> PostfixInstance {
+        let (conf, queue, data) = (dir.join("conf"), dir.join("queue"), dir.join("data"));
         for d in [&conf, &queue, &data] {
             std::fs::create_dir_all(d).unwrap();
         }
@@ -36,9 +31,6 @@ impl PostfixRelay {
             chown.is_ok_and(|s| s.success()),
             "chown postfix: the postfix user is missing (package postfix)"
         );
-        let port = free_port();
-        // Debian's services, less its smtpd on port 25: ours listens on `port`, chroot off so
-        // that it needs nothing copied into the queue directory.
         let master = std::fs::read_to_string("/etc/postfix/master.cf")
             .expect("/etc/postfix/master.cf (package postfix)");
         let mut services: String = master
@@ -49,42 +41,32 @@ impl PostfixRelay {
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        services.push_str(&format!("127.0.0.1:{port} inet n - n - - smtpd\n"));
+        for l in listeners {
+            services.push_str(l);
+            services.push('\n');
+        }
         std::fs::write(conf.join("master.cf"), services).unwrap();
+        let log = dir.join("maillog");
         std::fs::write(
             conf.join("main.cf"),
             format!(
                 "compatibility_level = 3.6\nqueue_directory = {q}\ndata_directory = {d}\n\
                  mail_owner = postfix\nsetgid_group = postdrop\ninet_interfaces = loopback-only\n\
-                 inet_protocols = ipv4\nmyhostname = relais.localdomain\nmydestination =\n\
-                 local_transport = error:no local mail\nmynetworks = 127.0.0.0/8\n\
-                 smtpd_relay_restrictions = permit_mynetworks, reject\n\
-                 relayhost = [127.0.0.1]:{down}\nsmtp_tls_security_level = none\n\
-                 debug_peer_list = 127.0.0.1\nmaillog_file = {log}\nmaillog_file_prefixes = {dir}\n\
-                 alternate_config_directories = {c}\n",
+                 inet_protocols = ipv4\nmydestination =\nmaillog_file = {log}\n\
+                 maillog_file_prefixes = {dir}\nalternate_config_directories = {c}\n{main}",
                 q = queue.display(),
                 d = data.display(),
-                down = downstream.port,
-                log = dir.path().join("maillog").display(),
-                dir = dir.path().display(),
+                log = log.display(),
+                dir = dir.display(),
                 c = conf.display(),
             ),
         )
         .unwrap();
-        let relay = PostfixRelay {
-            port,
-            conf,
-            dir,
-            downstream,
-        };
-        relay.postfix("start");
-        wait_for("Postfix's smtpd to listen", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        relay
+        PostfixInstance { conf, log }
     }
 
-    fn postfix(&self, verb: &str) {
+    /// `postfix -c <conf> <verb>` (start, stop, flush…), which must succeed.
+    pub fn run(&self, verb: &str) {
         let out = Command::new("postfix")
             .arg("-c")
             .arg(&self.conf)
@@ -100,6 +82,66 @@ impl PostfixRelay {
         );
     }
 
+    pub fn conf(&self) -> &Path {
+        &self.conf
+    }
+
+    pub fn maillog(&self) -> &Path {
+        &self.log
+    }
+}
+
+impl Drop for PostfixInstance {
+    fn drop(&mut self) {
+        let _ = Command::new("postfix")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+pub struct PostfixRelay {
+    pub port: u16,
+    postfix: PostfixInstance,
+    dir: tempfile::TempDir,
+    /// Where Postfix delivers: the messages, as it relayed them.
+    pub downstream: Smtp,
+}
+
+impl PostfixRelay {
+    /// Postfix (package `postfix`, as tests/run installs it) listening on a free loopback
+    /// port, relaying whatever loopback clients send to a fresh aiosmtpd. Every SMTP command it
+    /// receives is logged (`debug_peer_list`), for `commands`.
+    pub fn start() -> PostfixRelay {
+        let downstream = Smtp::start();
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let postfix = PostfixInstance::new(
+            dir.path(),
+            &format!(
+                "myhostname = relais.localdomain\nlocal_transport = error:no local mail\n\
+                 mynetworks = 127.0.0.0/8\nsmtpd_relay_restrictions = permit_mynetworks, reject\n\
+                 relayhost = [127.0.0.1]:{down}\nsmtp_tls_security_level = none\n\
+                 debug_peer_list = 127.0.0.1\n",
+                down = downstream.port,
+            ),
+            &[format!("127.0.0.1:{port} inet n - n - - smtpd")],
+        );
+        postfix.run("start");
+        wait_for("Postfix's smtpd to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        PostfixRelay {
+            port,
+            postfix,
+            dir,
+            downstream,
+        }
+    }
+
     /// What Postfix's smtpd logged of the commands it received, in order ("BDAT 375 LAST").
     pub fn commands(&self) -> Vec<String> {
         let log = std::fs::read_to_string(self.maillog()).unwrap_or_default();
@@ -112,7 +154,7 @@ impl PostfixRelay {
     }
 
     pub fn maillog(&self) -> PathBuf {
-        self.dir.path().join("maillog")
+        self.postfix.maillog().to_owned()
     }
 
     pub fn relay_config(&self) -> String {
@@ -124,17 +166,5 @@ impl PostfixRelay {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
-    }
-}
-
-impl Drop for PostfixRelay {
-    fn drop(&mut self) {
-        let _ = Command::new("postfix")
-            .arg("-c")
-            .arg(&self.conf)
-            .arg("stop")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
     }
 }

@@ -228,7 +228,7 @@ async fn run(smtp: Arc<Smtp>, mut jobs: mpsc::UnboundedReceiver<Job>, load: Arc<
             None => {
                 match tokio::time::timeout(MAX_IDLE, jobs.recv()).await {
                     Ok(Some(job)) => next = Some(job),
-                    // Idle too long, or the relay is being replaced.
+                    // Idle too long (or the relay itself dropped).
                     _ => break,
                 }
             }
