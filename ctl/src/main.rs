@@ -3,7 +3,6 @@
 
 mod fail;
 mod i18n;
-mod listing;
 mod merge;
 mod mime;
 mod offline;
@@ -745,17 +744,15 @@ async fn queue(
                 Some(a) => Some(resolve(connection, a).await?),
                 None => None,
             };
-            let mut messages = listing::all(
-                &proxy,
-                MessageFilter {
+            let mut messages = proxy
+                .find_all(MessageFilter {
                     states: (!states.is_empty()).then_some(states),
                     account,
                     since,
                     to: filter.to.clone(),
                     ..Default::default()
-                },
-            )
-            .await?;
+                })
+                .await?;
             messages.sort_by_key(|m| m.created);
             if json {
                 outln!("{}", output::messages_json(&messages));
@@ -848,7 +845,7 @@ async fn retry_all(
         account,
         ..Default::default()
     };
-    for m in listing::all(proxy, waiting).await? {
+    for m in proxy.find_all(waiting).await? {
         match proxy.retry(&m.id).await {
             Ok(()) => retried.push(m.id),
             // The first retry ends a relay pause: the others may be on their way already.

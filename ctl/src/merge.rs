@@ -341,7 +341,7 @@ async fn follow(
     let mut eta = None;
     let mut eta_asked = tokio::time::Instant::now() - Duration::from_secs(60);
     loop {
-        for m in crate::listing::by_ids(outbox, &look).await? {
+        for m in outbox.find_ids(&look).await? {
             match m.state.as_str() {
                 "delivered" | "failed" | "cancelled" => {
                     deferred.remove(&m.id);

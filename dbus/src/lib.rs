@@ -13,7 +13,7 @@ pub use accounts::{AccountInfo, AccountsProxy, AuditEntry, CallerInfo};
 pub use archive::{ArchiveProxy, ArchivedInfo};
 pub use error::Error;
 pub use outbox::{
-    Attachment, MessageChanged, MessageFilter, MessageInfo, OutboxProxy, OutgoingMessage,
+    Attachment, MAX_PAGE, MessageChanged, MessageFilter, MessageInfo, OutboxProxy, OutgoingMessage,
     RelayInfo, RelayStatus, RowAttachment, TemplateInfo,
 };
 

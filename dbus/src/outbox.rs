@@ -65,9 +65,12 @@ pub struct MessageFilter {
     pub to: Option<String>,
     /// The `next` of the previous page.
     pub after: Option<u64>,
-    /// At most this many (and never more than 1000).
+    /// At most this many (and never more than `MAX_PAGE`).
     pub limit: Option<u32>,
 }
+
+/// The largest page `FindMessages` returns, and the most ids one call may name.
+pub const MAX_PAGE: usize = 1000;
 
 /// A message template (`a{sv}`).
 #[derive(SerializeDict, DeserializeDict, Type, Debug, Clone, Default, PartialEq)]
@@ -219,4 +222,33 @@ pub trait Outbox {
     /// A message changed state.
     #[zbus(signal)]
     fn message_changed(&self, id: &str, state: &str) -> zbus::Result<()>;
+}
+
+impl OutboxProxy<'_> {
+    /// Every record `filter` wants, page after page, oldest first.
+    pub async fn find_all(&self, mut filter: MessageFilter) -> Result<Vec<MessageInfo>, Error> {
+        let mut out = Vec::new();
+        loop {
+            let (page, next) = self.find_messages(filter.clone()).await?;
+            out.extend(page);
+            if next == 0 {
+                return Ok(out);
+            }
+            filter.after = Some(next);
+        }
+    }
+
+    /// The records of these messages, as far as the caller may see them, in calls of
+    /// `MAX_PAGE` ids: as cheap as as many `GetMessage`, whatever the history.
+    pub async fn find_ids(&self, ids: &[String]) -> Result<Vec<MessageInfo>, Error> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_PAGE) {
+            let filter = MessageFilter {
+                ids: Some(chunk.to_vec()),
+                ..Default::default()
+            };
+            out.extend(self.find_messages(filter).await?.0);
+        }
+        Ok(out)
+    }
 }

@@ -488,8 +488,9 @@ async fn send_all(app: AppRc, state: Rc<RefCell<State>>, w: Rc<Widgets>) {
     let mut finished: HashMap<String, String> = HashMap::new();
     // Some may be delivered already: their signal came before their id.
     let known = ids.clone();
+    let look = known.clone();
     if let Ok(list) =
-        client::call(|c| async move { client::outbox(&c).await?.list_messages().await }).await
+        client::call(move |c| async move { client::outbox(&c).await?.find_ids(&look).await }).await
     {
         for m in list {
             if known.contains(&m.id) && final_state(&m.state) {

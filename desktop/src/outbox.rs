@@ -28,11 +28,14 @@ fn upsert(store: &gio::ListStore, m: MessageInfo) {
     }
 }
 
+/// How far back the page goes.
+const SHOWN_DAYS: u64 = 30;
+
 pub fn page(app: &AppRc) -> gtk::Widget {
     let (clamp, content) = ui::page();
     content.append(&ui::heading(&tr("Sending follow-up")));
     content.append(&ui::text(&tr(
-        "Each message sent from this PC, newest first, and where it stands. Messages that could not be delivered yet are tried again on their own.",
+        "Each message sent from this PC in the last 30 days, newest first, and where it stands. Messages that could not be delivered yet are tried again on their own.",
     )));
     let error = ui::error_label();
     content.append(&error);
@@ -42,7 +45,7 @@ pub fn page(app: &AppRc) -> gtk::Widget {
         .build();
     list.add_css_class("boxed-list");
     ui::name(&list, &tr("Sending follow-up"));
-    let placeholder = ui::text(&tr("No message has been sent yet."));
+    let placeholder = ui::text(&tr("No message sent in the last 30 days."));
     placeholder.set_margin_top(18);
     placeholder.set_margin_bottom(18);
     placeholder.set_margin_start(18);
@@ -56,7 +59,17 @@ pub fn page(app: &AppRc) -> gtk::Widget {
     let changes = client::message_changes();
     let (s, e) = (store.clone(), error.clone());
     ui::spawn(async move {
-        match client::call(|c| async move { client::outbox(&c).await?.list_messages().await }).await
+        // The page shows recent mail: the history the daemon keeps (90 days by default) can
+        // be far longer, and each change is looked up here.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let recent = api::MessageFilter {
+            since: Some(now.saturating_sub(SHOWN_DAYS * 86_400)),
+            ..Default::default()
+        };
+        match client::call(move |c| async move { client::outbox(&c).await?.find_all(recent).await })
+            .await
         {
             Ok(mut list) => {
                 list.sort_by_key(|m| std::cmp::Reverse(m.created));

@@ -28,7 +28,7 @@ pub struct Filter {
 }
 
 /// A page's most records: the reply of one call stays small whatever the history.
-pub const MAX_PAGE: usize = 1000;
+pub use postecole_dbus::MAX_PAGE;
 
 /// One page, oldest first, and where the next one starts (0: this was the last; sequence
 /// numbers start at 0, so a page's `next` is one past its last record's).
