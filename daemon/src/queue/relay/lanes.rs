@@ -197,6 +197,9 @@ async fn run(smtp: Arc<Smtp>, mut jobs: mpsc::UnboundedReceiver<Job>, load: Arc<
                     }
                 };
                 answers.give(job, answer);
+                if !session.is_broken() {
+                    answers.send();
+                }
                 position += 1;
                 continue;
             }
@@ -220,6 +223,9 @@ async fn run(smtp: Arc<Smtp>, mut jobs: mpsc::UnboundedReceiver<Job>, load: Arc<
             let oldest = in_flight.pop_front().expect("just seen");
             let result = session.conclude(oldest.job.to.len()).await;
             answers.give(oldest.job, judged(result, oldest.position));
+            if !session.is_broken() {
+                answers.send();
+            }
             continue;
         }
         answers.send();
