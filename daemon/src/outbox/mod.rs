@@ -37,6 +37,13 @@ pub struct Outbox {
     callers: std::sync::Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// The cores building may use, read once: the standard library reads the cgroup's quota files
+/// at every ask.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// The unit of `Outbox::building`.
 const BUILD_UNIT: u64 = 4096;
 
@@ -125,17 +132,17 @@ impl Outbox {
         let submitter = caller.uid;
         let batch = requests.len() > 1;
         // Building (MIME, base64 attachments) is most of a batch's CPU: one share per core.
-        let shares = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(requests.len().div_ceil(16));
+        let shares = cores().min(requests.len().div_ceil(16));
         let per_share = requests.len().div_ceil(shares);
         let mut requests = requests.into_iter().enumerate().peekable();
-        let mut tasks = Vec::with_capacity(shares);
+        let mut shares = Vec::with_capacity(shares);
         while requests.peek().is_some() {
-            let share: Vec<(usize, Request)> = requests.by_ref().take(per_share).collect();
+            shares.push(requests.by_ref().take(per_share).collect::<Vec<_>>());
+        }
+        let share = {
             let config = self.config.clone();
             let account = account.clone();
-            tasks.push(tokio::task::spawn_blocking(move || {
+            move |share: Vec<(usize, Request)>| {
                 share
                     .into_iter()
                     .map(|(n, r)| {
@@ -149,15 +156,36 @@ impl Outbox {
                             .map_err(|e| if batch { in_batch(e, n) } else { e })
                     })
                     .collect::<Result<Vec<Outgoing>>>()
-            }));
-        }
-        let mut outgoing = Vec::new();
-        for task in tasks {
-            // Shares are in order, so the first error met is the first refused message.
-            outgoing.extend(task.await.map_err(|e| Error::Internal(e.to_string()))??);
-        }
-        let count = outgoing.len();
-        let records = self.queue.enqueue_within(outgoing, quota).await?;
+            }
+        };
+        let records = if shares.len() == 1 {
+            // One share (a single message, a small batch): built and committed on the same
+            // blocking thread, a thread hop less before the reply.
+            let queue = self.queue.clone();
+            let only = shares.pop().expect("one share");
+            let records = tokio::task::spawn_blocking(move || {
+                Ok::<_, Error>(queue.commit(share(only)?, quota)?)
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+            self.queue.admitted(&records);
+            records
+        } else {
+            let tasks: Vec<_> = shares
+                .into_iter()
+                .map(|s| {
+                    let share = share.clone();
+                    tokio::task::spawn_blocking(move || share(s))
+                })
+                .collect();
+            let mut outgoing = Vec::new();
+            for task in tasks {
+                // Shares are in order, so the first error met is the first refused message.
+                outgoing.extend(task.await.map_err(|e| Error::Internal(e.to_string()))??);
+            }
+            self.queue.enqueue_within(outgoing, quota).await?
+        };
+        let count = records.len();
         tracing::info!(uid = caller.uid, count, "messages queued");
         Ok(records.into_iter().map(|r| r.id).collect())
     }

@@ -271,22 +271,30 @@ impl Queue {
         let records = tokio::task::spawn_blocking(move || queue.commit(items, quota))
             .await
             .map_err(|e| Error::Spool(std::io::Error::other(e)))??;
+        self.admitted(&records);
+        Ok(records)
+    }
+
+    /// What follows a commit: the messages become due, their state is told, and the delivery
+    /// loop wakes up.
+    pub fn admitted(&self, records: &[Record]) {
         {
             let mut due = self.due.lock().unwrap();
-            for r in &records {
+            for r in records {
                 due.insert(due_key(r));
             }
         }
-        for r in &records {
+        for r in records {
             self.emit(r);
         }
         self.wake.notify_one();
-        Ok(records)
     }
 
     /// One spool append synced: that is the commit. The records then go to the store without
     /// waiting for its flush; the spool has them if the store loses them in a crash.
-    fn commit(&self, items: Vec<Outgoing>, quota: Option<Quota>) -> Result<Vec<Record>> {
+    ///
+    /// It blocks on the disk: called from a blocking thread, and followed by `admitted`.
+    pub fn commit(&self, items: Vec<Outgoing>, quota: Option<Quota>) -> Result<Vec<Record>> {
         let now = self.now();
         let mut adding: HashMap<u32, Usage> = HashMap::new();
         for item in &items {
