@@ -278,6 +278,41 @@ fn refusals_have_their_sentence_and_sysexits_status() {
     assert!(smtp.messages().iter().all(|m| !m.contains("espion")));
 }
 
+/// A bus without postecoled, and no bus at all, are told apart, each as "unavailable"
+/// (EX_UNAVAILABLE), the message left with its writer.
+#[test]
+fn without_the_daemon_or_the_bus_the_door_says_so() {
+    let bus = Bus::start();
+    let message = b"To: a@example.org\nSubject: s\n\nb\n";
+    let out = sendmail(&bus, None, &["-t"], message);
+    assert_eq!(out.status, 69, "EX_UNAVAILABLE: {out:?}");
+    assert!(
+        out.stderr
+            .contains("org.freedesktop.DBus.Error.ServiceUnknown"),
+        "{}",
+        out.stderr
+    );
+    let gone = tempfile::tempdir().unwrap();
+    let mut door = std::process::Command::new(postecole_tests::bin("postecole-sendmail"))
+        .arg("-t")
+        .env(
+            "DBUS_SYSTEM_BUS_ADDRESS",
+            format!("unix:path={}/no_bus_here", gone.path().display()),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut door.stdin.take().unwrap(), message).unwrap();
+    let out = door.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot connect to the D-Bus system bus"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn an_oversized_message_is_refused_for_good_and_a_full_queue_for_now() {
     ensure_users();
