@@ -40,11 +40,25 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 /// An identifier people read aloud and type: no 0/o, 1/l/i.
+///
+/// The operating system's bytes are drawn a buffer at a time (one `getrandom` per id, not one
+/// per character: every queued message takes one), and a byte past the last whole multiple
+/// of the alphabet's length is dropped, so that every character stays equally likely.
 pub fn random_id(len: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
-    (0..len)
-        .map(|_| ALPHABET[OsRng.gen_range(0..ALPHABET.len())] as char)
-        .collect()
+    let usable = (256 / ALPHABET.len() * ALPHABET.len()) as u8;
+    let mut id = String::with_capacity(len);
+    let mut bytes = [0u8; 32];
+    while id.len() < len {
+        OsRng.fill_bytes(&mut bytes);
+        for &b in bytes.iter().filter(|&&b| b < usable) {
+            if id.len() == len {
+                break;
+            }
+            id.push(ALPHABET[b as usize % ALPHABET.len()] as char);
+        }
+    }
+    id
 }
 
 /// Trim, Unicode NFKC, case-fold and collapse inner blanks, so that "  Écrou " and "écrou"
@@ -85,6 +99,21 @@ pub fn verify(secret: &str, phc: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ids_have_their_length_and_only_unambiguous_characters() {
+        let mut seen = std::collections::HashSet::new();
+        for len in [1, 8, 12, 40] {
+            for _ in 0..200 {
+                let id = random_id(len);
+                assert_eq!(id.len(), len);
+                assert!(id.bytes().all(|b| !b"0o1li".contains(&b)), "{id}");
+                seen.extend(id.chars());
+            }
+        }
+        // Every character of the alphabet turns up: no bias cuts one out.
+        assert_eq!(seen.len(), 31, "{seen:?}");
+    }
+
     use super::*;
 
     #[test]
