@@ -336,6 +336,10 @@ impl Config {
         if q.send_timeout_secs == 0 {
             return Err(("queue.send_timeout_secs", "must be at least 1".into()));
         }
+        if q.send_timeout_secs > 3600 {
+            // An hour is beyond any relay's patience; the bound keeps deadlines computable.
+            return Err(("queue.send_timeout_secs", "must be at most 3600".into()));
+        }
         if q.retention_secs < q.max_lifetime_secs {
             return Err((
                 "queue.retention_secs",

@@ -377,14 +377,12 @@ fn a_relay_gone_silent_mid_message_holds_nothing_and_loses_nothing() {
             )
         })
         .collect();
-    // Each waited two seconds at most, the one pipelined behind the first included.
+    // Each waited two seconds at most, the one pipelined behind the first included (which
+    // is counted: its chunk went out whole, so the relay may hold it).
     for id in &ids {
         let m = wait_state(&bus, id, "deferred", LONG);
         assert!(
-            m["last_reply"]
-                .as_str()
-                .unwrap()
-                .contains("did not finish within 2 s"),
+            m["last_reply"].as_str().unwrap().contains("within 2 s"),
             "{m}\n{}",
             daemon.log()
         );

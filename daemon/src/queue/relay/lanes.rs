@@ -189,7 +189,7 @@ async fn run(smtp: Arc<Smtp>, mut jobs: mpsc::UnboundedReceiver<Job>, load: Arc<
                 let answer = match sent {
                     Ok(result) => judged(result, position),
                     Err(_) => {
-                        session.abandon();
+                        session.abandon(&before(&smtp));
                         Answer::Failed {
                             fault: timed_out(&smtp),
                             again: false,
@@ -203,15 +203,36 @@ async fn run(smtp: Arc<Smtp>, mut jobs: mpsc::UnboundedReceiver<Job>, load: Arc<
                 position += 1;
                 continue;
             }
-            match session.start(&job.from, &job.to, &job.body).await {
-                Ok(()) => in_flight.push_back(InFlight {
-                    job,
-                    position,
-                    deadline: Instant::now() + smtp.send_timeout,
-                }),
-                Err(failed) => answers.give(job, judged(Err(failed), position)),
+            // A relay that stops reading holds the write: bounded like the replies, and by the
+            // oldest transaction's own deadline.
+            let deadline = Instant::now() + smtp.send_timeout;
+            let bound = in_flight
+                .front()
+                .map_or(deadline, |f| f.deadline.min(deadline));
+            match tokio::time::timeout_at(bound, session.start(&job.from, &job.to, &job.body)).await
+            {
+                Ok(Ok(())) => {
+                    in_flight.push_back(InFlight {
+                        job,
+                        position,
+                        deadline,
+                    });
+                    position += 1;
+                }
+                // Unfit: nothing written, the connection as it was.
+                Ok(Err(failed)) => answers.give(job, judged(Err(failed), position)),
+                Err(_) => {
+                    // Cut short, the chunk cannot have been taken: as a write that failed.
+                    session.abandon(&before(&smtp));
+                    answers.give(
+                        job,
+                        Answer::Failed {
+                            fault: timed_out(&smtp),
+                            again: position > 0,
+                        },
+                    );
+                }
             }
-            position += 1;
         }
 
         if session.is_broken() {
@@ -244,7 +265,7 @@ async fn run(smtp: Arc<Smtp>, mut jobs: mpsc::UnboundedReceiver<Job>, load: Arc<
                     _ = session.fill() => {}
                     job = jobs.recv(), if room => next = job,
                     _ = tokio::time::sleep_until(deadline) => {
-                        session.abandon();
+                        session.abandon(&before(&smtp));
                         let oldest = in_flight.pop_front().expect("a deadline is one's");
                         answers.give(oldest.job, Answer::Failed { fault: timed_out(&smtp), again: false });
                     }
@@ -253,18 +274,23 @@ async fn run(smtp: Arc<Smtp>, mut jobs: mpsc::UnboundedReceiver<Job>, load: Arc<
         }
     }
 
-    // The connection ends: closed to new jobs, what is in flight judged from what was read
-    // (the rest failed, to be tried again), and what waits handed back untried.
-    jobs.close();
+    // The connection ends. What is in flight is judged from the replies still on their way
+    // (each within its deadline); the socket is shut; only then is the lane closed to new
+    // jobs, so that while it is counted its connection still exists, and what waits, never
+    // written, goes back to be dispatched again.
     while let Some(f) = in_flight.pop_front() {
-        let result = session.conclude(f.job.to.len()).await;
-        answers.give(f.job, judged(result, f.position));
-    }
-    if let Some(job) = next.take() {
-        answers.give(job, Answer::Untried);
-    }
-    while let Ok(job) = jobs.try_recv() {
-        answers.give(job, Answer::Untried);
+        let answer =
+            match tokio::time::timeout_at(f.deadline, session.conclude(f.job.to.len())).await {
+                Ok(result) => judged(result, f.position),
+                Err(_) => {
+                    session.abandon(&before(&smtp));
+                    Answer::Failed {
+                        fault: timed_out(&smtp),
+                        again: false,
+                    }
+                }
+            };
+        answers.give(f.job, answer);
     }
     if !session.is_broken() {
         tracing::debug!(
@@ -275,7 +301,22 @@ async fn run(smtp: Arc<Smtp>, mut jobs: mpsc::UnboundedReceiver<Job>, load: Arc<
     // A relay that does not answer QUIT is not waited for long.
     let _ = tokio::time::timeout(Duration::from_secs(5), session.quit()).await;
     drop(session);
+    jobs.close();
+    if let Some(job) = next.take() {
+        answers.give(job, Answer::Untried);
+    }
+    while let Ok(job) = jobs.try_recv() {
+        answers.give(job, Answer::Untried);
+    }
     answers.send();
+}
+
+/// Why the transactions behind one that timed out fail.
+fn before(smtp: &Smtp) -> String {
+    format!(
+        "the relay did not finish a message sent before it on the connection within {} s",
+        smtp.send_timeout.as_secs()
+    )
 }
 
 fn timed_out(smtp: &Smtp) -> Fault {

@@ -167,6 +167,12 @@ pub struct Session {
     pub offers: Offers,
     /// Unusable for another transaction: a write or read failed, or the relay said 421.
     broken: bool,
+    /// Nothing more is read, and why: the relay closed, timed out, or its replies can no
+    /// longer be told apart. A failed write alone leaves the replies already on their way
+    /// readable.
+    deaf: Option<String>,
+    /// The relay said 421: it is closing, and reads nothing written after that reply's cause.
+    closing: bool,
     /// Messages delivered on this connection.
     pub delivered: u32,
     /// Transactions written by `start` and not yet concluded.
@@ -194,6 +200,8 @@ impl Session {
             server: ServerInfo::default(),
             offers: Offers::default(),
             broken: false,
+            deaf: None,
+            closing: false,
             delivered: 0,
             started: 0,
         };
@@ -441,11 +449,29 @@ impl Session {
     }
 
     /// The replies of the oldest transaction `start` wrote, judged.
+    ///
+    /// Its body left with MAIL, so no answer at all says nothing of whether the relay took it:
+    /// that failure counts (`at_mail` false), unless the relay had said it was closing (421)
+    /// before reading it. A 4xx or 503 to MAIL still means nothing was taken.
     pub async fn conclude(&mut self, recipients: usize) -> Result<Sent, Failed> {
         self.started = self.started.saturating_sub(1);
-        let (mail_reply, recipients, last) = self.group(recipients).await?;
+        let (mail_reply, recipients, last) = match self.group(recipients).await {
+            Err(Failed {
+                fault: fault @ Fault::Link(_),
+                at_mail: true,
+            }) if !self.closing => {
+                return Err(Failed {
+                    fault,
+                    at_mail: false,
+                });
+            }
+            other => other?,
+        };
         if !mail_reply.is_positive() {
-            self.reset().await;
+            if mail_reply.has_code(503) {
+                // Out of step with the relay: no further transaction on this connection.
+                self.broken = true;
+            }
             return Err(mail_refusal(mail_reply));
         }
         let accepted = recipients.iter().any(|r| r.is_positive());
@@ -471,7 +497,13 @@ impl Session {
         &mut self,
         recipients: usize,
     ) -> Result<(Response, Vec<Response>, Response), Failed> {
-        let mail_reply = self.reply().await.map_err(at_mail)?;
+        let mail_reply = match self.reply().await {
+            Ok(r) => r,
+            Err(fault) => {
+                self.abandon(&fault_text(&fault));
+                return Err(at_mail(fault));
+            }
+        };
         let mut replies = Vec::with_capacity(recipients);
         let mut last = None;
         let mut lost = None;
@@ -484,6 +516,13 @@ impl Session {
                     break;
                 }
             }
+        }
+        // A group cut short leaves the replies out of step with the transactions: none after
+        // it may be read as theirs.
+        if last.is_none() {
+            self.abandon(
+                "a reply was missing from the relay: the replies after it cannot be told apart",
+            );
         }
         match last {
             Some(last) => Ok((mail_reply, replies, last)),
@@ -524,9 +563,10 @@ impl Session {
 
     /// Ends a transaction that did not complete; a connection that cannot is not reused.
     async fn reset(&mut self) {
-        // With transactions written behind this one, the relay has ended it at `BDAT … LAST`
-        // already, and an RSET's reply would come after theirs.
-        if self.broken || self.started > 0 {
+        // Streaming, `BDAT … LAST` has ended the transaction (RFC 3030) and a refused MAIL
+        // opened none; with transactions written behind, an RSET's reply would come after
+        // theirs anyway.
+        if self.broken || self.streams() {
             return;
         }
         let ok = match self.write(Rset.to_string().as_bytes()).await {
@@ -618,10 +658,14 @@ impl Session {
             if let Some(end) = reply_end(&self.buf) {
                 let reply = parse_reply(&self.buf[..end]);
                 self.buf.drain(..end);
-                let reply = reply.inspect_err(|_| self.broken = true)?;
+                let reply = reply.inspect_err(|e| {
+                    self.broken = true;
+                    self.deaf = Some(format!("{e:?}"));
+                })?;
                 if reply.has_code(421) {
                     // The relay is closing the connection.
                     self.broken = true;
+                    self.closing = true;
                 }
                 return Ok(reply);
             }
@@ -633,40 +677,48 @@ impl Session {
     /// when another event wins a `select!` against it. A connection known unusable is not
     /// read again (a relay that stopped answering would hold the reader).
     pub async fn fill(&mut self) -> Result<(), Fault> {
-        if self.broken {
-            return Err(Fault::Link("the connection is no longer usable".into()));
+        if let Some(why) = &self.deaf {
+            return Err(Fault::Link(why.clone()));
         }
         if self.buf.len() > MAX_REPLY_BYTES {
-            self.broken = true;
-            return Err(Fault::Link("the relay's reply is too long".into()));
+            return Err(self.gone("the relay's reply is too long".into()));
         }
         let mut chunk = [0u8; 4096];
         self.stream.quickack();
         let read = self.stream.read(&mut chunk).await;
         self.stream.quickack();
         match read {
-            Ok(0) => {
-                self.broken = true;
-                Err(Fault::Link(
-                    "the relay closed the connection without a reply".into(),
-                ))
-            }
+            Ok(0) => Err(self.gone("the relay closed the connection without a reply".into())),
             Ok(n) => {
                 self.buf.extend_from_slice(&chunk[..n]);
                 Ok(())
             }
-            Err(e) => {
-                self.broken = true;
-                Err(Fault::Link(format!("the connection failed: {e}")))
-            }
+            Err(e) => Err(self.gone(format!("the connection failed: {e}"))),
         }
     }
 
-    /// Ends the session at once, without QUIT: a transaction timed out. Replies read for it
-    /// are dropped too, lest a transaction written behind it take them for its own.
-    pub fn abandon(&mut self) {
+    /// Nothing more to read, for this reason, which every later read gives too.
+    fn gone(&mut self, why: String) -> Fault {
         self.broken = true;
+        self.deaf = Some(why.clone());
+        Fault::Link(why)
+    }
+
+    /// Ends the session at once, without QUIT (a transaction timed out, or replies fell out
+    /// of step), saying why to the transactions still waiting. Replies read are dropped too,
+    /// lest a transaction written behind take them for its own.
+    pub fn abandon(&mut self, why: &str) {
+        self.broken = true;
+        self.deaf = Some(why.to_owned());
         self.buf.clear();
+    }
+}
+
+/// What a fault says, for the transactions after it.
+fn fault_text(fault: &Fault) -> String {
+    match fault {
+        Fault::Reply(r) => text(r),
+        Fault::Link(m) | Fault::Unfit(m) | Fault::Setup(m) => m.clone(),
     }
 }
 
@@ -799,6 +851,75 @@ mod tests {
         // A bare code, and LF alone, are read too.
         assert_eq!(text(&parse_reply(b"250\n").unwrap()), "250 ");
         assert!(parse_reply(b"hello\r\n").is_err());
+    }
+
+    /// A relay on loopback that answers the greeting and EHLO (PIPELINING, CHUNKING), reads
+    /// what comes, and writes `script` once it has read `wait_for` MAIL commands.
+    async fn scripted_relay(wait_for: usize, script: &'static [u8]) -> TcpStream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.write_all(b"220 relay\r\n").await.unwrap();
+            let mut seen = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let mut answered_ehlo = false;
+            loop {
+                let n = s.read(&mut chunk).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                seen.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&seen);
+                if !answered_ehlo && text.contains("EHLO") {
+                    answered_ehlo = true;
+                    s.write_all(b"250-relay\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+                        .await
+                        .unwrap();
+                }
+                if text.matches("MAIL FROM").count() == wait_for {
+                    s.write_all(script).await.unwrap();
+                    // Keep the connection open: what follows is for the client to judge.
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    return;
+                }
+            }
+        });
+        TcpStream::connect(("127.0.0.1", port)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reply_out_of_step_is_never_taken_by_the_transaction_behind() {
+        // The first transaction's RCPT reply cannot be read; its BDAT reply and the second's
+        // three replies follow. The second must not take the first's leftovers for its own.
+        let tcp = scripted_relay(
+            2,
+            b"250 2.1.0 ok\r\nnonsense\r\n250 2.0.0 first taken\r\n250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.7.1 second refused\r\n",
+        )
+        .await;
+        let hello = ClientId::Domain("client.example".into());
+        let mut session = Session::open(tcp, Security::None, &hello).await.unwrap();
+        assert!(session.streams());
+        let from: Address = "moi@ecole.fr".parse().unwrap();
+        let to: Vec<Address> = vec!["famille@example.org".parse().unwrap()];
+        session
+            .start(&from, &to, b"Subject: 1\r\n\r\nun\r\n")
+            .await
+            .unwrap();
+        session
+            .start(&from, &to, b"Subject: 2\r\n\r\ndeux\r\n")
+            .await
+            .unwrap();
+        assert!(session.conclude(1).await.is_err(), "the unreadable reply");
+        match session.conclude(1).await {
+            Ok(sent) => panic!("the second judged on the first's replies: {sent:?}"),
+            Err(failed) => assert!(
+                !failed.at_mail,
+                "its chunk went out whole: not a free retry ({:?})",
+                failed.fault
+            ),
+        }
+        assert!(session.is_broken());
     }
 
     #[test]
