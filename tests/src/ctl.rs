@@ -164,6 +164,17 @@ pub fn active_account(
     id
 }
 
+/// `mailctl send` from `account` to each of `to`, with `subject` and `body`, as the test's
+/// own user: the new message's id.
+pub fn send_mail(bus: &Bus, account: &str, to: &[&str], subject: &str, body: &str) -> String {
+    let mut args = vec!["send", "--account", account];
+    for a in to {
+        args.extend(["--to", a]);
+    }
+    args.extend(["--subject", subject, "--body", body]);
+    mailctl(bus, None, &args, None).out()
+}
+
 /// A private bus, a daemon relaying to `smtp` (with `extra_config` after the relay section),
 /// and an active account of `kind` at `address`.
 pub fn relayed_account(
@@ -172,9 +183,20 @@ pub fn relayed_account(
     kind: &str,
     address: &str,
 ) -> (Bus, Daemon, String) {
+    relayed_account_as(smtp, extra_config, None, kind, address)
+}
+
+/// As `relayed_account`, the account set up by `user` (the test's own user when `None`).
+pub fn relayed_account_as(
+    smtp: &Smtp,
+    extra_config: &str,
+    user: Option<&str>,
+    kind: &str,
+    address: &str,
+) -> (Bus, Daemon, String) {
     let bus = Bus::start();
     let daemon = Daemon::start(&bus, &format!("{}{extra_config}", smtp.relay_config()));
-    let account = active_account(&bus, &daemon, Some(smtp), None, kind, address);
+    let account = active_account(&bus, &daemon, Some(smtp), user, kind, address);
     (bus, daemon, account)
 }
 

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use postecole_tests::recovery::recovery_attachment;
-use postecole_tests::{Bus, Daemon, Smtp, create, mailctl, verify, wait_for, wait_state};
+use postecole_tests::{
+    Bus, Daemon, Smtp, create, mailctl, send_mail, verify, wait_for, wait_state,
+};
 
 const ANSWER: &str = "Clermont-Ferrand";
 const LONG: Duration = Duration::from_secs(30);
@@ -66,23 +68,7 @@ fn setup_with(extra_config: &str) -> Setup {
 }
 
 fn send(s: &Setup, subject: &str, body: &str) -> String {
-    let id = mailctl(
-        &s.bus,
-        None,
-        &[
-            "send",
-            "--account",
-            &s.account,
-            "--to",
-            "famille@example.org",
-            "--subject",
-            subject,
-            "--body",
-            body,
-        ],
-        None,
-    )
-    .out();
+    let id = send_mail(&s.bus, &s.account, &["famille@example.org"], subject, body);
     wait_state(&s.bus, &id, "delivered", LONG);
     id
 }
@@ -389,23 +375,13 @@ fn wrong_answers_lock_the_archive_across_restarts_and_are_audited() {
 fn one_command_answers_where_a_message_to_a_family_went_even_after_pruning() {
     let s =
         setup_with("[queue]\nmin_backoff_secs = 1\nmax_lifetime_secs = 2\nretention_secs = 2\n");
-    let id = mailctl(
+    let id = send_mail(
         &s.bus,
-        None,
-        &[
-            "send",
-            "--account",
-            &s.account,
-            "--to",
-            "famille.martin@example.org",
-            "--subject",
-            "Sortie au musée",
-            "--body",
-            "Bonjour",
-        ],
-        None,
-    )
-    .out();
+        &s.account,
+        &["famille.martin@example.org"],
+        "Sortie au musée",
+        "Bonjour",
+    );
     wait_state(&s.bus, &id, "delivered", LONG);
     send(&s, "Autre famille", "x");
     let listed = mailctl(&s.bus, None, &["queue", "list", "--to", "martin"], None);

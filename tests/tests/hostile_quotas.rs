@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use postecole_tests::limits::{SmallDisk, peak_rss_mib};
 use postecole_tests::{
     Bus, Ctl, Daemon, Smtp, USER_ALICE, USER_BOB, active_account, create, ensure_users, mailctl,
-    shared_tempdir, wait_state,
+    relayed_account_as, shared_tempdir, wait_state,
 };
 
 /// The promise of issue "no local user may grow the daemon's memory without bound".
@@ -86,18 +86,9 @@ fn report_rss(daemon: &Daemon, what: &str) -> u64 {
 fn a_user_over_the_queue_quota_or_the_recipient_limit_is_refused_by_name_and_others_still_send() {
     ensure_users();
     let smtp = Smtp::start();
-    let bus = Bus::start();
-    let daemon = Daemon::start(
-        &bus,
-        &format!(
-            "{}[limits]\nmax_queued_messages = 3\nmax_recipients_per_call = 10\n",
-            smtp.relay_config()
-        ),
-    );
-    let alice = active_account(
-        &bus,
-        &daemon,
-        Some(&smtp),
+    let (bus, daemon, alice) = relayed_account_as(
+        &smtp,
+        "[limits]\nmax_queued_messages = 3\nmax_recipients_per_call = 10\n",
         Some(USER_ALICE),
         "personal",
         "alice@ecole.fr",

@@ -11,7 +11,9 @@ use postecole_tests::recovery::{
     archived_groups_indexed, files_holding, recovery_attachment, scribble_sled_snapshot,
     truncate_sled_file,
 };
-use postecole_tests::{Bus, Daemon, Smtp, active_account, bin, mailctl, wait_for, wait_state};
+use postecole_tests::{
+    Bus, Daemon, Smtp, active_account, bin, mailctl, send_mail, wait_for, wait_state,
+};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -56,23 +58,7 @@ fn setup() -> Setup {
 }
 
 fn send(bus: &Bus, account: &str, to: &str, subject: &str, body: &str) -> String {
-    mailctl(
-        bus,
-        None,
-        &[
-            "send",
-            "--account",
-            account,
-            "--to",
-            to,
-            "--subject",
-            subject,
-            "--body",
-            body,
-        ],
-        None,
-    )
-    .out()
+    send_mail(bus, account, &[to], subject, body)
 }
 
 fn accounts(bus: &Bus) -> Vec<serde_json::Value> {

@@ -7,29 +7,13 @@ use std::time::{Duration, Instant};
 
 use postecole_tests::{
     Bus, Daemon, MAILBOX, OAuthRelay, Smtp, logged_in, mailctl, merge, oauth_account, queue_json,
-    relay_status, relayed_account, spawn_login, wait_for, wait_state,
+    relay_status, relayed_account, send_mail, spawn_login, wait_for, wait_state,
 };
 use serde_json::json;
 
 /// `mailctl send` of a one-line message to a@example.org; its id.
 fn send(bus: &Bus, account: &str, subject: &str) -> String {
-    mailctl(
-        bus,
-        None,
-        &[
-            "send",
-            "--account",
-            account,
-            "--to",
-            "a@example.org",
-            "--subject",
-            subject,
-            "--body",
-            "Bonjour",
-        ],
-        None,
-    )
-    .out()
+    send_mail(bus, account, &["a@example.org"], subject, "Bonjour")
 }
 
 fn delivered(bus: &Bus, id: &str) -> serde_json::Value {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use postecole_tests::{
     Bus, Daemon, PostfixRelay, Smtp, TestCa, active_account, code_in, create, mailctl, queue_json,
-    relayed_account, verify, wait_for, wait_state,
+    relayed_account, send_mail, verify, wait_for, wait_state,
 };
 
 const FAST_RETRY: &str = "[queue]\nmin_backoff_secs = 1\nmax_backoff_secs = 2\n";
@@ -18,17 +18,13 @@ const LONG: Duration = Duration::from_secs(30);
 
 /// `mailctl send` to `to` (repeated --to) with `subject`; its id.
 fn send_to(bus: &Bus, account: &str, to: &[&str], subject: &str) -> String {
-    let mut args = vec!["send", "--account", account];
-    for a in to {
-        args.extend(["--to", a]);
-    }
-    args.extend([
-        "--subject",
+    send_mail(
+        bus,
+        account,
+        to,
         subject,
-        "--body",
         "Bonjour,\n.point en début de ligne\nFin.",
-    ]);
-    mailctl(bus, None, &args, None).out()
+    )
 }
 
 /// The delivered copies of the message with `subject`, in order.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use postecole_tests::{
     Bus, Daemon, Smtp, TestCa, USER_ALICE, USER_BOB, active_account, api, create, ensure_users,
-    mailctl, queue_json, relayed_account, wait_for, wait_state,
+    mailctl, queue_json, relayed_account, send_mail, wait_for, wait_state,
 };
 
 const FAST_RETRY: &str = "[queue]\nmin_backoff_secs = 1\nmax_backoff_secs = 2\n";
@@ -22,23 +22,7 @@ fn with_account(smtp: &Smtp, extra: &str) -> (Bus, Daemon, String) {
 
 /// `mailctl send` of a one-line message to a@example.org; its id.
 fn send(bus: &Bus, account: &str, subject: &str, body: &str) -> String {
-    mailctl(
-        bus,
-        None,
-        &[
-            "send",
-            "--account",
-            account,
-            "--to",
-            "a@example.org",
-            "--subject",
-            subject,
-            "--body",
-            body,
-        ],
-        None,
-    )
-    .out()
+    send_mail(bus, account, &["a@example.org"], subject, body)
 }
 
 #[test]

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use postecole_tests::{
-    Bus, Daemon, Smtp, USER_ALICE, USER_BOB, active_account, api, ensure_users, mailctl,
-    relayed_account, sendmail, wait_for,
+    Bus, Daemon, Smtp, USER_ALICE, USER_BOB, api, ensure_users, mailctl, relayed_account,
+    relayed_account_as, sendmail, wait_for,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -317,18 +317,9 @@ fn without_the_daemon_or_the_bus_the_door_says_so() {
 fn an_oversized_message_is_refused_for_good_and_a_full_queue_for_now() {
     ensure_users();
     let smtp = Smtp::start();
-    let bus = Bus::start();
-    let daemon = Daemon::start(
-        &bus,
-        &format!(
-            "{}[queue]\nmax_message_bytes = 4096\n[limits]\nmax_queued_messages = 1\n",
-            smtp.relay_config()
-        ),
-    );
-    let account = active_account(
-        &bus,
-        &daemon,
-        Some(&smtp),
+    let (bus, _daemon, account) = relayed_account_as(
+        &smtp,
+        "[queue]\nmax_message_bytes = 4096\n[limits]\nmax_queued_messages = 1\n",
         Some(USER_ALICE),
         "personal",
         "alice@ecole.fr",
