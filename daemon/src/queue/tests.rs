@@ -37,18 +37,22 @@ fn open(dir: &Path, now: &Arc<AtomicU64>) -> Arc<Queue> {
     )
 }
 
+/// Enqueues `items`: their ids, in order.
+async fn enqueued(q: &Arc<Queue>, items: Vec<Outgoing>) -> Vec<String> {
+    q.enqueue(items)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect()
+}
+
 #[tokio::test]
 async fn lifecycle_retries_and_crash_recovery() {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(AtomicU64::new(1_000_000));
     let q = open(dir.path(), &now);
-    let ids: Vec<String> = q
-        .enqueue((0..3).map(outgoing).collect())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    let ids = enqueued(&q, (0..3).map(outgoing).collect()).await;
     assert_eq!(
         std::fs::read_dir(dir.path().join("spool")).unwrap().count(),
         1,
@@ -250,13 +254,7 @@ async fn a_store_restored_from_an_older_snapshot_sends_no_ended_message_again() 
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(AtomicU64::new(1_000_000));
     let q = open(dir.path(), &now);
-    let ids: Vec<String> = q
-        .enqueue((0..4).map(outgoing).collect())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    let ids = enqueued(&q, (0..4).map(outgoing).collect()).await;
     q.store.snapshot(1_000_000, false).unwrap().unwrap();
     let late = q.enqueue(vec![outgoing(4)]).await.unwrap().remove(0).id;
     let mut ended = Vec::new();
@@ -433,13 +431,7 @@ async fn find_filters_pages_and_names_messages_without_a_scan() {
     items[3].account = "other".into();
     items[4].to = vec!["famille.martin@example.org".into()];
     items[4].recipients = items[4].to.clone();
-    let ids: Vec<String> = q
-        .enqueue(items)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    let ids = enqueued(&q, items).await;
     let first = q.take_due().unwrap().unwrap();
     q.finish(first, Outcome::Delivered("250 ok".into()))
         .unwrap();
@@ -518,13 +510,7 @@ async fn records_are_pruned_after_the_retention_and_the_archive_keeps_their_plac
     let (ring, recovery) = crate::model::KeyRing::create("le chat noir");
     let mut items: Vec<Outgoing> = (0..3).map(outgoing).collect();
     items[0].archive_to = Some(ring.recipient.clone());
-    let ids: Vec<String> = q
-        .enqueue(items)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    let ids = enqueued(&q, items).await;
     let sent = q.take_due().unwrap().unwrap();
     q.finish(sent, Outcome::Delivered("250 2.0.0 queued as 4XyZ".into()))
         .unwrap();
