@@ -186,16 +186,14 @@ fn queue_now() -> u64 {
 /// Seals, now and then, what must not stay in clear in the spool (see `Queue::seal_pending`).
 async fn seal_pending(queue: Arc<Queue>) {
     let every = Duration::from_secs((queue.max_lifetime_secs() / 4).clamp(1, 60));
-    loop {
-        let q = queue.clone();
-        match tokio::task::spawn_blocking(move || q.seal_pending()).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(messages = n, "spooled clear text sealed"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot seal spooled clear text now"),
-            Err(e) => tracing::error!(error = %e, "sealing task failed"),
-        }
-        tokio::time::sleep(every).await;
-    }
+    queue
+        .now_and_then(
+            every,
+            Queue::seal_pending,
+            "spooled clear text sealed",
+            "cannot seal spooled clear text now",
+        )
+        .await
 }
 
 async fn attempt(queue: &Queue, relay: &Relay, record: &Record) -> Outcome {

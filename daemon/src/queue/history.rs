@@ -133,15 +133,12 @@ impl Queue {
     /// Prunes now and then (never returns).
     pub async fn prune_now_and_then(self: Arc<Self>) {
         let every = Duration::from_secs((self.policy.retention_secs / 4).clamp(1, 3600));
-        loop {
-            let q = self.clone();
-            match tokio::task::spawn_blocking(move || q.prune()).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::info!(messages = n, "old message records pruned"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot prune old message records now"),
-                Err(e) => tracing::error!(error = %e, "pruning task failed"),
-            }
-            tokio::time::sleep(every).await;
-        }
+        self.now_and_then(
+            every,
+            Queue::prune,
+            "old message records pruned",
+            "cannot prune old message records now",
+        )
+        .await
     }
 }

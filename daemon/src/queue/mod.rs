@@ -24,8 +24,8 @@ pub mod spool;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, broadcast};
 
@@ -213,6 +213,28 @@ impl Queue {
     /// New mail is refused while `state_dir` has less than `bytes` free beyond it.
     pub fn set_disk_reserve(&self, bytes: u64) {
         self.reserve.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The queue's housekeeping (sealing clear text, pruning old records): `chore` on the
+    /// blocking pool every `every`, the messages it handled logged as `done`, a failure as
+    /// `failed` (never returns).
+    pub async fn now_and_then(
+        self: Arc<Self>,
+        every: std::time::Duration,
+        chore: fn(&Queue) -> Result<usize>,
+        done: &'static str,
+        failed: &'static str,
+    ) {
+        loop {
+            let q = self.clone();
+            match tokio::task::spawn_blocking(move || chore(&q)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(messages = n, "{done}"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "{failed}"),
+                Err(e) => tracing::error!(error = %e, "{failed}: the task failed"),
+            }
+            tokio::time::sleep(every).await;
+        }
     }
 
     pub fn max_lifetime_secs(&self) -> u64 {
