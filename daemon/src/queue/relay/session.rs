@@ -45,9 +45,10 @@ pub enum Fault {
     Setup(String),
 }
 
-/// A failed transaction, and whether it failed before the relay accepted MAIL with no reply
-/// or a 4xx one: on a reused connection, what a relay that closed it, or that takes only so
-/// many messages per connection, does. Nothing of the message was taken then.
+/// A failed transaction, and whether nothing of the message was taken (`at_mail`): MAIL
+/// refused with a 4xx or 503, or no answer to a MAIL that carried no body, or a transaction
+/// behind a 421 — what a relay that closed a kept connection, or that takes only so many
+/// messages per connection, does.
 #[derive(Debug)]
 pub struct Failed {
     pub fault: Fault,
@@ -348,18 +349,16 @@ impl Session {
         self.offers.pipelining && self.offers.chunking
     }
 
-    /// One transaction: `body` is the message as stored (CRLF line ends), sent unchanged.
+    /// One transaction, each group's replies read before what follows is written: for a relay
+    /// that does not stream (one that does takes `start` and `conclude`). `body` is the message
+    /// as stored (CRLF line ends), sent unchanged.
     pub async fn send(
         &mut self,
         from: &Address,
         to: &[Address],
         body: &[u8],
     ) -> Result<Sent, Failed> {
-        if self.streams() {
-            self.start(from, to, body).await?;
-            return self.conclude(to.len()).await;
-        }
-        let mail = self.mail_command(from, to, body).map_err(unfit)?;
+        let mail = self.mail_command(from, to, body).map_err(counted)?;
         if self.offers.pipelining {
             let mut out = mail.into_bytes();
             for a in to {
@@ -372,8 +371,8 @@ impl Session {
             let accepted = mail_reply.is_positive() && recipients.iter().any(|r| r.is_positive());
             if last.has_code(354) && !accepted {
                 // DATA opened with nobody to deliver to: an empty body ends it.
-                self.write(b".\r\n").await.map_err(after_mail)?;
-                self.reply().await.map_err(after_mail)?;
+                self.write(b".\r\n").await.map_err(counted)?;
+                self.reply().await.map_err(counted)?;
             }
             if !mail_reply.is_positive() {
                 self.reset().await;
@@ -382,8 +381,8 @@ impl Session {
             if !last.has_code(354) || !accepted {
                 return self.finish(recipients, accepted, last).await;
             }
-            self.write(&stuffed(body)).await.map_err(after_mail)?;
-            let reply = self.reply().await.map_err(after_mail)?;
+            self.write(&stuffed(body)).await.map_err(counted)?;
+            let reply = self.reply().await.map_err(counted)?;
             return self.finish(recipients, true, reply).await;
         }
 
@@ -397,8 +396,8 @@ impl Session {
         for a in to {
             self.write(Rcpt::new(a.clone(), vec![]).to_string().as_bytes())
                 .await
-                .map_err(after_mail)?;
-            recipients.push(self.reply().await.map_err(after_mail)?);
+                .map_err(counted)?;
+            recipients.push(self.reply().await.map_err(counted)?);
         }
         if !recipients.iter().any(|r| r.is_positive()) {
             self.reset().await;
@@ -411,18 +410,18 @@ impl Session {
             let command = format!("BDAT {} LAST\r\n", body.len());
             self.write_parts(command.as_bytes(), body)
                 .await
-                .map_err(after_mail)?;
-            self.reply().await.map_err(after_mail)?
+                .map_err(counted)?;
+            self.reply().await.map_err(counted)?
         } else {
             self.write(Data.to_string().as_bytes())
                 .await
-                .map_err(after_mail)?;
-            let data = self.reply().await.map_err(after_mail)?;
+                .map_err(counted)?;
+            let data = self.reply().await.map_err(counted)?;
             if !data.has_code(354) {
                 data
             } else {
-                self.write(&stuffed(body)).await.map_err(after_mail)?;
-                self.reply().await.map_err(after_mail)?
+                self.write(&stuffed(body)).await.map_err(counted)?;
+                self.reply().await.map_err(counted)?
             }
         };
         self.finish(recipients, true, reply).await
@@ -437,7 +436,7 @@ impl Session {
         to: &[Address],
         body: &[u8],
     ) -> Result<(), Failed> {
-        let mail = self.mail_command(from, to, body).map_err(unfit)?;
+        let mail = self.mail_command(from, to, body).map_err(counted)?;
         let mut out = mail.into_bytes();
         for a in to {
             out.extend_from_slice(Rcpt::new(a.clone(), vec![]).to_string().as_bytes());
@@ -528,7 +527,7 @@ impl Session {
             Some(last) => Ok((mail_reply, replies, last)),
             // The relay closed after refusing MAIL (421): that refusal says why.
             None if !mail_reply.is_positive() => Err(mail_refusal(mail_reply)),
-            None => Err(after_mail(lost.expect("a reply is missing"))),
+            None => Err(counted(lost.expect("a reply is missing"))),
         }
     }
 
@@ -722,13 +721,7 @@ fn fault_text(fault: &Fault) -> String {
     }
 }
 
-fn unfit(fault: Fault) -> Failed {
-    Failed {
-        fault,
-        at_mail: false,
-    }
-}
-
+/// Nothing of the message was taken: worth once more on another connection.
 fn at_mail(fault: Fault) -> Failed {
     Failed {
         fault,
@@ -736,7 +729,8 @@ fn at_mail(fault: Fault) -> Failed {
     }
 }
 
-fn after_mail(fault: Fault) -> Failed {
+/// A failure that counts: the relay may hold the message, or no connection would differ.
+fn counted(fault: Fault) -> Failed {
     Failed {
         fault,
         at_mail: false,
