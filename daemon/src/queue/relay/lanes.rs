@@ -63,9 +63,10 @@ pub struct Lanes {
 }
 
 impl Lanes {
-    /// Gives `job` to an idle connection, to a new one while there are fewer than `max`,
-    /// or else to the least loaded.
-    pub fn dispatch(&self, smtp: &Arc<Smtp>, max: usize, mut job: Job) {
+    /// Gives `job` to an idle connection, to a new one while there are fewer than the relay's
+    /// connection count, or else to the least loaded.
+    pub fn dispatch(&self, smtp: &Arc<Smtp>, mut job: Job) {
+        let max = smtp.connections;
         let mut lanes = self.lanes.lock().unwrap();
         loop {
             lanes.retain(|l| !l.jobs.is_closed());

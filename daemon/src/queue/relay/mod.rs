@@ -417,7 +417,7 @@ impl Smtp {
                 body: body.clone(),
                 answer,
             };
-            self.lanes.dispatch(self, self.connections, job);
+            self.lanes.dispatch(self, job);
             match done.await.unwrap_or(Done::Untried) {
                 Done::Sent(sent) => break sent,
                 Done::Setup(e) => return Err(e),
