@@ -487,13 +487,13 @@ async fn send_all(app: AppRc, state: Rc<RefCell<State>>, w: Rc<Widgets>) {
     let total = ids.len();
     let mut finished: HashMap<String, String> = HashMap::new();
     // Some may be delivered already: their signal came before their id.
-    let known = ids.clone();
-    let look = known.clone();
+    let look = ids.clone();
     if let Ok(list) =
         client::call(move |c| async move { client::outbox(&c).await?.find_ids(&look).await }).await
     {
+        // Only these ids come back: no other message to leave out.
         for m in list {
-            if known.contains(&m.id) && final_state(&m.state) {
+            if final_state(&m.state) {
                 finished.insert(m.id, m.state);
             }
         }
