@@ -99,6 +99,8 @@ pub fn verify(secret: &str, phc: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn ids_have_their_length_and_only_unambiguous_characters() {
         let mut seen = std::collections::HashSet::new();
@@ -113,8 +115,6 @@ mod tests {
         // Every character of the alphabet turns up: no bias cuts one out.
         assert_eq!(seen.len(), 31, "{seen:?}");
     }
-
-    use super::*;
 
     #[test]
     fn codes_are_six_digits_and_vary() {

@@ -492,8 +492,6 @@ enum Damage {
     Refused(String),
 }
 
-/// Opens sled, telling a store it refuses (corrupt) from one it cannot reach (permissions,
-/// another daemon). sled panics on some damage rather than returning an error.
 /// sled, when another instance holds its lock: it says so in an `Other` error of its own
 /// words, the `WouldBlock` of `flock` inside.
 const SLED_LOCKED: &str = "could not acquire lock";
@@ -515,6 +513,8 @@ fn open_db(path: &Path) -> std::result::Result<sled::Db, Damage> {
     }
 }
 
+/// Opens sled, telling a store it refuses (corrupt) from one it cannot reach (permissions,
+/// another daemon). sled panics on some damage rather than returning an error.
 fn try_open_db(path: &Path) -> std::result::Result<sled::Db, Damage> {
     let opened = std::panic::catch_unwind(|| {
         sled::Config::new()
