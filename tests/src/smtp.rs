@@ -91,6 +91,15 @@ impl Smtp {
     /// they came in that read). Commands that came in one read came in one segment or in
     /// segments sent back to back, not one after another's reply.
     pub fn reads(&self) -> Vec<(u64, String)> {
+        self.read_log()
+            .into_iter()
+            .map(|(conn, _, data)| (conn, data))
+            .collect()
+    }
+
+    /// The server's read log: (connection number, transactions whose end it had answered on
+    /// that connection then, bytes read).
+    fn read_log(&self) -> Vec<(u64, u64, String)> {
         let Ok(text) = std::fs::read_to_string(self.dir.path().join("reads")) else {
             return Vec::new();
         };
@@ -99,6 +108,7 @@ impl Smtp {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
                 (
                     v["conn"].as_u64().unwrap(),
+                    v["answered"].as_u64().unwrap(),
                     v["data"].as_str().unwrap().to_owned(),
                 )
             })
@@ -109,17 +119,11 @@ impl Smtp {
     /// still waited for the answer to its end (DATA's dot, `BDAT … LAST`): transactions
     /// pipelined behind one another.
     pub fn mail_written_ahead(&self) -> usize {
-        let Ok(text) = std::fs::read_to_string(self.dir.path().join("reads")) else {
-            return 0;
-        };
         let mut mails = std::collections::HashMap::<u64, u64>::new();
         let mut ahead = 0;
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let conn = v["conn"].as_u64().unwrap();
-            let data = v["data"].as_str().unwrap();
+        for (conn, answered, data) in self.read_log() {
             let before = mails.entry(conn).or_default();
-            if data.contains("MAIL FROM:") && v["answered"].as_u64().unwrap() < *before {
+            if data.contains("MAIL FROM:") && answered < *before {
                 ahead += 1;
             }
             *before += data.matches("MAIL FROM:").count() as u64;
