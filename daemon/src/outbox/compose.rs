@@ -142,16 +142,48 @@ pub fn checked_text(
     Ok(subject)
 }
 
+/// RFC 5322 § 2.1.1: a line is at most 998 octets, its CRLF aside.
+const MAX_LINE_OCTETS: usize = 998;
+
 /// Text as it was typed, in 8 bits, as most mail programs send it: no quoted-printable to
 /// inflate every accent to six bytes and to cost more CPU than the rest of a batch. The relay
 /// must announce 8BITMIME (RFC 6152; every current one does), or the message fails at once
-/// saying so. A line over 998 bytes falls back to quoted-printable.
+/// saying so. A line over 998 octets falls back to lettre's choice of quoted-printable or
+/// base64.
+///
+/// Not lettre's `Body::new_with_encoding(.., EightBit)`: it refuses 8 bits for any line of 76
+/// characters or more — a typed paragraph — so nearly every real letter went out in base64,
+/// a third larger; it keeps a CR alone as it is; and its CRLF conversion moves the rest of
+/// the text once per line.
 fn text_part(content_type: ContentType, text: String) -> SinglePart {
     use lettre::message::Body;
     use lettre::message::header::ContentTransferEncoding;
-    let body =
-        Body::new_with_encoding(text, ContentTransferEncoding::EightBit).unwrap_or_else(Body::new);
+    let (text, fits) = crlf_lines(&text);
+    let body = if fits {
+        Body::dangerous_pre_encoded(text.into_bytes(), ContentTransferEncoding::EightBit)
+    } else {
+        Body::new(text)
+    };
     SinglePart::builder().header(content_type).body(body)
+}
+
+/// The text with CRLF line ends, and whether each line fits an 8-bit body (998 octets at
+/// most). A CR or a LF alone ends a line too: SMTP allows them only together, and a relay
+/// that reads a lone one otherwise than we do is how mail is smuggled past the end of data.
+fn crlf_lines(text: &str) -> (String, bool) {
+    let mut out = String::with_capacity(text.len() + text.len() / 32 + 2);
+    let mut fits = true;
+    let mut rest = text;
+    while let Some(end) = rest.find(['\r', '\n']) {
+        fits &= end <= MAX_LINE_OCTETS;
+        out.push_str(&rest[..end]);
+        out.push_str("\r\n");
+        let ending = if rest[end..].starts_with("\r\n") { 2 } else { 1 };
+        rest = &rest[end + ending..];
+    }
+    fits &= rest.len() <= MAX_LINE_OCTETS;
+    out.push_str(rest);
+    (out, fits)
 }
 
 fn check_size(
@@ -273,6 +305,38 @@ mod tests {
         let envelope = message.envelope();
         assert_eq!(envelope.to().len(), 3, "Bcc gets it");
         assert_eq!(envelope.from().unwrap().to_string(), "secretariat@ecole.fr");
+    }
+
+    #[test]
+    fn typed_paragraphs_go_in_eight_bits_up_to_the_998_octet_line() {
+        let built = |text: String| {
+            let r = Request {
+                text,
+                ..request()
+            };
+            let (_, bytes) = build(&Config::default(), &account(), r).unwrap();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        // A paragraph typed without line breaks: over 76 characters, far under 998.
+        let paragraph = "Veuillez trouver ci-dessous le bilan détaillé de la période, matière par matière.";
+        let text = built(format!("Bonjour,\n\n{paragraph}\n{paragraph}\n"));
+        assert!(text.contains("Content-Transfer-Encoding: 8bit\r\n"), "{text}");
+        assert!(
+            text.contains(&format!("\r\n\r\nBonjour,\r\n\r\n{paragraph}\r\n{paragraph}\r\n")),
+            "as typed, CRLF line ends: {text}"
+        );
+        let longest = "é".repeat(499);
+        assert!(built(longest.clone()).contains("8bit"), "998 octets");
+        let over = built(format!("{longest}a"));
+        assert!(!over.contains("8bit"), "999 octets: {over}");
+        assert!(!over.contains(&longest), "encoded: {over}");
+        let alone = built("ligne\rsuite\n.\rfin".into());
+        assert!(
+            alone.contains("ligne\r\nsuite\r\n.\r\nfin"),
+            "a CR or LF alone ends a line, never goes raw: {alone:?}"
+        );
+        let long_and_alone = built(format!("{longest}a\r.\rfin"));
+        assert!(!long_and_alone.contains("\r.\r"), "{long_and_alone:?}");
     }
 
     #[test]
