@@ -178,8 +178,7 @@ fn crlf_lines(text: &str) -> (String, bool) {
         fits &= end <= MAX_LINE_OCTETS;
         out.push_str(&rest[..end]);
         out.push_str("\r\n");
-        let ending = if rest[end..].starts_with("\r\n") { 2 } else { 1 };
-        rest = &rest[end + ending..];
+        rest = rest[end..].strip_prefix("\r\n").unwrap_or(&rest[end + 1..]);
     }
     fits &= rest.len() <= MAX_LINE_OCTETS;
     out.push_str(rest);
@@ -310,19 +309,22 @@ mod tests {
     #[test]
     fn typed_paragraphs_go_in_eight_bits_up_to_the_998_octet_line() {
         let built = |text: String| {
-            let r = Request {
-                text,
-                ..request()
-            };
+            let r = Request { text, ..request() };
             let (_, bytes) = build(&Config::default(), &account(), r).unwrap();
             String::from_utf8_lossy(&bytes).into_owned()
         };
         // A paragraph typed without line breaks: over 76 characters, far under 998.
-        let paragraph = "Veuillez trouver ci-dessous le bilan détaillé de la période, matière par matière.";
+        let paragraph =
+            "Veuillez trouver ci-dessous le bilan détaillé de la période, matière par matière.";
         let text = built(format!("Bonjour,\n\n{paragraph}\n{paragraph}\n"));
-        assert!(text.contains("Content-Transfer-Encoding: 8bit\r\n"), "{text}");
         assert!(
-            text.contains(&format!("\r\n\r\nBonjour,\r\n\r\n{paragraph}\r\n{paragraph}\r\n")),
+            text.contains("Content-Transfer-Encoding: 8bit\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "\r\n\r\nBonjour,\r\n\r\n{paragraph}\r\n{paragraph}\r\n"
+            )),
             "as typed, CRLF line ends: {text}"
         );
         let longest = "é".repeat(499);
@@ -335,6 +337,18 @@ mod tests {
             alone.contains("ligne\r\nsuite\r\n.\r\nfin"),
             "a CR or LF alone ends a line, never goes raw: {alone:?}"
         );
+        for tricky in ["\r", "\n", "\r\r\n", "\n\r", "a\r\n\r\nb\r", "\n.\r\n"] {
+            let (lines, fits) = crlf_lines(tricky);
+            assert!(fits);
+            let bytes = lines.as_bytes();
+            for (i, b) in bytes.iter().enumerate() {
+                match b {
+                    b'\r' => assert_eq!(bytes.get(i + 1), Some(&b'\n'), "{tricky:?} → {lines:?}"),
+                    b'\n' => assert!(i > 0 && bytes[i - 1] == b'\r', "{tricky:?} → {lines:?}"),
+                    _ => {}
+                }
+            }
+        }
         let long_and_alone = built(format!("{longest}a\r.\rfin"));
         assert!(!long_and_alone.contains("\r.\r"), "{long_and_alone:?}");
     }
