@@ -121,8 +121,9 @@ fn terminate(child: &mut Child) {
     }
 }
 
-/// A copy of a workspace binary that any user can execute, whatever the permissions of the
-/// checkout.
+/// A workspace binary that any user can execute, whatever the permissions of the checkout.
+/// The directory outlives the test process (statics are never dropped), so the binary is
+/// hard-linked there rather than copied: a copy left some 100 MB in /tmp per test binary.
 pub fn shared_bin(name: &str) -> PathBuf {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -130,7 +131,11 @@ pub fn shared_bin(name: &str) -> PathBuf {
     let _guard = LOCK.lock().unwrap();
     let path = dir.join(name);
     if !path.exists() {
-        std::fs::copy(bin(name), &path).unwrap();
+        let built = bin(name);
+        if std::fs::hard_link(&built, &path).is_err() {
+            // Another file system than the checkout's.
+            std::fs::copy(&built, &path).unwrap();
+        }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     path
