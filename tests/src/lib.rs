@@ -39,7 +39,7 @@ pub use oauth::{MAILBOX, OAuthRelay, logged_in, oauth_account, relay_status, spa
 pub use polkit::{MOCK_POLKIT_POLICY, MockPolkit};
 pub use postfix::{PostfixInstance, PostfixRelay};
 pub use sendmail::{Door, sendmail};
-pub use smtp::Smtp;
+pub use smtp::{Smtp, attachment};
 pub use users::{
     ACTION_ADMINISTER, ACTION_SEND_ESTABLISHMENT, ADMIN_GROUP, GROUP_TEACHERS, SERVICE_USER,
     USER_ADMIN, USER_ALICE, USER_BOB, ensure_users,

@@ -3,30 +3,11 @@
 
 use std::path::Path;
 
-use base64::Engine;
-
 /// The attachment `cleRecuperation.crbee` of a confirmation mail, decoded.
 pub fn recovery_attachment(mail: &str) -> String {
-    let at = mail
-        .find("filename=\"cleRecuperation.crbee\"")
-        .expect("the recovery file is attached");
-    let part = &mail[at..];
-    let headers_end = part.find("\r\n\r\n").unwrap() + 4;
-    let headers = &part[..headers_end];
+    let (headers, bytes) = crate::smtp::attachment(mail, "cleRecuperation.crbee");
     assert!(headers.contains("application/octet-stream"), "{headers}");
-    let body = &part[headers_end..];
-    let body = &body[..body.find("\r\n--").unwrap()];
-    if headers.contains("base64") {
-        let compact: String = body.split_whitespace().collect();
-        String::from_utf8(
-            base64::engine::general_purpose::STANDARD
-                .decode(compact)
-                .unwrap(),
-        )
-        .unwrap()
-    } else {
-        body.replace("\r\n", "\n")
-    }
+    String::from_utf8(bytes).unwrap()
 }
 
 /// Writes a page-table snapshot full of damaged bytes into sled's folder, named as sled

@@ -1,6 +1,8 @@
 //! A real SMTP server for one test: aiosmtpd.
 
 use std::io::{BufRead, BufReader};
+
+use base64::Engine;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
@@ -174,4 +176,28 @@ impl Drop for Smtp {
     fn drop(&mut self) {
         terminate(&mut self.child);
     }
+}
+
+/// The attachment `name` of a received mail: its part's headers, and its bytes decoded from
+/// base64 (as the daemon sends every attachment) or taken as they are.
+pub fn attachment(mail: &str, name: &str) -> (String, Vec<u8>) {
+    let at = mail
+        .find(&format!("filename=\"{name}\""))
+        .unwrap_or_else(|| panic!("{name} is attached: {mail}"));
+    // The part's headers: from the boundary line before the file name to the blank line.
+    let start = mail[..at].rfind("\r\n--").map_or(0, |b| b + 2);
+    let part = &mail[start..];
+    let headers_end = part.find("\r\n\r\n").unwrap() + 4;
+    let headers = part[..headers_end].to_owned();
+    let body = &part[headers_end..];
+    let body = &body[..body.find("\r\n--").unwrap()];
+    let bytes = if headers.contains("Content-Transfer-Encoding: base64") {
+        let compact: String = body.split_whitespace().collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .unwrap()
+    } else {
+        body.replace("\r\n", "\n").into_bytes()
+    };
+    (headers, bytes)
 }

@@ -5,8 +5,9 @@
 use std::io::Read;
 
 use lettre::Message;
+use lettre::message::header::ContentTransferEncoding;
 use lettre::message::header::ContentType;
-use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::message::{Attachment, Body, Mailbox, MultiPart, SinglePart};
 
 use crate::accounts::notices;
 use crate::config::Config;
@@ -102,7 +103,12 @@ pub fn build(config: &Config, account: &Account, r: Request) -> Result<(Message,
         if total > max {
             return Err(too_large(max));
         }
-        attachments.push(Attachment::new(name).body(bytes, content_type));
+        // Always base64: lettre would send an ASCII file in 7 bits as it is, and a CR or LF
+        // alone in it, past SMTP's rule that they come only as CRLF, is how mail is smuggled
+        // beyond the end of data.
+        let body = Body::new_with_encoding(bytes, ContentTransferEncoding::Base64)
+            .expect("base64 carries any bytes");
+        attachments.push(Attachment::new(name).body(body, content_type));
     }
 
     let body = match r.html {
@@ -156,8 +162,6 @@ const MAX_LINE_OCTETS: usize = 998;
 /// a third larger; it keeps a CR alone as it is; and its CRLF conversion moves the rest of
 /// the text once per line.
 fn text_part(content_type: ContentType, text: String) -> SinglePart {
-    use lettre::message::Body;
-    use lettre::message::header::ContentTransferEncoding;
     let (text, fits) = crlf_lines(&text);
     let body = if fits {
         Body::dangerous_pre_encoded(text.into_bytes(), ContentTransferEncoding::EightBit)
@@ -351,6 +355,26 @@ mod tests {
         }
         let long_and_alone = built(format!("{longest}a\r.\rfin"));
         assert!(!long_and_alone.contains("\r.\r"), "{long_and_alone:?}");
+    }
+
+    #[test]
+    fn attachments_go_in_base64_whatever_their_bytes() {
+        use base64::Engine;
+        use std::io::{Seek, Write};
+        let content = b"une\r.\r\nligne\n.\ndeux\0";
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(content).unwrap();
+        file.rewind().unwrap();
+        let r = Request {
+            attachments: vec![("notes.txt".into(), "text/plain".into(), file)],
+            ..request()
+        };
+        let (_, bytes) = build(&Config::default(), &account(), r).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(content);
+        assert!(text.contains(&encoded), "{text:?}");
+        assert!(!text.contains("\r.\r"), "no CR alone on the wire: {text:?}");
+        assert!(!text.contains('\0'), "{text:?}");
     }
 
     #[test]
