@@ -1,23 +1,43 @@
 //! A real SMTP server for one test: aiosmtpd.
 
 use std::io::{BufRead, BufReader};
-
-use base64::Engine;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use crate::{free_port, terminate, workspace_root};
+use base64::Engine;
+
+use crate::{TestCa, free_port, terminate, workspace_root};
 
 /// aiosmtpd on loopback, saving each accepted message as `<n>.eml` in its mail directory.
 pub struct Smtp {
     child: Child,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// The `tls` mode a client uses and the CA file that trusts the server, over TLS.
+    tls: Option<(&'static str, PathBuf)>,
 }
 
 impl Smtp {
     pub fn start() -> Smtp {
         Smtp::start_with(&[])
+    }
+
+    /// Over TLS with a certificate of `ca`: implicit (as on port 465), or STARTTLS.
+    pub fn start_tls(ca: &TestCa, implicit: bool, extra: &[&str]) -> Smtp {
+        let (cert, key) = (ca.cert(), ca.key());
+        let mut args = vec![
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ];
+        if implicit {
+            args.push("--tls");
+        }
+        args.extend_from_slice(extra);
+        let mut smtp = Smtp::start_with(&args);
+        smtp.tls = Some((if implicit { "tls" } else { "starttls" }, ca.ca()));
+        smtp
     }
 
     /// On a free port; another free one if a parallel test took it between the look-up and
@@ -65,7 +85,12 @@ impl Smtp {
             terminate(&mut child);
             return Err(line);
         }
-        Ok(Smtp { child, port, dir })
+        Ok(Smtp {
+            child,
+            port,
+            dir,
+            tls: None,
+        })
     }
 
     /// Makes the server answer DATA with this reply (e.g. "451 4.3.0 later"); "" accepts again.
@@ -164,9 +189,14 @@ impl Smtp {
         self.port
     }
 
+    /// The daemon's `[relay]` table for this server.
     pub fn relay_config(&self) -> String {
+        let (mode, ca_file) = match &self.tls {
+            Some((mode, ca)) => (*mode, format!("ca_file = \"{}\"\n", ca.display())),
+            None => ("none", String::new()),
+        };
         format!(
-            "[relay]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+            "[relay]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"{mode}\"\n{ca_file}",
             self.port
         )
     }

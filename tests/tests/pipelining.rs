@@ -444,20 +444,8 @@ fn too_many_messages_on_one_connection_means_reconnect() {
 #[test]
 fn implicit_tls_is_pipelined_over_our_own_socket() {
     let ca = TestCa::new();
-    let (cert, key) = (ca.cert(), ca.key());
-    let smtp = Smtp::start_with(&[
-        "--cert",
-        cert.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--tls",
-        "--pipelining",
-    ]);
-    let config = format!(
-        "[relay]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"tls\"\nca_file = \"{}\"\n",
-        smtp.port,
-        ca.ca().display()
-    );
+    let smtp = Smtp::start_tls(&ca, true, &["--pipelining"]);
+    let config = smtp.relay_config();
     let bus = Bus::start();
     let daemon = Daemon::start(&bus, &config);
     assert!(

@@ -627,25 +627,11 @@ fn tls_case(implicit: bool) {
     let pw_dir = tempfile::tempdir().unwrap();
     let password_file = pw_dir.path().join("relay-password");
     std::fs::write(&password_file, "s3cret-relais\n").unwrap();
-    let (cert, key) = (ca.cert(), ca.key());
-    let mut args = vec![
-        "--cert",
-        cert.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--auth",
-        "ce.0123456x:s3cret-relais",
-    ];
-    if implicit {
-        args.push("--tls");
-    }
-    let smtp = Smtp::start_with(&args);
+    let smtp = Smtp::start_tls(&ca, implicit, &["--auth", "ce.0123456x:s3cret-relais"]);
     let relay = format!(
-        "[queue]\nsend_timeout_secs = 15\n[relay]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"{}\"\nusername = \"ce.0123456x\"\npassword_file = \"{}\"\nca_file = \"{}\"\n",
-        smtp.port,
-        if implicit { "tls" } else { "starttls" },
+        "[queue]\nsend_timeout_secs = 15\n{}username = \"ce.0123456x\"\npassword_file = \"{}\"\n",
+        smtp.relay_config(),
         password_file.display(),
-        ca.ca().display()
     );
     let bus = Bus::start();
     let daemon = Daemon::start(&bus, &relay);
