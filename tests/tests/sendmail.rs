@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use postecole_tests::{
-    Bus, Daemon, Smtp, USER_ALICE, USER_BOB, api, ensure_users, mailctl, relayed_account,
-    relayed_account_as, sendmail, wait_for,
+    Bus, Daemon, Smtp, USER_ALICE, USER_BOB, api, attachment, ensure_users, mailctl,
+    relayed_account, relayed_account_as, sendmail, wait_for,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -188,15 +188,7 @@ fn a_multipart_message_keeps_its_pdf_and_its_html() {
     assert!(mail.contains("filename=\"bilan-lea.pdf\""), "{mail}");
     assert!(mail.contains("Content-Type: application/pdf"), "{mail}");
     // The attachment's bytes, whatever the line length the daemon encodes them with.
-    let part = &mail[mail.find("filename=\"bilan-lea.pdf\"").unwrap()..];
-    let body = &part[part.find("\r\n\r\n").unwrap() + 4..];
-    let encoded: String = body.lines().take_while(|l| !l.starts_with("--")).collect();
-    assert_eq!(
-        base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .unwrap(),
-        pdf
-    );
+    assert_eq!(attachment(&mail, "bilan-lea.pdf").1, pdf);
 }
 
 #[test]
