@@ -353,7 +353,7 @@ impl Store {
         if let [one] = records {
             // A single record is atomic on its own. sled's batch rolls its log buffer twice
             // and waits for both writes (two pwrite + sync_file_range), under a lock that
-            // stops every other writer: that was most of a single Send's time.
+            // stops every other writer: every single Send and one-message outcome paid it.
             self.messages.insert(one.id.as_bytes(), stored(one))?;
         } else {
             let mut batch = sled::Batch::default();

@@ -5,8 +5,7 @@
 use std::io::Read;
 
 use lettre::Message;
-use lettre::message::header::ContentTransferEncoding;
-use lettre::message::header::ContentType;
+use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::{Attachment, Body, Mailbox, MultiPart, SinglePart};
 
 use crate::accounts::notices;
