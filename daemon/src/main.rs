@@ -222,7 +222,8 @@ async fn run(args: Args) -> Result<(), String> {
         message_events,
     ));
     // Delivery starts once the bus is up, so that the first signals reach their listeners.
-    tokio::spawn(queue::delivery::run(queue.clone(), relay.clone()));
+    let (stop_delivery, stop) = tokio::sync::watch::channel(false);
+    let delivery = tokio::spawn(queue::delivery::run(queue.clone(), relay.clone(), stop));
     tokio::spawn(queue.clone().prune_now_and_then());
 
     tokio::spawn(snapshot_periodically(store.clone()));
@@ -235,12 +236,28 @@ async fn run(args: Args) -> Result<(), String> {
         _ = term.recv() => tracing::info!("SIGTERM received, stopping"),
         _ = int.recv() => tracing::info!("SIGINT received, stopping"),
     }
-    // Release the name first so that no new call arrives while the store closes.
+    // Release the name first so that no new call arrives while the store closes (the signal
+    // forwarders keep the connection itself open until the process ends).
+    if let Err(e) = connection.release_name(postecole_dbus::BUS_NAME).await {
+        tracing::warn!(error = %e, "cannot release the bus name");
+    }
     drop(connection);
+    // What the relay has already accepted is recorded, not sent again after the restart; a
+    // record that cannot be written in time is, as after a crash.
+    stop_delivery.send_replace(true);
+    if tokio::time::timeout(STOP_DELIVERY_WITHIN, delivery)
+        .await
+        .is_err()
+    {
+        tracing::warn!("delivery outcomes not all recorded in time: those messages go again");
+    }
     store.flush().map_err(|e| e.to_string())?;
     take_snapshot(store, false).await;
     Ok(())
 }
+
+/// Well within systemd's stop time-out (90 s), and long enough for one group's syncs.
+const STOP_DELIVERY_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often the store is exported when it changed: what a damaged store can lose.
 const SNAPSHOT_EVERY: std::time::Duration = std::time::Duration::from_secs(10 * 60);

@@ -9,6 +9,8 @@ struct Fixture {
     accounts: Accounts,
     now: Arc<AtomicU64>,
     dir: tempfile::TempDir,
+    /// Delivery runs while this is kept.
+    _delivering: tokio::sync::watch::Sender<bool>,
 }
 
 fn fixture_with(relay: Option<crate::config::Relay>) -> Fixture {
@@ -35,7 +37,12 @@ fn fixture_with(relay: Option<crate::config::Relay>) -> Fixture {
         )
         .unwrap(),
     );
-    tokio::spawn(crate::queue::delivery::run(queue.clone(), relay.clone()));
+    let (delivering, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(crate::queue::delivery::run(
+        queue.clone(),
+        relay.clone(),
+        stop,
+    ));
     Fixture {
         accounts: Accounts::new(
             config,
@@ -48,6 +55,7 @@ fn fixture_with(relay: Option<crate::config::Relay>) -> Fixture {
         ),
         now,
         dir,
+        _delivering: delivering,
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::address::Envelope;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::relay::{Error, Relay};
 use super::{Outcome, Queue, outcome};
@@ -14,18 +14,33 @@ use crate::model::Record;
 /// The worker pool: takes due messages from the queue and sends them, at most
 /// `relay.in_flight()` at a time (over `relay.connections()` connections, kept for the
 /// next), at the pace of the relay's sending limits.
-pub async fn run(queue: Arc<Queue>, relay: Arc<Relay>) {
+///
+/// When `stop` turns true it takes no more messages, records the outcomes the relay has
+/// already given, and returns: a message left `sending` is sent again after a restart.
+pub async fn run(queue: Arc<Queue>, relay: Arc<Relay>, mut stop: watch::Receiver<bool>) {
+    // Outcomes are recorded by one task, in groups sharing a single sync, so that a slot is
+    // free for the next send as soon as the relay has answered.
+    let (done, outcomes) = mpsc::unbounded_channel();
+    let recorder = tokio::spawn(record_outcomes(queue.clone(), outcomes, stop.clone()));
+    tokio::spawn(seal_pending(queue.clone()));
+    tokio::spawn(save_usage(relay.clone()));
+    tokio::spawn(relay.clone().keep_alive());
+    tokio::select! {
+        _ = dispatch(&queue, &relay, done) => {}
+        _ = stop.wait_for(|stopping| *stopping) => {}
+    }
+    let _ = recorder.await;
+}
+
+async fn dispatch(
+    queue: &Arc<Queue>,
+    relay: &Arc<Relay>,
+    done: mpsc::UnboundedSender<(Record, Outcome)>,
+) {
     let permits = Arc::new(Semaphore::new(relay.in_flight()));
     // Bodies read for sending, in `ROOM_UNIT`s: a few large messages go one after another
     // rather than all in memory at once.
     let room = Arc::new(Semaphore::new((SENDING_BYTES / ROOM_UNIT) as usize));
-    // Outcomes are recorded by one task, in groups sharing a single sync, so that a slot is
-    // free for the next send as soon as the relay has answered.
-    let (done, outcomes) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(record_outcomes(queue.clone(), outcomes));
-    tokio::spawn(seal_pending(queue.clone()));
-    tokio::spawn(save_usage(relay.clone()));
-    tokio::spawn(relay.clone().keep_alive());
     let mut held = false;
     loop {
         // Needs a login: nothing is taken, so nothing is tried, deferred or bounced.
@@ -114,17 +129,38 @@ pub async fn run(queue: Arc<Queue>, relay: Arc<Relay>) {
 const SENDING_BYTES: u64 = 48 << 20;
 const ROOM_UNIT: u64 = 4096;
 
-/// Takes every outcome waiting, records them with one sync, and goes again.
-async fn record_outcomes(
+/// How long the outcomes following a first one are waited for, to share its sync. Messages
+/// that come one by one (a script's, a cron job's) are delivered one by one: recorded alone,
+/// each paid an archive sealing and two syncs, a third of the daemon's work for such a message.
+/// A message's `delivered` comes this much later at most; the relay has it already.
+const GATHER: Duration = Duration::from_millis(25);
+
+/// Takes the outcomes coming within `GATHER` of a first one, records them with one sync, and
+/// goes again; on `stop`, records what is at hand and returns.
+pub(super) async fn record_outcomes(
     queue: Arc<Queue>,
-    mut outcomes: tokio::sync::mpsc::UnboundedReceiver<(Record, Outcome)>,
+    mut outcomes: mpsc::UnboundedReceiver<(Record, Outcome)>,
+    mut stop: watch::Receiver<bool>,
 ) {
-    while let Some(first) = outcomes.recv().await {
+    loop {
+        let first = tokio::select! {
+            biased;
+            item = outcomes.recv() => item,
+            _ = stop.wait_for(|stopping| *stopping) => outcomes.try_recv().ok(),
+        };
+        let Some(first) = first else { return };
         let mut group = vec![first];
+        let until = tokio::time::Instant::now() + GATHER;
         while group.len() < 512 {
-            match outcomes.try_recv() {
-                Ok(item) => group.push(item),
-                Err(_) => break,
+            let item = tokio::select! {
+                biased;
+                item = outcomes.recv() => item,
+                _ = stop.wait_for(|stopping| *stopping) => None,
+                _ = tokio::time::sleep_until(until) => None,
+            };
+            match item {
+                Some(item) => group.push(item),
+                None => break,
             }
         }
         let ids: Vec<String> = group.iter().map(|(r, _)| r.id.clone()).collect();

@@ -541,3 +541,34 @@ async fn records_are_pruned_after_the_retention_and_the_archive_keeps_their_plac
     assert!(matches!(q.get(&ids[0]), Err(Error::NotFound(_))));
     assert_eq!(q.store.sealed("acct").unwrap().len(), 1);
 }
+
+/// Outcomes are gathered a moment to share one sync; a stop must not leave those at hand
+/// unrecorded (they would go to the relay again after the restart).
+#[tokio::test]
+async fn a_stop_records_the_outcomes_being_gathered() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicU64::new(1_000_000));
+    let q = open(dir.path(), &now);
+    let ids = enqueued(&q, (0..2).map(outgoing).collect()).await;
+    let (done, outcomes) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let recorder = tokio::spawn(super::delivery::record_outcomes(
+        q.clone(),
+        outcomes,
+        stopping,
+    ));
+    for _ in &ids {
+        let r = q.take_due().unwrap().unwrap();
+        done.send((r, Outcome::Delivered("250 ok".into()))).unwrap();
+    }
+    stop.send_replace(true);
+    // `done` is still open, as the sending tasks' are at a stop.
+    tokio::time::timeout(std::time::Duration::from_secs(10), recorder)
+        .await
+        .expect("the recorder returns on stop")
+        .unwrap();
+    for id in &ids {
+        assert_eq!(q.get(id).unwrap().state, MsgState::Delivered, "{id}");
+    }
+    drop(done);
+}
