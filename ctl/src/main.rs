@@ -1,6 +1,7 @@
 //! mailctl: the command line of postecole. Every command is one or a few D-Bus calls to
 //! postecoled; nothing is decided here.
 
+mod changes;
 mod fail;
 mod i18n;
 mod merge;

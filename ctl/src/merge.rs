@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use futures_util::{FutureExt, StreamExt};
 use postecole_dbus::{OutboxProxy, RowAttachment};
 use serde_json::json;
 
+use crate::changes::Changes;
 use crate::{Failure, Status, t, tn};
 use postecole_table::{self as table, Table};
 
@@ -332,9 +332,9 @@ async fn follow(
         );
         bar
     };
-    let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let wanted: std::collections::HashSet<String> = ids.iter().cloned().collect();
     // Listen first, then look once: a change between the two is seen either way.
-    let mut changes = outbox.receive_message_changed().await?;
+    let changes = Changes::listen(outbox, move |id| wanted.contains(id)).await?;
     let mut finals = HashMap::new();
     let mut deferred = std::collections::HashSet::new();
     let mut look: Vec<String> = ids.to_vec();
@@ -380,25 +380,13 @@ async fn follow(
         }
         // What the daemon announces, a few at a time; a look at every unfinished message now
         // and then covers a signal lost on the way.
-        look.clear();
-        match tokio::time::timeout(Duration::from_secs(5), changes.next()).await {
-            Ok(Some(signal)) => {
-                let mut note = |signal: postecole_dbus::MessageChanged| {
-                    if let Ok(args) = signal.args()
-                        && wanted.contains(args.id())
-                    {
-                        look.push(args.id().to_string());
-                    }
-                };
-                note(signal);
-                while let Some(Some(signal)) = changes.next().now_or_never() {
-                    note(signal);
-                }
+        match changes.next(Duration::from_secs(5)).await {
+            Some(announced) if !announced.is_empty() => {
+                look = announced.into_iter().map(|(id, _)| id).collect();
                 look.sort();
-                look.dedup();
             }
-            Ok(None) => return Err(Failure::new(Status::TempFail, t!("the daemon went away"))),
-            Err(_) => {
+            None => return Err(Failure::new(Status::TempFail, t!("the daemon went away"))),
+            Some(_) => {
                 look = ids
                     .iter()
                     .filter(|id| !finals.contains_key(*id))

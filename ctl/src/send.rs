@@ -2,12 +2,13 @@
 //! as file descriptors, and with `--wait` follows the message until it is delivered or failed.
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::Args;
-use futures_util::StreamExt;
 use postecole_dbus::{AccountsProxy, OutboxProxy, OutgoingMessage};
 
+use crate::changes::Changes;
 use crate::{Failure, Status, t};
 
 #[derive(Args)]
@@ -148,14 +149,23 @@ pub async fn send(
         html,
     };
     let outbox = OutboxProxy::new(connection).await?;
-    // Listen before sending, so that no state change is missed.
-    let mut changes = if args.wait {
-        Some(outbox.receive_message_changed().await?)
+    // Listen before sending, so that no state change is missed; until the id is known, every
+    // change is kept.
+    let ours = Arc::new(OnceLock::new());
+    let changes = if args.wait {
+        let ours = ours.clone();
+        Some(
+            Changes::listen(&outbox, move |id| {
+                ours.get().is_none_or(|o: &String| o == id)
+            })
+            .await?,
+        )
     } else {
         None
     };
     let id = outbox.send(&account, message, attachments).await?;
-    let Some(changes) = changes.as_mut() else {
+    let _ = ours.set(id.clone());
+    let Some(changes) = changes else {
         if json {
             crate::outln!("{}", serde_json::json!({ "id": id }));
         } else {
@@ -178,13 +188,11 @@ pub async fn send(
                 .saturating_duration_since(tokio::time::Instant::now())
                 .max(Duration::from_millis(1)),
         );
-        let announced = match tokio::time::timeout(wait, changes.next()).await {
-            Ok(Some(signal)) => match signal.args() {
-                Ok(args) if *args.id() == id => Some(args.state().to_string()),
-                _ => continue,
-            },
-            _ => None,
-        };
+        let announced = changes
+            .next(wait)
+            .await
+            .and_then(|c| c.into_iter().find(|(i, _)| *i == id))
+            .map(|(_, state)| state);
         let info = outbox.get_message(&id).await?;
         let state = announced.unwrap_or_else(|| info.state.clone());
         let now = crate::output::now();

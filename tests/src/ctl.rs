@@ -53,7 +53,7 @@ impl Ctl {
 
 /// Runs `mailctl` against the test bus, as `user` (through runuser) or as the test's own user.
 pub fn mailctl(bus: &Bus, user: Option<&str>, args: &[&str], stdin: Option<&str>) -> Ctl {
-    let mut cmd = match user {
+    let cmd = match user {
         Some(user) => {
             let mut c = Command::new("runuser");
             c.args(["-u", user, "--"]).arg(shared_mailctl());
@@ -61,6 +61,19 @@ pub fn mailctl(bus: &Bus, user: Option<&str>, args: &[&str], stdin: Option<&str>
         }
         None => Command::new(bin("mailctl")),
     };
+    run(bus, cmd, args, stdin)
+}
+
+/// Runs `mailctl` as the test's own user, killed after `limit`: for a command that could
+/// hang, so that its test fails instead.
+fn mailctl_within(bus: &Bus, args: &[&str], limit: std::time::Duration) -> Ctl {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-s", "KILL", &limit.as_secs().to_string()])
+        .arg(bin("mailctl"));
+    run(bus, cmd, args, None)
+}
+
+fn run(bus: &Bus, mut cmd: Command, args: &[&str], stdin: Option<&str>) -> Ctl {
     cmd.args(args)
         .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
         .stdin(Stdio::piped())
@@ -212,5 +225,6 @@ pub fn merge(bus: &Bus, account: &str, template: &str, csv: &Path, extra: &[&str
         csv.to_str().expect("a UTF-8 path"),
     ];
     args.extend_from_slice(extra);
-    mailctl(bus, None, &args, None)
+    // It follows its messages to the end: a follower held up fails its test, not CI.
+    mailctl_within(bus, &args, std::time::Duration::from_secs(300))
 }

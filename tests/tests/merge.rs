@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use postecole_tests::{Bus, Daemon, Smtp, mailctl, merge, queue_json, relayed_account};
+use postecole_tests::{
+    Bus, Daemon, Smtp, active_account, mailctl, merge, queue_json, relayed_account,
+};
 
 fn setup() -> (Bus, Smtp, Daemon, String) {
     let smtp = Smtp::start();
@@ -100,6 +102,48 @@ fn two_hundred_families_each_get_their_own_report() {
         seen += 1;
     }
     assert_eq!(seen, 197);
+}
+
+/// Delivered as fast as the daemon can (into local files), a thousand families' changes are
+/// announced hundreds at a time while `mailctl merge` makes its calls: zbus keeps 64 signals
+/// for a stream nobody reads and then stops reading the connection, replies included, so
+/// signals read only between calls held the merge up for ever.
+#[test]
+fn a_thousand_families_are_followed_to_the_end() {
+    let bus = Bus::start();
+    let daemon = Daemon::start(&bus, "");
+    let account = active_account(
+        &bus,
+        &daemon,
+        None,
+        None,
+        "establishment",
+        "secretariat@ecole.fr",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("eleve;periode;email;fichier\n");
+    for n in 0..1000 {
+        csv.push_str(&format!(
+            "Élève {n};du 1er trimestre;famille{n}@example.org;bilan-{n}.pdf\n"
+        ));
+        std::fs::write(
+            dir.path().join(format!("bilan-{n}.pdf")),
+            format!("%PDF-1.4\n% BILAN-FAMILLE-{n}-FIN\n%%EOF\n"),
+        )
+        .unwrap();
+    }
+    let path = dir.path().join("familles.csv");
+    std::fs::write(&path, csv).unwrap();
+    let out = merge(
+        &bus,
+        &account,
+        "bilan",
+        &path,
+        &["--attach-column", "fichier", "--json"],
+    );
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["delivered"], 1000, "{report}");
 }
 
 #[test]

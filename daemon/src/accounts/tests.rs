@@ -9,8 +9,6 @@ struct Fixture {
     accounts: Accounts,
     now: Arc<AtomicU64>,
     dir: tempfile::TempDir,
-    /// Delivery runs while this is kept.
-    _delivering: tokio::sync::watch::Sender<bool>,
 }
 
 fn fixture_with(relay: Option<crate::config::Relay>) -> Fixture {
@@ -37,12 +35,7 @@ fn fixture_with(relay: Option<crate::config::Relay>) -> Fixture {
         )
         .unwrap(),
     );
-    let (delivering, stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(crate::queue::delivery::run(
-        queue.clone(),
-        relay.clone(),
-        stop,
-    ));
+    tokio::spawn(crate::queue::delivery::run(queue.clone(), relay.clone()));
     Fixture {
         accounts: Accounts::new(
             config,
@@ -55,7 +48,6 @@ fn fixture_with(relay: Option<crate::config::Relay>) -> Fixture {
         ),
         now,
         dir,
-        _delivering: delivering,
     }
 }
 
