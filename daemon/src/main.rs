@@ -242,8 +242,8 @@ async fn run(args: Args) -> Result<(), String> {
         tracing::warn!(error = %e, "cannot release the bus name");
     }
     drop(connection);
-    // What the relay has already accepted is recorded, not sent again after the restart; a
-    // record that cannot be written in time is, as after a crash.
+    // What the relay accepts of the messages being sent is recorded, not sent again after the
+    // restart; an answer that does not come in time is, as after a crash.
     stop_delivery.send_replace(true);
     if tokio::time::timeout(STOP_DELIVERY_WITHIN, delivery)
         .await

@@ -35,7 +35,13 @@ fn fixture_with(relay: Option<crate::config::Relay>) -> Fixture {
         )
         .unwrap(),
     );
-    tokio::spawn(crate::queue::delivery::run(queue.clone(), relay.clone()));
+    // A stop whose sender is gone never comes: delivery runs as long as the runtime.
+    let (_, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(crate::queue::delivery::run(
+        queue.clone(),
+        relay.clone(),
+        stop,
+    ));
     Fixture {
         accounts: Accounts::new(
             config,

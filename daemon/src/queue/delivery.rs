@@ -15,8 +15,10 @@ use crate::model::Record;
 /// `relay.in_flight()` at a time (over `relay.connections()` connections, kept for the
 /// next), at the pace of the relay's sending limits.
 ///
-/// When `stop` turns true it takes no more messages, records the outcomes the relay has
-/// already given, and returns: a message left `sending` is sent again after a restart.
+/// When `stop` turns true it takes no more messages, records the outcomes of those being
+/// sent as their answers come, and returns once none is left: a message left `sending` (the
+/// caller gave up waiting) is sent again after a restart. A `stop` whose sender is gone
+/// never stops it.
 pub async fn run(queue: Arc<Queue>, relay: Arc<Relay>, mut stop: watch::Receiver<bool>) {
     // Outcomes are recorded by one task, in groups sharing a single sync, so that a slot is
     // free for the next send as soon as the relay has answered.
@@ -27,9 +29,16 @@ pub async fn run(queue: Arc<Queue>, relay: Arc<Relay>, mut stop: watch::Receiver
     tokio::spawn(relay.clone().keep_alive());
     tokio::select! {
         _ = dispatch(&queue, &relay, done) => {}
-        _ = stop.wait_for(|stopping| *stopping) => {}
+        _ = stopped(&mut stop) => {}
     }
     let _ = recorder.await;
+}
+
+/// Resolves once `stop` is true; never if its sender is gone.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|stopping| *stopping).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 async fn dispatch(
@@ -136,26 +145,20 @@ const ROOM_UNIT: u64 = 4096;
 const GATHER: Duration = Duration::from_millis(25);
 
 /// Takes the outcomes coming within `GATHER` of a first one, records them with one sync, and
-/// goes again; on `stop`, records what is at hand and returns.
+/// goes again until every sender is gone; once `stop` is true, without waiting for more.
 pub(super) async fn record_outcomes(
     queue: Arc<Queue>,
     mut outcomes: mpsc::UnboundedReceiver<(Record, Outcome)>,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let first = tokio::select! {
-            biased;
-            item = outcomes.recv() => item,
-            _ = stop.wait_for(|stopping| *stopping) => outcomes.try_recv().ok(),
-        };
-        let Some(first) = first else { return };
+    while let Some(first) = outcomes.recv().await {
         let mut group = vec![first];
         let until = tokio::time::Instant::now() + GATHER;
         while group.len() < 512 {
             let item = tokio::select! {
                 biased;
                 item = outcomes.recv() => item,
-                _ = stop.wait_for(|stopping| *stopping) => None,
+                _ = stopped(&mut stop) => None,
                 _ = tokio::time::sleep_until(until) => None,
             };
             match item {
@@ -195,7 +198,11 @@ pub(super) async fn record_outcomes(
                     break;
                 }
             }
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            // At a stop, left `sending` as after a crash rather than holding the stop up.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = stopped(&mut stop) => return,
+            }
         }
     }
 }
