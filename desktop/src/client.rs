@@ -107,8 +107,12 @@ pub fn account_changes() -> async_channel::Receiver<()> {
 }
 
 /// A channel that receives the id and new state of each message whose state changed.
+///
+/// Unbounded: a page may read it only after its own calls (a merge sends all its chunks
+/// first), and a forwarder waiting for room would leave the signal stream unread; zbus then
+/// stops reading the connection after 64 signals, and every call's reply waits behind them.
 pub fn message_changes() -> async_channel::Receiver<(String, String)> {
-    let (tx, rx) = async_channel::bounded(256);
+    let (tx, rx) = async_channel::unbounded();
     runtime().spawn(async move {
         let Ok(c) = connection().await else { return };
         let Ok(proxy) = outbox(&c).await else { return };
