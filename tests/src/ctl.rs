@@ -199,6 +199,15 @@ pub fn relayed_account(
     relayed_account_as(smtp, extra_config, None, kind, address)
 }
 
+/// A private bus, a daemon without a relay (mail lands in its local files), and an active
+/// account of `kind` at `address`.
+pub fn local_account(kind: &str, address: &str) -> (Bus, Daemon, String) {
+    let bus = Bus::start();
+    let daemon = Daemon::start(&bus, "");
+    let account = active_account(&bus, &daemon, None, None, kind, address);
+    (bus, daemon, account)
+}
+
 /// As `relayed_account`, the account set up by `user` (the test's own user when `None`).
 pub fn relayed_account_as(
     smtp: &Smtp,

@@ -31,8 +31,8 @@ pub use accounts::{account_ids, audit_json, wrong_code};
 pub use bus::Bus;
 pub use ca::TestCa;
 pub use ctl::{
-    Ctl, active_account, code_in, create, mailctl, merge, queue_json, relayed_account,
-    relayed_account_as, send_mail, verify, wait_state,
+    Ctl, active_account, code_in, create, local_account, mailctl, merge, queue_json,
+    relayed_account, relayed_account_as, send_mail, verify, wait_state,
 };
 pub use daemon::Daemon;
 pub use oauth::{MAILBOX, OAuthRelay, logged_in, oauth_account, relay_status, spawn_login};

@@ -1,9 +1,10 @@
 //! Templates and mail-merge: one message per family, each with its own PDF, from a CSV export.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use postecole_tests::{
-    Bus, Daemon, Smtp, active_account, mailctl, merge, queue_json, relayed_account,
+    Bus, Daemon, Smtp, local_account, mailctl, merge, queue_json, relayed_account,
 };
 
 fn setup() -> (Bus, Smtp, Daemon, String) {
@@ -13,12 +14,29 @@ fn setup() -> (Bus, Smtp, Daemon, String) {
     (bus, smtp, daemon, account)
 }
 
+/// A school software's export of `n` families in `dir`, each with its own small PDF beside it;
+/// `row(n)` gives a family's address and the file its line names. The CSV's path.
+fn export(dir: &Path, n: usize, row: impl Fn(usize) -> (String, String)) -> PathBuf {
+    let mut csv = String::from("eleve;periode;email;fichier\n");
+    for n in 0..n {
+        let (email, file) = row(n);
+        csv.push_str(&format!("Élève {n};du 1er trimestre;{email};{file}\n"));
+        std::fs::write(
+            dir.join(format!("bilan-{n}.pdf")),
+            format!("%PDF-1.4\n% BILAN-FAMILLE-{n}-FIN\n%%EOF\n"),
+        )
+        .unwrap();
+    }
+    let path = dir.join("familles.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
 #[test]
 fn two_hundred_families_each_get_their_own_report() {
     let (bus, smtp, _daemon, account) = setup();
     let dir = tempfile::tempdir().unwrap();
-    let mut csv = String::from("eleve;periode;email;fichier\n");
-    for n in 0..200 {
+    let path = export(dir.path(), 200, |n| {
         let email = match n {
             3 => String::new(),
             7 => "pas-une-adresse".to_owned(),
@@ -29,15 +47,8 @@ fn two_hundred_families_each_get_their_own_report() {
         } else {
             format!("bilan-{n}.pdf")
         };
-        csv.push_str(&format!("Élève {n};du 1er trimestre;{email};{file}\n"));
-        std::fs::write(
-            dir.path().join(format!("bilan-{n}.pdf")),
-            format!("%PDF-1.4\n% BILAN-FAMILLE-{n}-FIN\n%%EOF\n"),
-        )
-        .unwrap();
-    }
-    let path = dir.path().join("familles.csv");
-    std::fs::write(&path, csv).unwrap();
+        (email, file)
+    });
     let args = ["--attach-column", "fichier", "--json"];
 
     // Dry run: the report, nothing queued.
@@ -110,30 +121,11 @@ fn two_hundred_families_each_get_their_own_report() {
 /// signals read only between calls held the merge up for ever.
 #[test]
 fn a_thousand_families_are_followed_to_the_end() {
-    let bus = Bus::start();
-    let daemon = Daemon::start(&bus, "");
-    let account = active_account(
-        &bus,
-        &daemon,
-        None,
-        None,
-        "establishment",
-        "secretariat@ecole.fr",
-    );
+    let (bus, _daemon, account) = local_account("establishment", "secretariat@ecole.fr");
     let dir = tempfile::tempdir().unwrap();
-    let mut csv = String::from("eleve;periode;email;fichier\n");
-    for n in 0..1000 {
-        csv.push_str(&format!(
-            "Élève {n};du 1er trimestre;famille{n}@example.org;bilan-{n}.pdf\n"
-        ));
-        std::fs::write(
-            dir.path().join(format!("bilan-{n}.pdf")),
-            format!("%PDF-1.4\n% BILAN-FAMILLE-{n}-FIN\n%%EOF\n"),
-        )
-        .unwrap();
-    }
-    let path = dir.path().join("familles.csv");
-    std::fs::write(&path, csv).unwrap();
+    let path = export(dir.path(), 1000, |n| {
+        (format!("famille{n}@example.org"), format!("bilan-{n}.pdf"))
+    });
     let out = merge(
         &bus,
         &account,

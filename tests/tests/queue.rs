@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use postecole_tests::{
     Bus, Daemon, Smtp, TestCa, USER_ALICE, USER_BOB, active_account, api, create, ensure_users,
-    mailctl, queue_json, relayed_account, send_mail, wait_for, wait_state,
+    local_account, mailctl, queue_json, relayed_account, send_mail, wait_for, wait_state,
 };
 
 const FAST_RETRY: &str = "[queue]\nmin_backoff_secs = 1\nmax_backoff_secs = 2\n";
@@ -433,16 +433,7 @@ async fn bad_input_is_refused_and_nothing_is_queued() {
 #[test]
 fn who_may_send_and_see_messages() {
     ensure_users();
-    let bus = Bus::start();
-    let daemon = Daemon::start(&bus, "");
-    let shared = active_account(
-        &bus,
-        &daemon,
-        None,
-        None,
-        "establishment",
-        "secretariat@ecole.fr",
-    );
+    let (bus, daemon, shared) = local_account("establishment", "secretariat@ecole.fr");
     mailctl(
         &bus,
         None,
