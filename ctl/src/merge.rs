@@ -378,12 +378,11 @@ async fn follow(
             bar.finish_and_clear();
             return Ok(finals);
         }
-        // What the daemon announces, a few at a time; a look at every unfinished message now
-        // and then covers a signal lost on the way.
+        // What the daemon announced since the last look; after 5 s without any, a look at
+        // every unfinished message covers a signal lost on the way.
         match changes.next(Duration::from_secs(5)).await {
             Some(announced) if !announced.is_empty() => {
                 look = announced.into_iter().map(|(id, _)| id).collect();
-                look.sort();
             }
             None => return Err(Failure::new(Status::TempFail, t!("the daemon went away"))),
             Some(_) => {

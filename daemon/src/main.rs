@@ -236,14 +236,9 @@ async fn run(args: Args) -> Result<(), String> {
         _ = term.recv() => tracing::info!("SIGTERM received, stopping"),
         _ = int.recv() => tracing::info!("SIGINT received, stopping"),
     }
-    // Release the name first so that no new call arrives while the store closes (the signal
-    // forwarders keep the connection itself open until the process ends).
-    if let Err(e) = connection.release_name(postecole_dbus::BUS_NAME).await {
-        tracing::warn!(error = %e, "cannot release the bus name");
-    }
-    drop(connection);
     // What the relay accepts of the messages being sent is recorded, not sent again after the
-    // restart; an answer that does not come in time is, as after a crash.
+    // restart; an answer that does not come in time is, as after a crash (and one coming later
+    // still is recorded in the store alone, after the snapshot).
     stop_delivery.send_replace(true);
     if tokio::time::timeout(STOP_DELIVERY_WITHIN, delivery)
         .await
@@ -251,6 +246,13 @@ async fn run(args: Args) -> Result<(), String> {
     {
         tracing::warn!("delivery outcomes not all recorded in time: those messages go again");
     }
+    // The name is released only now, so that followers, who listen to signals from it, hear
+    // those outcomes; a call in the meantime is answered (a message sent waits for the restart).
+    // The signal forwarders keep the connection itself open until the process ends.
+    if let Err(e) = connection.release_name(postecole_dbus::BUS_NAME).await {
+        tracing::warn!(error = %e, "cannot release the bus name");
+    }
+    drop(connection);
     store.flush().map_err(|e| e.to_string())?;
     take_snapshot(store, false).await;
     Ok(())
