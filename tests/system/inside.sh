@@ -253,7 +253,15 @@ merge() {
         > "/var/tmp/merge-$tag.json" 2>&1 &
     local client=$!
     wait_for "200 messages of $tag queued" 60 batch_ids "$tag" 200
-    # Interrupting the client is safe: the queue keeps going.
+    # Interrupting the client is safe: the queue keeps going. mailctl itself, not only the
+    # runuser above it: a follower left calling would start the daemon again by bus activation
+    # while a later step stops it.
+    local p
+    for p in /proc/[0-9]*; do
+        if [ "$(awk '/^PPid:/ { print $2 }' "$p/status" 2> /dev/null)" = "$client" ]; then
+            kill "${p#/proc/}" 2> /dev/null || true
+        fi
+    done
     kill $client 2> /dev/null || true
     wait $client 2> /dev/null || true
 }
